@@ -1,0 +1,81 @@
+// Version, common types and the library's single error type.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <ostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#define MF_VERSION_MAJOR 0
+#define MF_VERSION_MINOR 1
+#define MF_VERSION_PATCH 0
+#define MF_VERSION_STRING "0.1.0"
+
+// SIMD kernels need GCC/Clang target attributes on x86-64. Defining MF_DISABLE_SIMD (the CMake
+// option MF_SIMD=OFF does) leaves only the portable scalar path.
+#if !defined(MF_DISABLE_SIMD) && (defined(__x86_64__) || defined(__amd64__)) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define MF_HAVE_X86_SIMD 1
+#else
+#define MF_HAVE_X86_SIMD 0
+#endif
+
+namespace memoryformer {
+inline namespace v0 {
+
+// Every error the library reports: bad arguments, bad options, unusable environment settings.
+// The message names the argument, the value received and what was expected.
+class Error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// [rows, cols] row-major matrix: the layout of activations ([tokens, features]) and tables.
+template <class Scalar>
+using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Bucket indices, one per (token, chunk): [N, K].
+using CodeMatrix = RowMatrix<std::int32_t>;
+
+// How a chunk's selected row is weighted (method.md §1 step 4).
+enum class Score {
+  paper,  // s = p(z), Eq. 10
+  l1,     // s = ||z||_1 * p(z), as the authors' released code trains
+};
+
+inline const char* to_string(Score score) {
+  switch (score) {
+    case Score::paper:
+      return "paper";
+    case Score::l1:
+      return "l1";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, Score score) { return os << to_string(score); }
+
+namespace detail {
+
+// Builds "where: name = value, expected what" and throws it as Error.
+template <class Value>
+[[noreturn]] void fail(const char* where, const char* name, const Value& value, const std::string& expected) {
+  std::ostringstream msg;
+  msg << "memoryformer: " << where << ": " << name << " = " << value << ", expected " << expected;
+  throw Error(msg.str());
+}
+
+// Throws unless a matrix argument is want_rows x want_cols.
+inline void require_shape(const char* where, const char* name, Eigen::Index rows, Eigen::Index cols,
+                          Eigen::Index want_rows, Eigen::Index want_cols) {
+  if (rows != want_rows || cols != want_cols)
+    fail(where, name, std::to_string(rows) + " x " + std::to_string(cols) + " matrix",
+         "shape " + std::to_string(want_rows) + " x " + std::to_string(want_cols));
+}
+
+}  // namespace detail
+}  // namespace v0
+}  // namespace memoryformer

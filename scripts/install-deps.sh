@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the build, tests, benchmarks and examples need, from Debian only.
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ clang libclang-rt-14-dev pkg-config  # toolchain; clang runs the sanitizer build
+  libeigen3-dev libxxhash-dev                                # the library's dependencies
+  libgtest-dev libgmock-dev                                  # tests
+  libbenchmark-dev libbenchmark-tools libopenblas-dev        # benchmarks and the BLAS baseline
+  fortunes                                                   # text corpus for the training demo
+)
+
+sudo_if_needed=()
+if [ "$(id -u)" -ne 0 ]; then sudo_if_needed=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+"${sudo_if_needed[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

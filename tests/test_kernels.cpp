@@ -1,0 +1,168 @@
+// The gather kernels of every SIMD path against the scalar path, at widths that exercise full
+// blocks, single vectors and masked tails, and for a single selected row.
+#include "test_support.hpp"
+
+#include <memoryformer/detail/dispatch.hpp>
+
+namespace {
+
+using mf::detail::GatherKernels;
+using mf::detail::RowSelection;
+
+struct Tables {
+  int count, buckets, width;
+  mf::RowMatrix<float> table;
+  std::vector<std::int32_t> codes;
+  std::vector<float> scores;
+
+  Tables(int count_, int buckets_, int width_, unsigned seed)
+      : count(count_),
+        buckets(buckets_),
+        width(width_),
+        table(test::random_matrix<float>(count_ * buckets_, width_, seed)) {
+    std::mt19937 gen(seed);
+    for (int k = 0; k < count; ++k) {
+      codes.push_back(static_cast<std::int32_t>(gen() % static_cast<unsigned>(buckets)));
+      scores.push_back(std::uniform_real_distribution<float>(-1.0f, 1.0f)(gen));
+    }
+  }
+  RowSelection selection() const { return {codes.data(), count, buckets, table.cols()}; }
+};
+
+class KernelsOnPath : public test::PathTest {
+ protected:
+  GatherKernels<float> kernels() const { return mf::detail::kernels_for<float>(GetParam()); }
+  static GatherKernels<float> scalar() { return mf::detail::kernels_for<float>(mf::KernelPath::scalar); }
+};
+
+const int kWidths[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 1000};
+
+TEST_P(KernelsOnPath, GatherMatchesScalar) {
+  for (int count : {1, 5, 64})
+    for (int width : kWidths) {
+      const Tables t(count, 16, width, static_cast<unsigned>(count * 7919 + width));
+      std::vector<float> expected(static_cast<std::size_t>(width), 0.25f), got = expected;
+      scalar().gather(t.table.data(), t.selection(), t.scores.data(), expected.data(), width);
+      kernels().gather(t.table.data(), t.selection(), t.scores.data(), got.data(), width);
+      for (int c = 0; c < width; ++c)
+        ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
+            << "K " << count << " width " << width << " col " << c;
+    }
+}
+
+TEST_P(KernelsOnPath, ScatterMatchesScalarAndTouchesOnlySelectedRows) {
+  for (int width : kWidths) {
+    const Tables t(6, 8, width, static_cast<unsigned>(width));
+    const auto dy = test::random_matrix<float>(1, width, 99u);
+    mf::RowMatrix<float> expected = test::random_matrix<float>(6 * 8, width, 98u), got = expected;
+    const mf::RowMatrix<float> before = expected;
+    scalar().scatter(expected.data(), t.selection(), t.scores.data(), dy.data(), width);
+    kernels().scatter(got.data(), t.selection(), t.scores.data(), dy.data(), width);
+    EXPECT_LT(test::relative_error(got, expected), 1e-6) << "width " << width;
+    for (int k = 0; k < 6; ++k)
+      for (int b = 0; b < 8; ++b)
+        if (b != t.codes[static_cast<std::size_t>(k)]) {
+          EXPECT_EQ(got.row(k * 8 + b), before.row(k * 8 + b));
+        }
+  }
+}
+
+TEST_P(KernelsOnPath, DotMatchesScalar) {
+  for (int width : kWidths) {
+    const Tables t(9, 4, width, static_cast<unsigned>(3 * width));
+    const auto dy = test::random_matrix<float>(1, width, 97u);
+    std::vector<float> expected(9), got(9);
+    scalar().dot(t.table.data(), t.selection(), dy.data(), width, expected.data());
+    kernels().dot(t.table.data(), t.selection(), dy.data(), width, got.data());
+    for (int k = 0; k < 9; ++k)
+      EXPECT_NEAR(got[k], expected[k], 1e-5f * (1 + std::sqrt(static_cast<float>(width))))
+          << "width " << width;
+  }
+}
+
+TEST_P(KernelsOnPath, ColumnSliceReadsOnlyItsColumns) {
+  // The layer hands threads column slices of a wider table; a slice must neither read nor write
+  // outside [begin, begin + width). NaN outside the slice would poison any stray read.
+  const Tables t(4, 8, 96, 5u);
+  mf::RowMatrix<float> poisoned = t.table;
+  poisoned.leftCols(16).setConstant(std::numeric_limits<float>::quiet_NaN());
+  poisoned.rightCols(16).setConstant(std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> y(96, 1.0f);
+  kernels().gather(poisoned.data() + 16, t.selection(), t.scores.data(), y.data() + 16, 64);
+  for (int c = 0; c < 96; ++c) {
+    if (c < 16 || c >= 80)
+      EXPECT_EQ(y[c], 1.0f) << c;
+    else
+      EXPECT_TRUE(std::isfinite(y[c])) << c;
+  }
+}
+
+MF_INSTANTIATE_ON_ALL_PATHS(KernelsOnPath);
+
+TEST(KernelPath, ScalarIsAlwaysSupportedAndListedFirst) {
+  const auto paths = mf::supported_kernel_paths();
+  ASSERT_FALSE(paths.empty());
+  EXPECT_EQ(paths.front(), mf::KernelPath::scalar);
+  EXPECT_TRUE(mf::kernel_path_supported(mf::KernelPath::scalar));
+#if !MF_HAVE_X86_SIMD
+  EXPECT_EQ(paths.size(), 1u);  // the scalar preset compiles the SIMD paths out
+#endif
+}
+
+TEST(KernelPath, NamesRoundTrip) {
+  for (mf::KernelPath p : {mf::KernelPath::scalar, mf::KernelPath::avx2, mf::KernelPath::avx512})
+    EXPECT_EQ(mf::parse_kernel_path(mf::to_string(p)), p);
+}
+
+// Sets MEMORYFORMER_PATH for one test and restores it.
+class EnvironmentPath : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* old = std::getenv("MEMORYFORMER_PATH");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+  }
+  void TearDown() override {
+    if (had_)
+      setenv("MEMORYFORMER_PATH", old_.c_str(), 1);
+    else
+      unsetenv("MEMORYFORMER_PATH");
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+TEST_F(EnvironmentPath, SelectsTheNamedPath) {
+  setenv("MEMORYFORMER_PATH", "scalar", 1);
+  EXPECT_EQ(mf::detail::initial_kernel_path(), mf::KernelPath::scalar);
+  unsetenv("MEMORYFORMER_PATH");
+  EXPECT_EQ(mf::detail::initial_kernel_path(), mf::supported_kernel_paths().back());
+}
+
+TEST_F(EnvironmentPath, UnknownValueIsAClearError) {
+  setenv("MEMORYFORMER_PATH", "neon", 1);
+  try {
+    mf::detail::initial_kernel_path();
+    FAIL() << "expected an error";
+  } catch (const mf::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MEMORYFORMER_PATH"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("neon"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("scalar, avx2, avx512"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(EnvironmentPath, UnsupportedPathIsAClearError) {
+  int checked = 0;
+  for (mf::KernelPath p : {mf::KernelPath::avx2, mf::KernelPath::avx512}) {
+    if (mf::kernel_path_supported(p)) continue;
+    ++checked;
+    setenv("MEMORYFORMER_PATH", mf::to_string(p), 1);
+    EXPECT_THROW(mf::detail::initial_kernel_path(), mf::Error);
+    EXPECT_THROW(mf::set_kernel_path(p), mf::Error);
+  }
+  if (checked == 0) GTEST_SKIP() << "every path is supported here; the scalar preset covers this";
+}
+
+}  // namespace

@@ -1,0 +1,214 @@
+// MemoryLayer: forward against the independent reference, backward against finite differences,
+// initialisation, and the precomputed-hash overloads; forward and float backward on every path.
+#include "test_support.hpp"
+
+namespace {
+
+mf::MemoryLayerOptions options(int in, int out, int tau, mf::Score score = mf::Score::paper, float t = 1.0f,
+                               bool bias = true) {
+  mf::MemoryLayerOptions o;
+  o.in_dim = in;
+  o.out_dim = out;
+  o.tau = tau;
+  o.score = score;
+  o.temperature = t;
+  o.bias = bias;
+  return o;
+}
+
+struct ForwardCase {
+  int n, d, h, tau;
+  mf::Score score;
+  float t;
+  bool bias;
+};
+
+class LayerOnPath : public test::PathTest {};
+
+TEST_P(LayerOnPath, ForwardMatchesReference) {
+  const ForwardCase cases[] = {
+      {1, 64, 48, 8, mf::Score::paper, 1.0f, true},   {7, 32, 33, 4, mf::Score::l1, 1.0f, true},
+      {16, 30, 17, 5, mf::Score::paper, 0.5f, false}, {3, 20, 100, 10, mf::Score::l1, 2.0f, true},
+      {64, 16, 8, 1, mf::Score::paper, 1.0f, true},   {5, 24, 1, 3, mf::Score::l1, 0.25f, true},
+      {33, 64, 129, 8, mf::Score::paper, 1.5f, true}, {2, 128, 1000, 8, mf::Score::l1, 1.0f, false},
+  };
+  for (const ForwardCase& c : cases) {
+    const mf::MemoryLayer<float> layer(options(c.d, c.h, c.tau, c.score, c.t, c.bias));
+    const auto x = test::random_matrix<float>(c.n, c.d, static_cast<unsigned>(c.n * 1000 + c.h), 0.0, 2.0);
+    const mf::RowMatrix<float> y = layer.forward(x);
+    ASSERT_EQ(y.rows(), c.n);
+    ASSERT_EQ(y.cols(), c.h);
+    EXPECT_LT(test::relative_error(y, test::reference_forward(x, layer)), 1e-5)
+        << "N " << c.n << " d " << c.d << " h " << c.h << " tau " << c.tau << " " << mf::to_string(c.score);
+  }
+}
+
+TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
+  const mf::MemoryLayer<float> layer(options(48, 40, 6, mf::Score::l1));
+  const auto x = test::random_matrix<float>(9, 48, 2u);
+  EXPECT_EQ(layer.forward(layer.hash()(x)), layer.forward(x));
+}
+
+TEST_P(LayerOnPath, FloatBackwardMatchesDoubleBackward) {
+  // The double layer runs the scalar path; copying its weights into a float layer checks the
+  // float kernels (scatter and dot) of this path against it.
+  for (mf::Score score : {mf::Score::paper, mf::Score::l1}) {
+    mf::MemoryLayer<double> ref(options(40, 37, 5, score));
+    mf::MemoryLayer<float> layer(options(40, 37, 5, score));
+    layer.tables() = ref.tables().cast<float>();
+    layer.bias() = ref.bias().cast<float>();
+    const auto x = test::random_matrix<double>(6, 40, 8u, 0.05, 1.0);
+    const auto dy = test::random_matrix<double>(6, 37, 9u);
+    const auto dx_ref = ref.backward(x, dy);
+    const mf::RowMatrix<float> dx = layer.backward(x.cast<float>(), dy.cast<float>());
+    EXPECT_LT(test::relative_error(dx, dx_ref), 1e-5);
+    EXPECT_LT(test::relative_error(layer.table_grad(), ref.table_grad()), 1e-6);
+    EXPECT_LT(test::relative_error(layer.bias_grad(), ref.bias_grad()), 1e-6);
+  }
+}
+
+MF_INSTANTIATE_ON_ALL_PATHS(LayerOnPath);
+
+// L = sum(forward(x) .* G), so dL/dy = G.
+double loss(const mf::MemoryLayer<double>& layer, const mf::RowMatrix<double>& x,
+            const mf::RowMatrix<double>& g) {
+  return layer.forward(x).cwiseProduct(g).sum();
+}
+
+void check_gradients(mf::Score score, float t) {
+  mf::MemoryLayer<double> layer(options(8, 3, 4, score, t));  // K = 2 tables of 16 rows
+  const auto x = test::random_matrix<double>(5, 8, 31u, 0.05, 1.5);
+  const auto g = test::random_matrix<double>(5, 3, 32u);
+  const auto dx = layer.backward(x, g);
+  const double eps = 1e-6;
+  const auto expect_fd = [&](double analytic, double fd, const std::string& what) {
+    EXPECT_NEAR(analytic, fd, 1e-7 * std::max(1.0, std::abs(fd)))
+        << what << " " << mf::to_string(score) << " t " << t;
+  };
+  for (Eigen::Index n = 0; n < x.rows(); ++n)
+    for (Eigen::Index i = 0; i < x.cols(); ++i) {
+      auto xp = x, xm = x;
+      xp(n, i) += eps;
+      xm(n, i) -= eps;
+      expect_fd(dx(n, i), (loss(layer, xp, g) - loss(layer, xm, g)) / (2 * eps), "dx");
+    }
+  // Every table entry, selected or not: unselected rows must get exactly zero.
+  for (Eigen::Index i = 0; i < layer.tables().size(); ++i) {
+    double& w = layer.tables().data()[i];
+    const double saved = w;
+    w = saved + eps;
+    const double up = loss(layer, x, g);
+    w = saved - eps;
+    const double down = loss(layer, x, g);
+    w = saved;
+    expect_fd(layer.table_grad().data()[i], (up - down) / (2 * eps), "dtables[" + std::to_string(i) + "]");
+  }
+  for (Eigen::Index c = 0; c < layer.bias().cols(); ++c) {
+    double& b = layer.bias()(0, c);
+    const double saved = b;
+    b = saved + eps;
+    const double up = loss(layer, x, g);
+    b = saved - eps;
+    const double down = loss(layer, x, g);
+    b = saved;
+    expect_fd(layer.bias_grad()(0, c), (up - down) / (2 * eps), "dbias");
+  }
+}
+
+TEST(MemoryLayerGradient, PaperScoreMatchesFiniteDifferences) {
+  check_gradients(mf::Score::paper, 1.0f);
+  check_gradients(mf::Score::paper, 0.5f);
+}
+
+TEST(MemoryLayerGradient, L1ScoreMatchesFiniteDifferences) {
+  check_gradients(mf::Score::l1, 1.0f);
+  check_gradients(mf::Score::l1, 2.0f);
+}
+
+TEST(MemoryLayerGradient, BackwardAccumulatesUntilZeroGrad) {
+  mf::MemoryLayer<double> layer(options(12, 5, 3));
+  const auto x = test::random_matrix<double>(4, 12, 41u);
+  const auto dy = test::random_matrix<double>(4, 5, 42u);
+  EXPECT_FALSE(layer.has_grad());
+  layer.backward(x, dy);
+  const mf::RowMatrix<double> once = layer.table_grad();
+  const mf::RowMatrix<double> bias_once = layer.bias_grad();
+  EXPECT_GT(once.cwiseAbs().maxCoeff(), 0.0);
+  layer.backward(x, dy);
+  EXPECT_LT(test::relative_error(layer.table_grad(), (2 * once).eval()), 1e-14);
+  EXPECT_LT(test::relative_error(layer.bias_grad(), (2 * bias_once).eval()), 1e-14);
+  layer.zero_grad();
+  EXPECT_EQ(layer.table_grad().cwiseAbs().maxCoeff(), 0.0);
+  EXPECT_EQ(layer.bias_grad().cwiseAbs().maxCoeff(), 0.0);
+}
+
+TEST(MemoryLayerGradient, SharedHashBackwardSumsScoreGradients) {
+  // Q, K and V share one hash: dL/dx = SignHash::backward(x, sum of each layer's dL/ds).
+  mf::MemoryLayer<double> q(options(16, 6, 4)), v(options(16, 6, 4));
+  v.tables() *= -0.5;
+  const auto x = test::random_matrix<double>(3, 16, 51u, 0.05, 1.0);
+  const auto dq = test::random_matrix<double>(3, 6, 52u), dv = test::random_matrix<double>(3, 6, 53u);
+  const auto buckets = q.hash()(x);
+  const mf::RowMatrix<double> ds = q.backward_scores(buckets, dq) + v.backward_scores(buckets, dv);
+  const mf::RowMatrix<double> shared = q.hash().backward(x, ds);
+  mf::MemoryLayer<double> q2(options(16, 6, 4)), v2(options(16, 6, 4));
+  v2.tables() *= -0.5;
+  const mf::RowMatrix<double> separate = q2.backward(x, dq) + v2.backward(x, dv);
+  EXPECT_LT(test::relative_error(shared, separate), 1e-13);
+}
+
+TEST(MemoryLayerInit, IsDeterministicAndFollowsTheSeed) {
+  const auto o = options(64, 32, 8);
+  const mf::MemoryLayer<float> a(o), b(o);
+  EXPECT_EQ(a.tables(), b.tables());
+  EXPECT_EQ(a.bias(), b.bias());
+  auto reseeded = o;
+  reseeded.seed = 12345;
+  EXPECT_NE(mf::MemoryLayer<float>(reseeded).tables(), a.tables());
+}
+
+TEST(MemoryLayerInit, TablesHaveTheQkvStandardDeviationAndSmallBias) {
+  // method.md §3: tables N(0, sqrt(2 / (5 d))), biases 0.001 N(0, 1).
+  const mf::MemoryLayer<double> layer(options(64, 64, 8));
+  const auto& t = layer.tables();
+  const double mean = t.mean();
+  const double std_dev = std::sqrt((t.array() - mean).square().mean());
+  EXPECT_NEAR(mean, 0.0, 0.002);
+  EXPECT_NEAR(std_dev, std::sqrt(2.0 / (5.0 * 64)), 0.002);
+  EXPECT_LT(layer.bias().cwiseAbs().maxCoeff(), 0.006);
+  EXPECT_GT(layer.bias().cwiseAbs().maxCoeff(), 0.0);
+  auto o = options(64, 64, 8);
+  o.init_std = 0.02f;
+  const mf::MemoryLayer<double> block_init(o);
+  EXPECT_NEAR(std::sqrt(block_init.tables().array().square().mean()), 0.02, 0.0005);
+}
+
+TEST(MemoryLayerShape, ReportsItsGeometry) {
+  const mf::MemoryLayer<float> layer(options(60, 7, 6, mf::Score::paper, 1.0f, false));
+  EXPECT_EQ(layer.num_chunks(), 10);
+  EXPECT_EQ(layer.num_buckets(), 64);
+  EXPECT_EQ(layer.tables().rows(), 640);
+  EXPECT_EQ(layer.tables().cols(), 7);
+  EXPECT_FALSE(layer.has_bias());
+  EXPECT_EQ(layer.bias().cols(), 0);
+  EXPECT_EQ(layer.forward(mf::RowMatrix<float>(0, 60)).rows(), 0);
+}
+
+TEST(MemoryLayerShape, AcceptsColumnMajorAndBlockInputs) {
+  const mf::MemoryLayer<float> layer(options(16, 9, 4));
+  const auto x = test::random_matrix<float>(6, 16, 61u);
+  const Eigen::MatrixXf column_major = x;
+  EXPECT_EQ(layer.forward(column_major), layer.forward(x));
+  const mf::RowMatrix<float> wide = test::random_matrix<float>(6, 40, 62u);
+  EXPECT_EQ(layer.forward(wide.middleCols(8, 16)),
+            layer.forward(mf::RowMatrix<float>(wide.middleCols(8, 16))));
+}
+
+TEST(MemoryLayerShape, Tau16Works) {
+  const mf::MemoryLayer<float> layer(options(32, 4, 16));
+  EXPECT_EQ(layer.tables().rows(), 2 * 65536);
+  const auto x = test::random_matrix<float>(3, 32, 71u);
+  EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
+}
+
+}  // namespace

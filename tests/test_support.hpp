@@ -1,0 +1,111 @@
+// Shared by the tests: random inputs, a fixture that runs a test on every kernel path the CPU
+// supports, and an independent reference of method.md §1 written from the formulas, not from the
+// library (explicit 2^tau-way softmax, bits packed by powers of two, double precision).
+#pragma once
+
+#include <memoryformer/memoryformer.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace mf = memoryformer;
+
+namespace test {
+
+// Uniform in +-[min_abs, max_abs]: away from 0 so that finite differences never flip a sign bit.
+template <class Scalar>
+mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsigned seed, double min_abs = 0.0,
+                                    double max_abs = 1.0) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> mag(min_abs, max_abs);
+  std::bernoulli_distribution negative(0.5);
+  mf::RowMatrix<Scalar> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = static_cast<Scalar>(negative(gen) ? -mag(gen) : mag(gen));
+  return m;
+}
+
+// MSB-first code of z[tau]: element j contributes 2^(tau-1-j) when z_j >= 0.
+inline long reference_code(const double* z, int tau) {
+  long code = 0;
+  for (int j = 0; j < tau; ++j)
+    if (z[j] >= 0) code += std::lround(std::pow(2.0, tau - 1 - j));
+  return code;
+}
+
+// p(z) of Eq. 10 as written: softmax over all 2^tau codes c in {-1,+1}^tau of <z, c> / t,
+// taken at c = sign(z). Log-sum-exp keeps it finite for large |z| / t.
+inline double reference_probability(const double* z, int tau, double t) {
+  std::vector<double> logits(std::size_t{1} << tau);
+  for (std::size_t c = 0; c < logits.size(); ++c) {
+    double dot = 0;
+    for (int j = 0; j < tau; ++j) dot += z[j] * (((c >> (tau - 1 - j)) & 1u) ? 1.0 : -1.0);
+    logits[c] = dot / t;
+  }
+  double max = logits[0];
+  for (double l : logits) max = std::max(max, l);
+  double sum = 0;
+  for (double l : logits) sum += std::exp(l - max);
+  return std::exp(logits[static_cast<std::size_t>(reference_code(z, tau))] - max) / sum;
+}
+
+inline double reference_score(const double* z, int tau, double t, mf::Score score) {
+  double l1 = 0;
+  for (int j = 0; j < tau; ++j) l1 += std::abs(z[j]);
+  const double p = reference_probability(z, tau, t);
+  return score == mf::Score::paper ? p : l1 * p;
+}
+
+// y = b + sum_k s_k T[k, code_k, :] (Eq. 11), one triple loop, in double.
+template <class Scalar>
+Eigen::MatrixXd reference_forward(const mf::RowMatrix<Scalar>& x, const mf::MemoryLayer<Scalar>& layer) {
+  const int tau = layer.tau(), k_chunks = layer.in_dim() / tau, h = layer.out_dim();
+  const double t = layer.options().temperature;
+  const long buckets = 1L << tau;
+  Eigen::MatrixXd y(x.rows(), h);
+  for (Eigen::Index n = 0; n < x.rows(); ++n) {
+    for (int c = 0; c < h; ++c) y(n, c) = layer.has_bias() ? static_cast<double>(layer.bias()(0, c)) : 0.0;
+    for (int k = 0; k < k_chunks; ++k) {
+      std::vector<double> z(static_cast<std::size_t>(tau));
+      for (int j = 0; j < tau; ++j) z[static_cast<std::size_t>(j)] = x(n, k * tau + j);
+      const double s = reference_score(z.data(), tau, t, layer.options().score);
+      const long row = k * buckets + reference_code(z.data(), tau);
+      for (int c = 0; c < h; ++c) y(n, c) += s * static_cast<double>(layer.tables()(row, c));
+    }
+  }
+  return y;
+}
+
+// Largest |a - b| relative to the largest |b| (at least 1e-3, so tiny outputs are not overweighted).
+template <class A, class B>
+double relative_error(const A& a, const B& b) {
+  const double scale = std::max(1e-3, b.template cast<double>().cwiseAbs().maxCoeff());
+  return (a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff() / scale;
+}
+
+// Runs a test once per kernel path this build and CPU support; restores the path afterwards.
+class PathTest : public ::testing::TestWithParam<mf::KernelPath> {
+ protected:
+  void SetUp() override {
+    previous_ = mf::kernel_path();
+    mf::set_kernel_path(GetParam());
+  }
+  void TearDown() override { mf::set_kernel_path(previous_); }
+
+ private:
+  mf::KernelPath previous_ = mf::KernelPath::scalar;
+};
+
+inline std::string path_name(const ::testing::TestParamInfo<mf::KernelPath>& info) {
+  return mf::to_string(info.param);
+}
+
+}  // namespace test
+
+#define MF_INSTANTIATE_ON_ALL_PATHS(Suite)                                                     \
+  INSTANTIATE_TEST_SUITE_P(AllPaths, Suite, ::testing::ValuesIn(mf::supported_kernel_paths()), \
+                           test::path_name)

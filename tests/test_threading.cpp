@@ -1,0 +1,122 @@
+// Results do not depend on the thread count, forward is safe from several threads, and the pool
+// runs each task exactly once, also when called concurrently or from inside a task.
+#include "test_support.hpp"
+
+#include <atomic>
+#include <thread>
+
+namespace {
+
+// Restores the default thread count after each test.
+class Threads : public test::PathTest {
+ protected:
+  void TearDown() override {
+    mf::set_num_threads(0);
+    test::PathTest::TearDown();
+  }
+};
+
+mf::MemoryLayerOptions options(int in, int out, int tau) {
+  mf::MemoryLayerOptions o;
+  o.in_dim = in;
+  o.out_dim = out;
+  o.tau = tau;
+  o.score = mf::Score::l1;
+  return o;
+}
+
+TEST_P(Threads, ForwardAndBackwardAreIdenticalForAnyThreadCount) {
+  // Each output column is the same sequence of multiply-adds however the work is split, so the
+  // results must agree bit for bit. N = 1 splits columns, N = 300 splits tokens (both above the
+  // size where calls stay on one thread: K * h = 128 * 1100 multiply-adds per token).
+  for (int n : {1, 300}) {
+    const auto x = test::random_matrix<float>(n, 512, static_cast<unsigned>(n), 0.01, 1.0);
+    const auto dy = test::random_matrix<float>(n, 1100, 7u);
+    mf::MemoryLayer<float> layer(options(512, 1100, 4));
+    mf::RowMatrix<float> y1, dx1, g1;
+    for (int threads : {1, 2, 3, 5}) {
+      mf::set_num_threads(threads);
+      layer.zero_grad();
+      const mf::RowMatrix<float> y = layer.forward(x);
+      const mf::RowMatrix<float> dx = layer.backward(x, dy);
+      if (threads == 1) {
+        y1 = y, dx1 = dx, g1 = layer.table_grad();
+        continue;
+      }
+      EXPECT_EQ(y, y1) << threads << " threads, N " << n;
+      EXPECT_EQ(dx, dx1) << threads << " threads, N " << n;
+      EXPECT_EQ(layer.table_grad(), g1) << threads << " threads, N " << n;
+    }
+  }
+}
+
+TEST_P(Threads, ConcurrentForwardCallsOnOneLayer) {
+  mf::set_num_threads(2);
+  const mf::MemoryLayer<float> layer(options(128, 200, 8));
+  std::vector<mf::RowMatrix<float>> inputs, expected;
+  for (unsigned i = 0; i < 4; ++i) {
+    inputs.push_back(test::random_matrix<float>(40 + i, 128, i));
+    expected.push_back(layer.forward(inputs.back()));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> callers;
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    callers.emplace_back([&, i] {
+      for (int repeat = 0; repeat < 20; ++repeat)
+        if (layer.forward(inputs[i]) != expected[i]) ++mismatches;
+    });
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+MF_INSTANTIATE_ON_ALL_PATHS(Threads);
+
+TEST(ThreadPool, RunsEveryTaskExactlyOnce) {
+  mf::detail::ThreadPool pool(3);
+  for (int tasks : {1, 2, 3, 7, 100}) {
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(tasks));
+    pool.parallel_for(tasks, [&](int i) { ++hits[static_cast<std::size_t>(i)]; });
+    for (int i = 0; i < tasks; ++i)
+      EXPECT_EQ(hits[static_cast<std::size_t>(i)].load(), 1) << tasks << " tasks";
+  }
+}
+
+TEST(ThreadPool, NestedAndConcurrentCallsComplete) {
+  mf::detail::ThreadPool pool(2);
+  std::atomic<int> count{0};
+  pool.parallel_for(4, [&](int) { pool.parallel_for(5, [&](int) { ++count; }); });
+  EXPECT_EQ(count.load(), 20);
+  count = 0;
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c)
+    callers.emplace_back([&] {
+      for (int r = 0; r < 200; ++r) pool.parallel_for(4, [&](int) { ++count; });
+    });
+  for (std::thread& t : callers) t.join();
+  EXPECT_EQ(count.load(), 3 * 200 * 4);
+}
+
+TEST(ThreadPool, NumThreadsFollowsTheSetting) {
+  mf::set_num_threads(3);
+  EXPECT_EQ(mf::num_threads(), 3);
+  mf::set_num_threads(0);
+  EXPECT_EQ(mf::num_threads(), mf::detail::hardware_threads());
+}
+
+TEST(Partition, SplitsCoverTheRangeOnAlignedBoundaries) {
+  for (int parts : {1, 2, 3, 7})
+    for (Eigen::Index total : {1, 15, 16, 100, 1000}) {
+      Eigen::Index next = 0;
+      for (int i = 0; i < parts; ++i) {
+        const auto r = mf::detail::split_range(total, parts, i, 16);
+        EXPECT_EQ(r.begin, next);
+        if (r.end != total) {
+          EXPECT_EQ(r.end % 16, 0);
+        }
+        next = r.end;
+      }
+      EXPECT_EQ(next, total);
+    }
+}
+
+}  // namespace
