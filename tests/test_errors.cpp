@@ -1,22 +1,9 @@
 // Every bad argument throws memoryformer::Error naming the argument, the value and the expectation.
 #include "test_support.hpp"
 
-#include <functional>
 #include <limits>
 
 namespace {
-
-// Expects `call` to throw Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& call, std::initializer_list<const char*> parts) {
-  try {
-    call();
-    ADD_FAILURE() << "expected memoryformer::Error";
-  } catch (const mf::Error& e) {
-    const std::string what = e.what();
-    for (const char* part : parts)
-      EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
-  }
-}
 
 mf::MemoryLayerOptions valid() {
   mf::MemoryLayerOptions o;
@@ -29,24 +16,24 @@ mf::MemoryLayerOptions valid() {
 TEST(Errors, InDimNotDivisibleByTau) {
   auto o = valid();
   o.in_dim = 18;
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"in_dim", "18", "multiple of tau = 4"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"in_dim", "18", "multiple of tau = 4"});
 }
 
 TEST(Errors, TauOutOfRange) {
   for (int tau : {0, -3, 17, 40}) {
     auto o = valid();
     o.tau = tau;
-    expect_error([&] { mf::MemoryLayer<float> l(o); }, {"tau", std::to_string(tau).c_str(), "1..16"});
+    test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"tau", std::to_string(tau).c_str(), "1..16"});
   }
 }
 
 TEST(Errors, NonPositiveDimensions) {
   auto o = valid();
   o.in_dim = 0;
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"in_dim", "0", "positive"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"in_dim", "0", "positive"});
   o = valid();
   o.out_dim = -2;
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"out_dim", "-2", "positive"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"out_dim", "-2", "positive"});
 }
 
 TEST(Errors, BadTemperature) {
@@ -54,19 +41,19 @@ TEST(Errors, BadTemperature) {
        {0.0f, -1.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
     auto o = valid();
     o.temperature = t;
-    expect_error([&] { mf::MemoryLayer<float> l(o); }, {"temperature", "finite value > 0"});
+    test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"temperature", "finite value > 0"});
   }
-  expect_error([] { mf::SignHash<double> h(8, 4, mf::Score::paper, -0.5); },
-               {"SignHash", "temperature", "-0.5"});
+  test::expect_error([] { mf::SignHash<double> h(8, 4, mf::Score::paper, -0.5); },
+                     {"SignHash", "temperature", "-0.5"});
 }
 
 TEST(Errors, BadScoreAndInitStd) {
   auto o = valid();
   o.score = static_cast<mf::Score>(7);
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"score", "7", "Score::paper or Score::l1"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"score", "7", "Score::paper or Score::l1"});
   o = valid();
   o.init_std = -0.1f;
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"init_std", "-0.1"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"init_std", "-0.1"});
 }
 
 TEST(Errors, TablesTooLargeForMemory) {
@@ -74,44 +61,44 @@ TEST(Errors, TablesTooLargeForMemory) {
   o.in_dim = 1 << 20;
   o.tau = 16;
   o.out_dim = 1 << 20;
-  expect_error([&] { mf::MemoryLayer<float> l(o); }, {"tables", "bytes", "lower tau"});
+  test::expect_error([&] { mf::MemoryLayer<float> l(o); }, {"tables", "bytes", "lower tau"});
 }
 
 TEST(Errors, ForwardWithWrongInputColumns) {
   const mf::MemoryLayer<float> layer(valid());
-  expect_error([&] { layer.forward(mf::RowMatrix<float>::Zero(3, 15)); }, {"x", "3 x 15", "3 x 16"});
+  test::expect_error([&] { layer.forward(mf::RowMatrix<float>::Zero(3, 15)); }, {"x", "3 x 15", "3 x 16"});
 }
 
 TEST(Errors, BackwardWithMismatchedDy) {
   mf::MemoryLayer<float> layer(valid());
   const mf::RowMatrix<float> x = mf::RowMatrix<float>::Ones(3, 16);
-  expect_error([&] { layer.backward(x, mf::RowMatrix<float>::Zero(3, 7)); }, {"dy", "3 x 7", "3 x 8"});
-  expect_error([&] { layer.backward(x, mf::RowMatrix<float>::Zero(2, 8)); }, {"dy", "2 x 8", "3 x 8"});
-  expect_error([&] { layer.hash().backward(x, mf::RowMatrix<float>::Zero(3, 5)); },
-               {"dscores", "3 x 5", "3 x 4"});
+  test::expect_error([&] { layer.backward(x, mf::RowMatrix<float>::Zero(3, 7)); }, {"dy", "3 x 7", "3 x 8"});
+  test::expect_error([&] { layer.backward(x, mf::RowMatrix<float>::Zero(2, 8)); }, {"dy", "2 x 8", "3 x 8"});
+  test::expect_error([&] { layer.hash().backward(x, mf::RowMatrix<float>::Zero(3, 5)); },
+                     {"dscores", "3 x 5", "3 x 4"});
 }
 
 TEST(Errors, BucketsOutOfRangeOrMisshapen) {
   const mf::MemoryLayer<float> layer(valid());
   auto b = layer.hash()(mf::RowMatrix<float>::Ones(2, 16));
   b.codes(1, 3) = 16;
-  expect_error([&] { layer.forward(b); }, {"buckets.codes", "16", "[0, 16)"});
+  test::expect_error([&] { layer.forward(b); }, {"buckets.codes", "16", "[0, 16)"});
   b.codes(1, 3) = -1;
-  expect_error([&] { layer.forward(b); }, {"buckets.codes", "-1"});
+  test::expect_error([&] { layer.forward(b); }, {"buckets.codes", "-1"});
   b = layer.hash()(mf::RowMatrix<float>::Ones(2, 16));
   b.scores.resize(2, 3);
-  expect_error([&] { layer.forward(b); }, {"buckets.scores", "2 x 3", "2 x 4"});
+  test::expect_error([&] { layer.forward(b); }, {"buckets.scores", "2 x 3", "2 x 4"});
 }
 
 TEST(Errors, GradientsBeforeBackward) {
   const mf::MemoryLayer<float> layer(valid());
-  expect_error([&] { layer.table_grad(); }, {"table_grad", "backward()"});
-  expect_error([&] { layer.bias_grad(); }, {"bias_grad", "backward()"});
+  test::expect_error([&] { layer.table_grad(); }, {"table_grad", "backward()"});
+  test::expect_error([&] { layer.bias_grad(); }, {"bias_grad", "backward()"});
 }
 
 TEST(Errors, BadThreadCountAndPathName) {
-  expect_error([] { mf::set_num_threads(-1); }, {"threads", "-1"});
-  expect_error([] { mf::parse_kernel_path("sse"); }, {"\"sse\"", "scalar, avx2, avx512"});
+  test::expect_error([] { mf::set_num_threads(-1); }, {"threads", "-1"});
+  test::expect_error([] { mf::parse_kernel_path("sse"); }, {"\"sse\"", "scalar, avx2, avx512"});
 }
 
 TEST(Errors, ErrorIsAStandardException) {

@@ -1,16 +1,11 @@
 // MAC counts and table sizes against method.md §4. Expected values are written out as integers
 // computed by hand from the formulas (not by the library), then compared with the paper's printed
 // rounding where method.md says the two agree.
-#include <memoryformer/flops.hpp>
-
-#include <gtest/gtest.h>
+#include "test_support.hpp"
 
 #include <cmath>
 #include <cstdint>
-#include <functional>
 #include <string>
-
-namespace mf = memoryformer;
 
 namespace {
 
@@ -37,18 +32,6 @@ double rounded(std::int64_t x, double unit, int digits) {
 
 double giga1(std::int64_t macs) { return rounded(macs, 1e9, 1); }
 double mega1(std::int64_t bytes) { return rounded(bytes, 1e6, 1); }
-
-// Expects `call` to throw Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& call, std::initializer_list<const char*> parts) {
-  try {
-    call();
-    ADD_FAILURE() << "expected memoryformer::Error";
-  } catch (const mf::Error& e) {
-    const std::string what = e.what();
-    for (const char* part : parts)
-      EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
-  }
-}
 
 TEST(Flops, LayerMacsAndMemoryLayerIsExactlyDenseOverTau) {
   EXPECT_EQ(mf::dense_layer_macs(3, 512, 768), 3 * 512 * 768);
@@ -154,8 +137,8 @@ TEST(Flops, QueryLayerTau10UsesFiftyOneChunks) {
   EXPECT_EQ(mf::memory_table_bytes(51, 10, 512, 2), 53477376);
   EXPECT_DOUBLE_EQ(mega1(mf::memory_table_bytes(51, 10, 512, 2)), 53.5);
   EXPECT_EQ(mf::memory_layer_table_bytes(510, 512, 10, 2), mf::memory_table_bytes(51, 10, 512, 2));
-  expect_error([] { mf::memory_layer_table_bytes(512, 512, 10, 2); },
-               {"memory_layer_table_bytes", "in_dim", "512", "multiple of tau = 10"});
+  test::expect_error([] { mf::memory_layer_table_bytes(512, 512, 10, 2); },
+                     {"memory_layer_table_bytes", "in_dim", "512", "multiple of tau = 10"});
 }
 
 TEST(Flops, MemoryBlockTableMemoryInFp16) {
@@ -172,30 +155,31 @@ TEST(Flops, MemoryBlockTableMemoryInFp16) {
 }
 
 TEST(Flops, BadArgumentsThrowNamingTheArgument) {
-  expect_error([] { mf::memory_layer_macs(1, 512, 512, 0); }, {"memory_layer_macs", "tau", "1..16"});
-  expect_error([] { mf::memory_layer_macs(1, 512, 512, 17); }, {"tau", "17", "1..16"});
-  expect_error([] { mf::memoryformer_block_macs(2048, 500, 8); },
-               {"memoryformer_block_macs", "d", "500", "multiple of tau = 8"});
-  expect_error([] { mf::dense_layer_macs(-1, 4, 4); }, {"dense_layer_macs", "tokens", "-1", ">= 0"});
-  expect_error([] { mf::dense_block_macs(2048, -5); }, {"dense_block_macs", "d", "-5"});
-  expect_error([] { mf::attention_macs(-2, 8); }, {"attention_macs", "s", "-2"});
-  expect_error([] { mf::memoryformer_block_macs_exact(-3, 512, 8, 2); },
-               {"memoryformer_block_macs_exact", "s", "-3"});
-  expect_error([] { mf::memoryformer_block_macs_exact(2048, 512, 8, 9); }, {"expand_bits", "9", "0..8"});
-  expect_error([] { mf::memory_block_table_bytes(512, 8, -1, 2); }, {"expand_bits", "-1", "0..8"});
-  expect_error([] { mf::memory_block_table_bytes(512, 8, 2, 0); }, {"bytes_per_value", "0", ">= 1"});
-  expect_error([] { mf::memory_table_values(51, 25, 512); }, {"memory_table_values", "bits", "25"});
-  expect_error([] { mf::memory_table_values(-1, 8, 512); }, {"chunks", "-1"});
+  test::expect_error([] { mf::memory_layer_macs(1, 512, 512, 0); }, {"memory_layer_macs", "tau", "1..16"});
+  test::expect_error([] { mf::memory_layer_macs(1, 512, 512, 17); }, {"tau", "17", "1..16"});
+  test::expect_error([] { mf::memoryformer_block_macs(2048, 500, 8); },
+                     {"memoryformer_block_macs", "d", "500", "multiple of tau = 8"});
+  test::expect_error([] { mf::dense_layer_macs(-1, 4, 4); }, {"dense_layer_macs", "tokens", "-1", ">= 0"});
+  test::expect_error([] { mf::dense_block_macs(2048, -5); }, {"dense_block_macs", "d", "-5"});
+  test::expect_error([] { mf::attention_macs(-2, 8); }, {"attention_macs", "s", "-2"});
+  test::expect_error([] { mf::memoryformer_block_macs_exact(-3, 512, 8, 2); },
+                     {"memoryformer_block_macs_exact", "s", "-3"});
+  test::expect_error([] { mf::memoryformer_block_macs_exact(2048, 512, 8, 9); },
+                     {"expand_bits", "9", "0..8"});
+  test::expect_error([] { mf::memory_block_table_bytes(512, 8, -1, 2); }, {"expand_bits", "-1", "0..8"});
+  test::expect_error([] { mf::memory_block_table_bytes(512, 8, 2, 0); }, {"bytes_per_value", "0", ">= 1"});
+  test::expect_error([] { mf::memory_table_values(51, 25, 512); }, {"memory_table_values", "bits", "25"});
+  test::expect_error([] { mf::memory_table_values(-1, 8, 512); }, {"chunks", "-1"});
 }
 
 TEST(Flops, OverflowThrowsInsteadOfWrapping) {
   const std::int64_t big = std::int64_t{1} << 40;
-  expect_error([&] { mf::dense_layer_macs(big, big, 2); }, {"dense_layer_macs", "count", "2^63"});
-  expect_error([&] { mf::memory_table_values(big, 24, big); }, {"memory_table_values", "count"});
+  test::expect_error([&] { mf::dense_layer_macs(big, big, 2); }, {"dense_layer_macs", "count", "2^63"});
+  test::expect_error([&] { mf::memory_table_values(big, 24, big); }, {"memory_table_values", "count"});
   // 2^62 is the largest power of two that fits; twice it does not.
   const std::int64_t half = std::int64_t{1} << 31;
   EXPECT_EQ(mf::dense_layer_macs(half, half, 1), std::int64_t{1} << 62);
-  expect_error([&] { mf::dense_layer_macs(half, half, 2); }, {"count", "2^63"});
+  test::expect_error([&] { mf::dense_layer_macs(half, half, 2); }, {"count", "2^63"});
 }
 
 }  // namespace

@@ -92,27 +92,22 @@ void check_gradients(mf::Score score, float t) {
       xm(n, i) -= eps;
       expect_fd(dx(n, i), (loss(layer, xp, g) - loss(layer, xm, g)) / (2 * eps), "dx");
     }
-  // Every table entry, selected or not: unselected rows must get exactly zero.
-  for (Eigen::Index i = 0; i < layer.tables().size(); ++i) {
-    double& w = layer.tables().data()[i];
+  // (L(w + eps) - L(w - eps)) / 2 eps for one parameter w of the layer, restored afterwards.
+  const auto central_difference = [&](double& w) {
     const double saved = w;
     w = saved + eps;
     const double up = loss(layer, x, g);
     w = saved - eps;
     const double down = loss(layer, x, g);
     w = saved;
-    expect_fd(layer.table_grad().data()[i], (up - down) / (2 * eps), "dtables[" + std::to_string(i) + "]");
-  }
-  for (Eigen::Index c = 0; c < layer.bias().cols(); ++c) {
-    double& b = layer.bias()(0, c);
-    const double saved = b;
-    b = saved + eps;
-    const double up = loss(layer, x, g);
-    b = saved - eps;
-    const double down = loss(layer, x, g);
-    b = saved;
-    expect_fd(layer.bias_grad()(0, c), (up - down) / (2 * eps), "dbias");
-  }
+    return (up - down) / (2 * eps);
+  };
+  // Every table entry, selected or not: unselected rows must get exactly zero.
+  for (Eigen::Index i = 0; i < layer.tables().size(); ++i)
+    expect_fd(layer.table_grad().data()[i], central_difference(layer.tables().data()[i]),
+              "dtables[" + std::to_string(i) + "]");
+  for (Eigen::Index c = 0; c < layer.bias().cols(); ++c)
+    expect_fd(layer.bias_grad()(0, c), central_difference(layer.bias()(0, c)), "dbias");
 }
 
 TEST(MemoryLayerGradient, PaperScoreMatchesFiniteDifferences) {

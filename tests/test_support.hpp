@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -85,6 +86,19 @@ template <class A, class B>
 double relative_error(const A& a, const B& b) {
   const double scale = std::max(1e-3, b.template cast<double>().cwiseAbs().maxCoeff());
   return (a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff() / scale;
+}
+
+inline  // Expects `call` to throw Error whose message contains every one of `parts`.
+    void
+    expect_error(const std::function<void()>& call, std::initializer_list<const char*> parts) {
+  try {
+    call();
+    ADD_FAILURE() << "expected memoryformer::Error";
+  } catch (const mf::Error& e) {
+    const std::string what = e.what();
+    for (const char* part : parts)
+      EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
+  }
 }
 
 // Runs a test once per kernel path this build and CPU support; restores the path afterwards.
