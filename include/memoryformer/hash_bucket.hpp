@@ -63,17 +63,10 @@ class SignHash {
     return c;
   }
 
-  // p(z) = prod_j sigmoid(2|z_j| / t) (Eq. 10 in closed form), as exp(-sum_j softplus(-2|z_j|/t)).
+  // p(z) = prod_j sigmoid(2|z_j| / t): Eq. 10 in closed form, for one chunk z[tau].
   static Scalar probability(const Scalar* z, int tau, Scalar temperature) {
-    Scalar log_p = 0;
-    for (int j = 0; j < tau; ++j) log_p -= softplus_of_negative(Scalar(2) * std::abs(z[j]) / temperature);
-    return std::exp(log_p);
-  }
-
-  // The score of one chunk: p(z), or ||z||_1 p(z) in l1 mode.
-  Scalar chunk_score(const Scalar* z) const {
-    const Scalar p = probability(z, tau_, temperature_);
-    return score_ == Score::paper ? p : l1_norm(z) * p;
+    ChunkArray e;
+    return probabilities(ChunkView(z, 1, tau), temperature, e)(0);
   }
 
   // [N, in_dim] -> codes and scores [N, K].
@@ -82,13 +75,14 @@ class SignHash {
     const Eigen::Index n = x.rows();
     const int k_chunks = num_chunks();
     Buckets<Scalar> out{CodeMatrix(n, k_chunks), RowMatrix<Scalar>(n, k_chunks)};
+    ChunkArray e;
     for (Eigen::Index i = 0; i < n; ++i) {
-      const Scalar* row = x.row(i).data();
-      for (int k = 0; k < k_chunks; ++k) {
-        const Scalar* z = row + k * tau_;
-        out.codes(i, k) = code(z, tau_);
-        out.scores(i, k) = chunk_score(z);
-      }
+      const ChunkView z = chunks(x, i);
+      for (int k = 0; k < k_chunks; ++k) out.codes(i, k) = code(z.data() + k * tau_, tau_);
+      if (score_ == Score::paper)
+        out.scores.row(i) = probabilities(z, temperature_, e).transpose();
+      else
+        out.scores.row(i) = (probabilities(z, temperature_, e) * z.abs().rowwise().sum()).transpose();
     }
     return out;
   }
@@ -100,34 +94,40 @@ class SignHash {
     detail::require_shape("SignHash::backward", "dscores", dscores.rows(), dscores.cols(), x.rows(),
                           num_chunks());
     RowMatrix<Scalar> dx(x.rows(), in_dim_);
-    for (Eigen::Index i = 0; i < x.rows(); ++i)
-      for (int k = 0; k < num_chunks(); ++k)
-        chunk_backward(x.row(i).data() + k * tau_, dscores(i, k), dx.row(i).data() + k * tau_);
+    ChunkArray e;
+    for (Eigen::Index i = 0; i < x.rows(); ++i) {
+      const ChunkView z = chunks(x, i);
+      const ColumnArray p = probabilities(z, temperature_, e);
+      const ChunkArray sign = (z >= Scalar(0)).select(ChunkArray::Ones(z.rows(), z.cols()), Scalar(-1));
+      // dp/dz_j = p (2/t) sign(z_j) sigmoid(-2|z_j|/t), and sigmoid(-a) = e / (1 + e) with e = exp(-a).
+      const ChunkArray dp = (Scalar(2) / temperature_) * sign * (e / (Scalar(1) + e)) * p.replicate(1, tau_);
+      const ColumnArray ds = dscores.row(i).transpose().array();
+      Eigen::Map<ChunkArray> dz(dx.row(i).data(), num_chunks(), tau_);
+      if (score_ == Score::paper)
+        dz = dp * ds.replicate(1, tau_);
+      else  // l1: ds/dz_j = sign(z_j) p + ||z||_1 dp/dz_j
+        dz = (sign * p.replicate(1, tau_) + dp * z.abs().rowwise().sum().replicate(1, tau_)) *
+             ds.replicate(1, tau_);
+    }
     return dx;
   }
 
  private:
-  // softplus(-a) = log(1 + exp(-a)) for a >= 0, without overflow.
-  static Scalar softplus_of_negative(Scalar a) { return std::log1p(std::exp(-a)); }
+  using ChunkArray = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ChunkView = Eigen::Map<const ChunkArray>;
+  using ColumnArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
-  static Scalar l1_norm(const Scalar* z, int tau) {
-    Scalar s = 0;
-    for (int j = 0; j < tau; ++j) s += std::abs(z[j]);
-    return s;
+  // Row i of x as K chunks of tau: [K, tau].
+  ChunkView chunks(const Input& x, Eigen::Index i) const {
+    return ChunkView(x.row(i).data(), num_chunks(), tau_);
   }
-  Scalar l1_norm(const Scalar* z) const { return l1_norm(z, tau_); }
 
-  // dz_j = ds * ds/dz_j, with dp/dz_j = p (2/t) sign(z_j) sigmoid(-2|z_j|/t) and, in l1 mode,
-  // ds/dz_j = sign(z_j) p + ||z||_1 dp/dz_j.
-  void chunk_backward(const Scalar* z, Scalar ds, Scalar* dz) const {
-    const Scalar p = probability(z, tau_, temperature_);
-    const Scalar norm = score_ == Score::l1 ? l1_norm(z) : Scalar(0);
-    for (int j = 0; j < tau_; ++j) {
-      const Scalar sign = z[j] >= Scalar(0) ? Scalar(1) : Scalar(-1);
-      const Scalar e = std::exp(Scalar(-2) * std::abs(z[j]) / temperature_);
-      const Scalar dp = p * (Scalar(2) / temperature_) * sign * (e / (Scalar(1) + e));
-      dz[j] = ds * (score_ == Score::paper ? dp : sign * p + norm * dp);
-    }
+  // p for each chunk (row) of z, as 1 / prod_j (1 + e_j) with e = exp(-2|z|/t), also returned.
+  // This equals exp(-sum_j softplus(-2|z_j|/t)) and is as stable: every factor lies in (1, 2], so
+  // the product stays within [1, 2^16] for tau <= 16. One exp per element, vectorised by Eigen.
+  static ColumnArray probabilities(const ChunkView& z, Scalar temperature, ChunkArray& e) {
+    e = (z.abs() * (Scalar(-2) / temperature)).exp();
+    return (Scalar(1) + e).rowwise().prod().inverse();
   }
 
   void check_rows(const Input& x, const char* name) const {
