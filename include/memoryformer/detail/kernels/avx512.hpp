@@ -10,6 +10,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 #define MF_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
 namespace memoryformer {
@@ -18,7 +20,6 @@ namespace detail {
 namespace avx512 {
 
 constexpr int kLanes = 16;
-constexpr int kBlock = 4;  // vectors per column block: 64 floats of y in registers
 
 MF_TARGET_AVX512 inline __mmask16 tail_mask(int remaining) {
   return static_cast<__mmask16>((1u << remaining) - 1u);
@@ -36,48 +37,44 @@ MF_TARGET_AVX512 inline float horizontal_sum(__m512 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <int Vectors>
-MF_TARGET_AVX512 inline void gather_columns(const float* table, const RowSelection& sel, const float* scores,
-                                            float* y) {
-  __m512 acc[Vectors];
-  for (int v = 0; v < Vectors; ++v) acc[v] = _mm512_loadu_ps(y + v * kLanes);
-  for (int k = 0; k < sel.count; ++k) {
-    const float* row = table + sel.offset(k);
-    const __m512 s = _mm512_set1_ps(scores[k]);
-    for (int v = 0; v < Vectors; ++v) acc[v] = _mm512_fmadd_ps(s, _mm512_loadu_ps(row + v * kLanes), acc[v]);
+// y[0:width] += s * x[0:width], the step both gather and scatter are made of.
+MF_TARGET_AVX512 inline void axpy(float s, const float* x, float* y, int width) {
+  const __m512 vs = _mm512_set1_ps(s);
+  const int full = width - width % kLanes;
+  for (int c = 0; c < full; c += kLanes)
+    _mm512_storeu_ps(y + c, _mm512_fmadd_ps(vs, _mm512_loadu_ps(x + c), _mm512_loadu_ps(y + c)));
+  if (full < width) {
+    const __mmask16 mask = tail_mask(width - full);
+    _mm512_mask_storeu_ps(
+        y + full, mask,
+        _mm512_fmadd_ps(vs, _mm512_maskz_loadu_ps(mask, x + full), _mm512_maskz_loadu_ps(mask, y + full)));
   }
-  for (int v = 0; v < Vectors; ++v) _mm512_storeu_ps(y + v * kLanes, acc[v]);
 }
 
+// y += sum_k scores[k] * row_k, in column pieces of kGatherColumns: each selected row is read as
+// one contiguous piece (rows prefetched ahead) into an aligned private accumulator, and y is
+// written once. (Updating y in place K times made two threads slicing one y fight over the cache
+// line at their boundary: 9 -> 17 us per token instead of faster.)
 MF_TARGET_AVX512 inline void gather(const float* table, const RowSelection& sel, const float* scores,
                                     float* y, int width) {
-  int c = 0;
-  for (; c + kBlock * kLanes <= width; c += kBlock * kLanes)
-    gather_columns<kBlock>(table + c, sel, scores, y + c);
-  for (; c + kLanes <= width; c += kLanes) gather_columns<1>(table + c, sel, scores, y + c);
-  if (c < width) {
-    const __mmask16 mask = tail_mask(width - c);
-    __m512 acc = _mm512_maskz_loadu_ps(mask, y + c);
-    for (int k = 0; k < sel.count; ++k)
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(scores[k]), _mm512_maskz_loadu_ps(mask, table + sel.offset(k) + c),
-                            acc);
-    _mm512_mask_storeu_ps(y + c, mask, acc);
+  alignas(64) float acc[kGatherColumns];
+  for (int begin = 0; begin < width; begin += kGatherColumns) {
+    const int piece = std::min(kGatherColumns, width - begin);
+    std::copy(y + begin, y + begin + piece, acc);
+    for (int k = 0; k < sel.count; ++k) {
+      prefetch_ahead(table + begin, sel, k, piece);
+      axpy(scores[k], table + begin + sel.offset(k), acc, piece);
+    }
+    std::copy(acc, acc + piece, y + begin);
   }
 }
 
+// row_k += scores[k] * dy for every selected row.
 MF_TARGET_AVX512 inline void scatter(float* grad, const RowSelection& sel, const float* scores,
                                      const float* dy, int width) {
-  const __mmask16 mask = tail_mask(width % kLanes);
-  const int full = width - width % kLanes;
   for (int k = 0; k < sel.count; ++k) {
-    float* row = grad + sel.offset(k);
-    const __m512 s = _mm512_set1_ps(scores[k]);
-    for (int c = 0; c < full; c += kLanes)
-      _mm512_storeu_ps(row + c, _mm512_fmadd_ps(s, _mm512_loadu_ps(dy + c), _mm512_loadu_ps(row + c)));
-    if (full < width)
-      _mm512_mask_storeu_ps(row + full, mask,
-                            _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(mask, dy + full),
-                                            _mm512_maskz_loadu_ps(mask, row + full)));
+    prefetch_ahead(grad, sel, k, width);
+    axpy(scores[k], dy, grad + sel.offset(k), width);
   }
 }
 
