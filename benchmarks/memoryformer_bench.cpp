@@ -1,0 +1,379 @@
+// Microbenchmarks (docs/performance.md): MemoryLayer<float>::forward against the dense projection
+// y = xW it replaces, with the same arguments on both sides: tokens N, in d, out h.
+//
+// Dense baselines: Eigen's GEMM, and cblas_sgemm from the system BLAS when the build found one
+// (MF_BENCH_HAVE_CBLAS). Report the faster of the two as "best dense".
+//
+// OpenBLAS: Debian's build mis-detects this CPU and runs ~5x slow unless OPENBLAS_CORETYPE (e.g.
+// SkylakeX) is set. OpenBLAS reads it when the shared library is loaded, before main() runs, so
+// setting it here would be too late: run `OPENBLAS_CORETYPE=SkylakeX memoryformer_bench`. The
+// value, or a warning that it is unset, goes into the benchmark context (and the JSON output).
+//
+// Eigen: built without -march flags (the library picks SIMD at run time, and a global -mavx2 would
+// change Eigen's alignment ABI), so Eigen's GEMM uses SSE only; the context records the instruction
+// sets Eigen was compiled for. Eigen threads its GEMM only through OpenMP (the build adds it to
+// this target), and never its matrix-vector product, i.e. N = 1.
+//
+// Arguments: cold:1 cycles through independent weight sets of >= 512 MiB in all, so that every
+// call starts from DRAM as in a deep model; cold:0 reuses one set. Batches of N <= 64 cycle through
+// a ring of pre-generated inputs so that every call hashes to different rows. All setup happens
+// before the timed loop.
+//
+// Counters (rates over real time; FLOPs count 2 per multiply-accumulate, the MACs of flops.hpp:
+// dense 2 N d h, lookup 2 N (d / tau) h, hashing not counted):
+//   us_per_token  elapsed / (iterations * N), in microseconds
+//   tokens_per_s  N per call
+//   FLOP_per_s    as above
+//   bytes_per_s   weight bytes read: dense d h 4 per call; lookup N K h 4 (K = d / tau rows per
+//                 token; an upper bound, since tokens can pick the same row)
+#include <memoryformer/memoryformer.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#if MF_BENCH_HAVE_CBLAS
+#include <cblas.h>
+// OpenBLAS extensions, declared weak so that the benchmark also links against another CBLAS: they
+// are then null and the BLAS runs with its own thread count.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" char* openblas_get_corename(void) __attribute__((weak));
+#endif
+
+namespace mf = memoryformer;
+
+namespace {
+
+using Matrix = mf::RowMatrix<float>;
+using Index = Eigen::Index;
+
+constexpr std::int64_t kColdBytes = std::int64_t{512} << 20;
+// Tiny shapes would need millions of sets for 512 MiB; beyond this cap "cold" falls short.
+constexpr std::size_t kMaxWeightSets = 4096;
+constexpr Index kSmallBatch = 64;
+constexpr std::int64_t kMaxRingBytes = std::int64_t{64} << 20;
+
+// Fills p[0, n) with uniform values in [-scale, scale) from SplitMix64: fast enough for hundreds of
+// MiB of weights. Random signs spread the hash codes over all buckets.
+void fill_uniform(float* p, Index n, std::uint64_t seed, float scale) {
+  std::uint64_t state = seed;
+  for (Index i = 0; i < n; ++i) {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    // 24 random bits -> [0, 1) -> [-1, 1).
+    p[i] = scale * (static_cast<float>(z >> 40) * 0x1.0p-23f - 1.0f);
+  }
+}
+
+// Inputs for one benchmark: `ring` distinct batches of n rows, stacked. The ring length is prime so
+// that its cycle never falls in step with the weight-set cycle (see weight_sets).
+class Inputs {
+ public:
+  Inputs(Index n, Index d) : n_(n), ring_(ring_length(n, d)), x_(ring_ * n, d) {
+    fill_uniform(x_.data(), x_.size(), 0x1234567ULL + static_cast<std::uint64_t>(n), 1.0f);
+  }
+
+  Index ring() const { return ring_; }
+  // Batch r: contiguous rows, so it binds to Eigen::Ref<const RowMatrix> and BLAS without a copy.
+  auto batch(Index r) const { return x_.middleRows(r * n_, n_); }
+  const float* data(Index r) const { return x_.data() + r * n_ * x_.cols(); }
+
+ private:
+  static Index ring_length(Index n, Index d) {
+    if (n > kSmallBatch) return 1;
+    for (Index p : {257, 127, 61, 31, 13, 7, 3})
+      if (p * n * d * static_cast<Index>(sizeof(float)) <= kMaxRingBytes) return p;
+    return 1;
+  }
+
+  Index n_;
+  Index ring_;
+  Matrix x_;
+};
+
+// How many weight sets of set_bytes to cycle through: 1 when hot; when cold, enough for 512 MiB
+// (at least 2), and never a multiple of the input ring, which would pair each input with a fixed
+// set and let the rows read repeat.
+std::size_t weight_sets(bool cold, std::int64_t set_bytes, Index ring) {
+  if (!cold) return 1;
+  std::size_t sets = static_cast<std::size_t>((kColdBytes + set_bytes - 1) / set_bytes);
+  sets = std::min(std::max<std::size_t>(sets, 2), kMaxWeightSets);
+  if (ring > 1 && sets % static_cast<std::size_t>(ring) == 0) ++sets;
+  return sets;
+}
+
+// Cycles i over [0, n) without a division in the timed loop.
+struct Cycle {
+  std::size_t n;
+  std::size_t i = 0;
+  std::size_t next() {
+    const std::size_t current = i;
+    if (++i == n) i = 0;
+    return current;
+  }
+};
+
+void set_counters(benchmark::State& state, double tokens, double macs, double weight_bytes) {
+  using Counter = benchmark::Counter;
+  // kInvert turns the rate into time per unit: tokens * 1e-6 per call gives microseconds per token.
+  state.counters["us_per_token"] =
+      Counter(tokens * 1e-6, Counter::kIsIterationInvariantRate | Counter::kInvert);
+  state.counters["tokens_per_s"] = Counter(tokens, Counter::kIsIterationInvariantRate);
+  state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
+  state.counters["bytes_per_s"] =
+      Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
+}
+
+// ---- Dense y = xW -------------------------------------------------------------------------------
+
+// Args N, d, h, cold, threads, with the inputs and weight sets they call for.
+struct DenseCase {
+  Index n = 0, d = 0, h = 0;
+  bool cold = false;
+  int threads = 1;
+  std::vector<Matrix> weights;
+
+  // False (and the benchmark marked as failed) for arguments that make no sense.
+  bool read(benchmark::State& state) {
+    n = state.range(0);
+    d = state.range(1);
+    h = state.range(2);
+    cold = state.range(3) != 0;
+    threads = static_cast<int>(state.range(4));
+    if (n < 1 || d < 1 || h < 1 || threads < 1) {
+      state.SkipWithError("N, d, h and threads must be >= 1");
+      return false;
+    }
+    return true;
+  }
+
+  void make_weights(Index ring) {
+    const std::int64_t set_bytes = static_cast<std::int64_t>(d) * h * sizeof(float);
+    weights.resize(weight_sets(cold, set_bytes, ring));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    for (std::size_t s = 0; s < weights.size(); ++s) {
+      weights[s].resize(d, h);
+      fill_uniform(weights[s].data(), weights[s].size(), 0xd1ce0000ULL + s, scale);
+    }
+  }
+
+  void finish(benchmark::State& state) const {
+    set_counters(state, static_cast<double>(n), static_cast<double>(mf::dense_layer_macs(n, d, h)),
+                 static_cast<double>(d) * static_cast<double>(h) * sizeof(float));
+  }
+};
+
+void BM_DenseEigen(benchmark::State& state) {
+  DenseCase c;
+  if (!c.read(state)) return;
+  const Inputs inputs(c.n, c.d);
+  c.make_weights(inputs.ring());
+  Matrix y(c.n, c.h);
+  Eigen::setNbThreads(c.threads);
+  // Without OpenMP Eigen ignores setNbThreads; with it, GEMV (N = 1) still runs on one thread.
+  if (Eigen::nbThreads() < c.threads)
+    state.SetLabel("Eigen built without OpenMP: 1 thread");
+  else if (c.n == 1 && c.threads > 1)
+    state.SetLabel("Eigen GEMV: 1 thread");
+
+  Cycle w{c.weights.size()};
+  Cycle r{static_cast<std::size_t>(inputs.ring())};
+  for (auto _ : state) {
+    y.noalias() = inputs.batch(static_cast<Index>(r.next())) * c.weights[w.next()];
+    float* out = y.data();
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+  }
+  c.finish(state);
+}
+
+#if MF_BENCH_HAVE_CBLAS
+void BM_DenseBlas(benchmark::State& state) {
+  DenseCase c;
+  if (!c.read(state)) return;
+  const Inputs inputs(c.n, c.d);
+  c.make_weights(inputs.ring());
+  Matrix y(c.n, c.h);
+  if (openblas_set_num_threads != nullptr)
+    openblas_set_num_threads(c.threads);
+  else
+    state.SetLabel("BLAS thread count not settable (not OpenBLAS)");
+
+  const int n = static_cast<int>(c.n), d = static_cast<int>(c.d), h = static_cast<int>(c.h);
+  Cycle w{c.weights.size()};
+  Cycle r{static_cast<std::size_t>(inputs.ring())};
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, h, d, 1.0f,
+                inputs.data(static_cast<Index>(r.next())), d, c.weights[w.next()].data(), h, 0.0f,
+                y.data(), h);
+    float* out = y.data();
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+  }
+  c.finish(state);
+}
+#endif
+
+// ---- MemoryLayer --------------------------------------------------------------------------------
+
+// Table storage types, by the `table` argument. Only fp32 exists so far.
+enum TableType : std::int64_t { kTableFp32 = 0 };
+
+void BM_MemoryLayer(benchmark::State& state) {
+  const Index n = state.range(0);
+  const Index d = state.range(1);
+  const Index h = state.range(2);
+  const int tau = static_cast<int>(state.range(3));
+  const std::int64_t table = state.range(4);
+  const bool cold = state.range(5) != 0;
+  const int threads = static_cast<int>(state.range(6));
+  if (table != kTableFp32) {
+    state.SkipWithError("table: only 0 (fp32) is implemented so far");
+    return;
+  }
+  if (n < 1 || threads < 1) {
+    state.SkipWithError("N and threads must be >= 1");
+    return;
+  }
+
+  const Inputs inputs(n, d);
+  std::vector<mf::MemoryLayer<float>> layers;
+  std::size_t sets = 0;
+  try {
+    sets = weight_sets(cold, mf::memory_layer_table_bytes(d, h, tau, sizeof(float)), inputs.ring());
+    mf::MemoryLayerOptions opt;
+    opt.in_dim = static_cast<int>(d);
+    opt.out_dim = static_cast<int>(h);
+    opt.tau = tau;
+    layers.reserve(sets);  // no reallocation: copies below are taken from front()
+    layers.emplace_back(opt);
+    mf::set_num_threads(threads);
+  } catch (const mf::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  // The constructor's Box-Muller initialisation takes ~1 s per 128 MiB; the other cold sets are
+  // copies given fresh values by the fast generator (same spread as the default init).
+  const float scale = std::sqrt(6.0f / (5.0f * static_cast<float>(d)));
+  while (layers.size() < sets) {
+    layers.push_back(layers.front());
+    auto t = layers.back().tables();
+    fill_uniform(t.data(), t.size(), 0x7ab1e000ULL + layers.size(), scale);
+  }
+
+  // forward() returns a new matrix: its allocation is part of what a caller pays, so it is timed.
+  Cycle w{layers.size()};
+  Cycle r{static_cast<std::size_t>(inputs.ring())};
+  for (auto _ : state) {
+    Matrix y = layers[w.next()].forward(inputs.batch(static_cast<Index>(r.next())));
+    float* out = y.data();
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+  }
+  const std::int64_t k = d / tau;
+  set_counters(
+      state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
+      static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * sizeof(float));
+}
+
+// ---- Default grid -------------------------------------------------------------------------------
+
+// Quick by design (the full grid comes later): d = h = 1024, tau = 8; N = 1 (decode), 64, 4096;
+// cold and hot at N = 1, hot otherwise; 1 thread and 2 (all cores of the reference machine).
+constexpr std::int64_t kDim = 1024;
+constexpr std::int64_t kTau = 8;
+
+template <class AddArgs>
+void for_each_point(AddArgs add) {
+  for (std::int64_t n : {1, 64, 4096})
+    for (std::int64_t cold = 0; cold <= (n == 1 ? 1 : 0); ++cold)
+      for (std::int64_t threads : {1, 2}) add(n, cold, threads);
+}
+
+void dense_grid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "d", "h", "cold", "threads"});
+  for_each_point([b](std::int64_t n, std::int64_t cold, std::int64_t threads) {
+    b->Args({n, kDim, kDim, cold, threads});
+  });
+}
+
+void lookup_grid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "d", "h", "tau", "table", "cold", "threads"});
+  for_each_point([b](std::int64_t n, std::int64_t cold, std::int64_t threads) {
+    b->Args({n, kDim, kDim, kTau, kTableFp32, cold, threads});
+  });
+}
+
+// Real time decides (the work runs on several threads); the CPU column then counts every thread
+// of the process, which shows whether the second core was used.
+BENCHMARK(BM_DenseEigen)
+    ->Apply(dense_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+#if MF_BENCH_HAVE_CBLAS
+BENCHMARK(BM_DenseBlas)
+    ->Apply(dense_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+#endif
+BENCHMARK(BM_MemoryLayer)
+    ->Apply(lookup_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+
+void add_context() {
+  benchmark::AddCustomContext("memoryformer_version", MF_VERSION_STRING);
+  benchmark::AddCustomContext("memoryformer_kernel_path", mf::to_string(mf::kernel_path()));
+  std::string paths;
+  for (mf::KernelPath p : mf::supported_kernel_paths())
+    paths += (paths.empty() ? "" : " ") + std::string(mf::to_string(p));
+  benchmark::AddCustomContext("memoryformer_supported_paths", paths);
+  benchmark::AddCustomContext("memoryformer_threads", std::to_string(mf::num_threads()));
+  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+#ifdef EIGEN_HAS_OPENMP
+  benchmark::AddCustomContext("eigen_threads", "OpenMP (threads:N sets Eigen::setNbThreads)");
+#else
+  benchmark::AddCustomContext("eigen_threads", "1 (built without OpenMP)");
+#endif
+#if MF_BENCH_HAVE_CBLAS
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  benchmark::AddCustomContext("OPENBLAS_CORETYPE", coretype != nullptr && *coretype != '\0'
+                                                       ? coretype
+                                                       : "unset (baseline may run ~5x slow)");
+  if (openblas_get_corename != nullptr)
+    benchmark::AddCustomContext("openblas_corename", openblas_get_corename());
+#else
+  benchmark::AddCustomContext("blas", "not built (no CBLAS found at configure time)");
+#endif
+}
+
+}  // namespace
+
+// BENCHMARK_MAIN, plus the context that makes results comparable across runs and machines.
+int main(int argc, char** argv) {
+  try {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    add_context();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+  } catch (const mf::Error& e) {  // e.g. an invalid MEMORYFORMER_PATH
+    std::cerr << "memoryformer_bench: " << e.what() << '\n';
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "memoryformer_bench: " << e.what() << '\n';
+    return 1;
+  }
+  return 0;
+}
