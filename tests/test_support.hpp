@@ -7,8 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -98,6 +100,37 @@ inline  // Expects `call` to throw Error whose message contains every one of `pa
     const std::string what = e.what();
     for (const char* part : parts)
       EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
+  }
+}
+
+// (L(w + h) - L(w - h)) / 2h for one weight w, restored afterwards.
+inline double central_difference(double& w, const std::function<double()>& loss, double h = 1e-6) {
+  const double saved = w;
+  w = saved + h;
+  const double up = loss();
+  w = saved - h;
+  const double down = loss();
+  w = saved;
+  return (up - down) / (2 * h);
+}
+
+// Checks the accumulated gradient of every parameter against central differences of `loss` on a
+// sample of its entries: the `count` largest gradients (a table's gradient is mostly zeros) and
+// `count` evenly spaced ones (which checks zeros too).
+inline void expect_parameter_gradients(const mf::ParameterList<double>& params, const std::function<double()>& loss,
+                                       int count = 12, double tolerance = 1e-6) {
+  for (const auto& p : params) {
+    std::vector<Eigen::Index> order(static_cast<std::size_t>(p.size()));
+    std::iota(order.begin(), order.end(), Eigen::Index{0});
+    const std::size_t top = std::min(order.size(), static_cast<std::size_t>(count));
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
+                      [&](Eigen::Index a, Eigen::Index b) { return std::abs(p.grad[a]) > std::abs(p.grad[b]); });
+    std::vector<Eigen::Index> picks(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top));
+    for (int i = 0; i < count; ++i) picks.push_back(p.size() * i / count);
+    for (Eigen::Index i : picks) {
+      const double fd = central_difference(p.value[i], loss);
+      EXPECT_NEAR(p.grad[i], fd, tolerance * std::max(1.0, std::abs(fd))) << p.name << "[" << i << "]";
+    }
   }
 }
 

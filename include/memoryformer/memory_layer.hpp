@@ -8,6 +8,7 @@
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "hash_bucket.hpp"
+#include "parameter.hpp"
 #include "threading.hpp"
 
 #include <cmath>
@@ -135,6 +136,14 @@ class MemoryLayer {
   ConstMatrixView table_grad() const { return view(grads("table_grad").tables); }
   ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
   bool has_grad() const { return grads_.has_value(); }
+
+  // Appends prefix.tables (weight decay) and prefix.bias (none), allocating the gradients if needed.
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    if (!grads_) zero_grad();
+    out.push_back({prefix + ".tables", tables_.data(), grads_->tables.data(), tables_.rows(), tables_.cols(), true});
+    if (has_bias())
+      out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), bias_.rows(), bias_.cols(), false});
+  }
 
   // Sets the gradients to zero, allocating them on first use.
   void zero_grad() {

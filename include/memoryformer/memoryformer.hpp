@@ -2,8 +2,15 @@
 #pragma once
 
 #include "config.hpp"
+#include "embedding.hpp"
 #include "flops.hpp"
 #include "hash_bucket.hpp"
 #include "kernel_path.hpp"
+#include "linear.hpp"
+#include "loss.hpp"
 #include "memory_layer.hpp"
+#include "norm.hpp"
+#include "optim.hpp"
+#include "parameter.hpp"
+#include "rotary.hpp"
 #include "threading.hpp"

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "parameter.hpp"
 
 #include <cmath>
 #include <optional>
@@ -83,7 +84,17 @@ class RMSNorm {
   }
   bool has_grad() const { return weight_grad_.has_value(); }
 
-  void zero_grad() { weight_grad_ = RowMatrix<Scalar>::Zero(1, weight_.cols()); }
+  // Sets the gradient to zero in place (Parameter views into it stay valid).
+  void zero_grad() {
+    if (!weight_grad_) weight_grad_.emplace(1, weight_.cols());
+    weight_grad_->setZero();
+  }
+
+  // Appends prefix.weight (no weight decay), allocating the gradient if needed.
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    if (!weight_grad_) zero_grad();
+    out.push_back({prefix + ".weight", weight_.data(), weight_grad_->data(), 1, weight_.cols(), false});
+  }
 
  private:
   void check_x(const char* where, const Input& x) const {
@@ -165,8 +176,18 @@ class LayerNorm {
   ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
   bool has_grad() const { return grads_.has_value(); }
 
+  // Sets the gradients to zero in place (Parameter views into them stay valid).
   void zero_grad() {
-    grads_.emplace(Gradients{RowMatrix<Scalar>::Zero(1, width()), RowMatrix<Scalar>::Zero(1, width())});
+    if (!grads_) grads_.emplace(Gradients{RowMatrix<Scalar>(1, width()), RowMatrix<Scalar>(1, width())});
+    grads_->weight.setZero();
+    grads_->bias.setZero();
+  }
+
+  // Appends prefix.weight and prefix.bias (no weight decay), allocating the gradients if needed.
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    if (!grads_) zero_grad();
+    out.push_back({prefix + ".weight", weight_.data(), grads_->weight.data(), 1, width(), false});
+    out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, width(), false});
   }
 
  private:

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 namespace memoryformer {
 inline namespace v0 {
@@ -33,6 +34,15 @@ class Rng {
  private:
   std::uint64_t state_;
 };
+
+// The seed of one named module of a model ("blocks.3.attn.q"): a model's weights are a pure function
+// of (seed, name), so adding a layer never changes the others. FNV-1a over the name, then the
+// SplitMix64 finaliser to spread it.
+inline std::uint64_t derive_seed(std::uint64_t seed, const std::string& name) {
+  std::uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ULL;
+  return Rng(h).next_u64();
+}
 
 }  // namespace detail
 }  // namespace v0

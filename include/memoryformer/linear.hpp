@@ -1,0 +1,131 @@
+// A fully connected layer y = x W^T + b on Eigen's GEMM: the LM head of both models and every
+// projection of the dense baseline. W is [out, in] (PyTorch nn.Linear's layout, so weight files
+// carry over without transposes); rows of x are split over the library's thread pool.
+#pragma once
+
+#include "config.hpp"
+#include "detail/partition.hpp"
+#include "detail/random.hpp"
+#include "parameter.hpp"
+#include "threading.hpp"
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <type_traits>
+
+namespace memoryformer {
+inline namespace v0 {
+
+template <class Scalar>
+class Linear {
+  static_assert(std::is_floating_point<Scalar>::value, "Linear<Scalar>: Scalar must be float or double");
+
+ public:
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+  using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
+  using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
+
+  // Weight N(0, init_std) from `seed`, bias 0.
+  Linear(int in_dim, int out_dim, bool bias = true, double init_std = 0.02, std::uint64_t seed = 0) {
+    const char* where = "Linear";
+    if (in_dim < 1) detail::fail(where, "in_dim", in_dim, "a positive integer");
+    if (out_dim < 1) detail::fail(where, "out_dim", out_dim, "a positive integer");
+    if (!std::isfinite(init_std) || init_std < 0) detail::fail(where, "init_std", init_std, "a finite value >= 0");
+    weight_.resize(out_dim, in_dim);
+    detail::Rng rng(seed);
+    for (Eigen::Index i = 0; i < weight_.size(); ++i) weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
+    bias_ = RowMatrix<Scalar>::Zero(1, bias ? out_dim : 0);
+  }
+
+  int in_dim() const { return static_cast<int>(weight_.cols()); }
+  int out_dim() const { return static_cast<int>(weight_.rows()); }
+  bool has_bias() const { return bias_.cols() > 0; }
+
+  MatrixView weight() { return view(weight_); }  // [out, in]
+  ConstMatrixView weight() const { return view(weight_); }
+  MatrixView bias() { return view(bias_); }  // [1, out], or [1, 0] without bias
+  ConstMatrixView bias() const { return view(bias_); }
+
+  // x [N, in] -> [N, out].
+  RowMatrix<Scalar> forward(const Input& x) const {
+    detail::require_shape("Linear::forward", "x", x.rows(), x.cols(), x.rows(), in_dim());
+    RowMatrix<Scalar> y(x.rows(), out_dim());
+    const double work = static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
+    for_row_blocks(x.rows(), work, [&](Eigen::Index first, Eigen::Index count) {
+      auto out = y.middleRows(first, count);
+      out.noalias() = x.middleRows(first, count) * weight_.transpose();
+      if (has_bias()) out.rowwise() += bias_.row(0);
+    });
+    return y;
+  }
+
+  // Given x [N, in] and dL/dy [N, out]: accumulates dL/dW = dy^T x and dL/db = sum of dy's rows,
+  // returns dL/dx = dy W.
+  RowMatrix<Scalar> backward(const Input& x, const Input& dy) {
+    const char* where = "Linear::backward";
+    detail::require_shape(where, "x", x.rows(), x.cols(), x.rows(), in_dim());
+    detail::require_shape(where, "dy", dy.rows(), dy.cols(), x.rows(), out_dim());
+    if (!grads_) zero_grad();
+    RowMatrix<Scalar> dx(x.rows(), in_dim());
+    const double work = static_cast<double>(x.rows()) * in_dim() * out_dim();
+    for_row_blocks(x.rows(), work, [&](Eigen::Index first, Eigen::Index count) {
+      dx.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_;
+    });
+    // Output rows of dW are independent: each task owns a slice of them.
+    for_row_blocks(out_dim(), work, [&](Eigen::Index first, Eigen::Index count) {
+      grads_->weight.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
+    });
+    if (has_bias()) grads_->bias.row(0) += dy.colwise().sum();
+    return dx;
+  }
+
+  // Accumulated gradients; an error before the first backward() or zero_grad().
+  ConstMatrixView weight_grad() const { return view(grads("weight_grad").weight); }
+  ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
+  bool has_grad() const { return grads_.has_value(); }
+
+  // Sets the gradients to zero in place (Parameter views into them stay valid).
+  void zero_grad() {
+    if (!grads_) grads_.emplace(Gradients{RowMatrix<Scalar>(out_dim(), in_dim()), RowMatrix<Scalar>(1, bias_.cols())});
+    grads_->weight.setZero();
+    grads_->bias.setZero();
+  }
+
+  // Appends prefix.weight (weight decay) and, with a bias, prefix.bias (none).
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    if (!grads_) zero_grad();
+    out.push_back({prefix + ".weight", weight_.data(), grads_->weight.data(), weight_.rows(), weight_.cols(), true});
+    if (has_bias()) out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, bias_.cols(), false});
+  }
+
+ private:
+  struct Gradients {
+    RowMatrix<Scalar> weight, bias;
+  };
+
+  // Calls body(first, count) over [0, rows) in slices, one pool task each (`work` multiply-adds in all).
+  template <class Body>
+  void for_row_blocks(Eigen::Index rows, double work, const Body& body) const {
+    const auto pool = detail::thread_pool();
+    const int tasks = detail::task_count(work, rows, pool->size());
+    pool->parallel_for(tasks, [&](int task) {
+      const detail::Range r = detail::split_range(rows, tasks, task);
+      if (r.size() > 0) body(r.begin, r.size());
+    });
+  }
+
+  const Gradients& grads(const char* name) const {
+    if (!grads_) detail::fail("Linear", name, "not yet allocated", "a call to backward() or zero_grad() first");
+    return *grads_;
+  }
+
+  static MatrixView view(RowMatrix<Scalar>& m) { return MatrixView(m.data(), m.rows(), m.cols()); }
+  static ConstMatrixView view(const RowMatrix<Scalar>& m) { return ConstMatrixView(m.data(), m.rows(), m.cols()); }
+
+  RowMatrix<Scalar> weight_, bias_;
+  std::optional<Gradients> grads_;
+};
+
+}  // namespace v0
+}  // namespace memoryformer
