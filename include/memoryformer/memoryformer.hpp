@@ -1,6 +1,7 @@
 // MemoryFormer (Ding et al., NeurIPS 2024) on Eigen: everything the library offers.
 #pragma once
 
+#include "attention.hpp"
 #include "config.hpp"
 #include "embedding.hpp"
 #include "flops.hpp"
