@@ -1,0 +1,290 @@
+// The two Transformer blocks a Model is built from, behind one interface:
+//  - MemoryFormerBlock (method.md §2, paper Eq. 13): Q, K, V and the FFN are Memory Layers; no
+//    output projection. Pre-norm, sequential residuals, as the released code runs it.
+//  - DenseBlock: the standard pre-norm block of the same shape (Q/K/V/O projections, 4x FFN with
+//    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
+// Interface (what Model relies on): Scalar, Saved, a constructor (ModelConfig, seed),
+// forward(x [batch * seq, d], seq, Saved*), backward(Saved, dy) -> dx, decode(x [n, d], KVCache),
+// zero_grad(), append_parameters(prefix, list).
+#pragma once
+
+#include "attention.hpp"
+#include "config.hpp"
+#include "detail/random.hpp"
+#include "linear.hpp"
+#include "memory_block.hpp"
+#include "memory_layer.hpp"
+#include "model_config.hpp"
+#include "norm.hpp"
+#include "parameter.hpp"
+#include "rotary.hpp"
+
+#include <cmath>
+#include <string>
+
+namespace memoryformer {
+inline namespace v0 {
+namespace detail {
+
+// Rotary on Q and K, then causal attention: the part both blocks share between their projections.
+template <class Scalar>
+class RotaryAttention {
+ public:
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+  using Saved = typename CausalSelfAttention<Scalar>::Saved;
+
+  explicit RotaryAttention(const ModelConfig& c)
+      : attention_(c.d_model, c.n_heads), rotary_(c.head_dim(), c.rotary_pct, c.rotary_base) {}
+
+  int n_heads() const { return attention_.n_heads(); }
+
+  RowMatrix<Scalar> forward(const Input& q, const Input& k, const Input& v, Eigen::Index seq_len,
+                            Saved* saved) const {
+    return attention_.forward(rotary_.apply_batch(q, n_heads(), seq_len),
+                              rotary_.apply_batch(k, n_heads(), seq_len), v, seq_len, saved);
+  }
+
+  // dL/d(attention output) -> dL/dq, dL/dk (through the rotation), dL/dv.
+  typename CausalSelfAttention<Scalar>::Gradients backward(const Saved& saved, const Input& dout) const {
+    auto g = attention_.backward(saved, dout);
+    g.dq = rotary_.apply_batch_backward(g.dq, n_heads(), saved.seq_len);
+    g.dk = rotary_.apply_batch_backward(g.dk, n_heads(), saved.seq_len);
+    return g;
+  }
+
+  // New positions of one sequence: they start where the cache ends.
+  RowMatrix<Scalar> decode(const Input& q, const Input& k, const Input& v, KVCache<Scalar>& cache) const {
+    const Eigen::Index first = cache.size();
+    return attention_.decode(rotary_.apply(q, n_heads(), first), rotary_.apply(k, n_heads(), first), v, cache);
+  }
+
+ private:
+  CausalSelfAttention<Scalar> attention_;
+  Rotary<Scalar> rotary_;
+};
+
+// Exact GeLU, x Phi(x), as torch.nn.functional.gelu, and its derivative Phi(x) + x phi(x).
+template <class Scalar>
+Scalar gaussian_cdf(Scalar x) {
+  return Scalar(0.5) * (Scalar(1) + std::erf(x * Scalar(0.7071067811865476)));  // erf(x / sqrt(2))
+}
+
+template <class Scalar>
+RowMatrix<Scalar> gelu(const RowMatrix<Scalar>& x) {
+  return x.unaryExpr([](Scalar v) { return v * gaussian_cdf(v); });
+}
+
+template <class Scalar>
+RowMatrix<Scalar> gelu_backward(const RowMatrix<Scalar>& x, const RowMatrix<Scalar>& dy) {
+  return x.binaryExpr(dy, [](Scalar v, Scalar g) {
+    const Scalar density = Scalar(0.3989422804014327) * std::exp(Scalar(-0.5) * v * v);  // phi(v)
+    return g * (gaussian_cdf(v) + v * density);
+  });
+}
+
+}  // namespace detail
+
+template <class ScalarType>
+class MemoryFormerBlock {
+ public:
+  using Scalar = ScalarType;
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+
+  struct Saved {
+    RowMatrix<Scalar> x, a;           // block input, RMSNorm_attn(x)
+    Buckets<Scalar> qkv_hash;         // of a, shared by Q, K and V
+    typename detail::RotaryAttention<Scalar>::Saved attention;
+    RowMatrix<Scalar> z;              // x + attention
+    typename MemoryBlock<Scalar>::Saved mlp;
+  };
+
+  MemoryFormerBlock(const ModelConfig& config, std::uint64_t seed)
+      : attn_norm_(config.d_model, config.norm_eps),
+        q_(qkv_options(config, detail::derive_seed(seed, "attn.q"))),
+        k_(qkv_options(config, detail::derive_seed(seed, "attn.k"))),
+        v_(qkv_options(config, detail::derive_seed(seed, "attn.v"))),
+        attention_(config),
+        mlp_norm_(config.d_model, config.norm_eps),
+        mlp_(config, detail::derive_seed(seed, "mlp")) {}
+
+  int d_model() const { return q_.in_dim(); }
+  MemoryLayer<Scalar>& q() { return q_; }
+  MemoryLayer<Scalar>& k() { return k_; }
+  MemoryLayer<Scalar>& v() { return v_; }
+  MemoryBlock<Scalar>& mlp() { return mlp_; }
+
+  // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (method.md §2).
+  RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
+    RowMatrix<Scalar> a = attn_norm_.forward(x);
+    Buckets<Scalar> hash = q_.hash()(a);  // one hash for the three layers that read a
+    typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
+    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash), seq_len,
+                                                 attention_saved);
+    RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
+    if (saved != nullptr) {
+      saved->x = x;
+      saved->a = std::move(a);
+      saved->qkv_hash = std::move(hash);
+      saved->z = std::move(z);
+    }
+    return y;
+  }
+
+  // dL/dy -> dL/dx; accumulates every parameter's gradient.
+  RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
+    // y = z + mlp(norm(z)): dz = dy + norm'(mlp'(dy)).
+    RowMatrix<Scalar> dz = dy + mlp_norm_.backward(saved.z, mlp_.backward(saved.mlp, dy));
+    // z = x + attention(q(a), k(a), v(a)): the three layers' score gradients meet in one hash backward.
+    const auto g = attention_.backward(saved.attention, dz);
+    const RowMatrix<Scalar> dscores = q_.backward_scores(saved.qkv_hash, g.dq) +
+                                      k_.backward_scores(saved.qkv_hash, g.dk) +
+                                      v_.backward_scores(saved.qkv_hash, g.dv);
+    dz += attn_norm_.backward(saved.x, q_.hash().backward(saved.a, dscores));
+    return dz;
+  }
+
+  // New tokens x [n, d] of one sequence whose earlier keys and values are in `cache`.
+  RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
+    const Buckets<Scalar> hash = q_.hash()(attn_norm_.forward(x));
+    const RowMatrix<Scalar> z = x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
+    return z + mlp_.forward(mlp_norm_.forward(z));
+  }
+
+  void zero_grad() {
+    attn_norm_.zero_grad();
+    q_.zero_grad();
+    k_.zero_grad();
+    v_.zero_grad();
+    mlp_norm_.zero_grad();
+    mlp_.zero_grad();
+  }
+
+  // Names of method.md §5 below prefix ("blocks.{i}").
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    attn_norm_.append_parameters(prefix + ".attn_norm", out);
+    q_.append_parameters(prefix + ".attn.q", out);
+    k_.append_parameters(prefix + ".attn.k", out);
+    v_.append_parameters(prefix + ".attn.v", out);
+    mlp_norm_.append_parameters(prefix + ".mlp_norm", out);
+    mlp_.append_parameters(prefix + ".mlp", out);
+  }
+
+ private:
+  // Q/K/V tables N(0, sqrt(2 / (5 d))) (the layer's default) and biases 0.001 N(0, 1) (§3).
+  static MemoryLayerOptions qkv_options(const ModelConfig& c, std::uint64_t seed) {
+    MemoryLayerOptions o;
+    o.in_dim = c.d_model;
+    o.out_dim = c.d_model;
+    o.tau = c.tau;
+    o.score = c.score;
+    o.temperature = static_cast<float>(c.temperature);
+    o.seed = seed;
+    return o;
+  }
+
+  RMSNorm<Scalar> attn_norm_;
+  MemoryLayer<Scalar> q_, k_, v_;
+  detail::RotaryAttention<Scalar> attention_;
+  RMSNorm<Scalar> mlp_norm_;
+  MemoryBlock<Scalar> mlp_;
+};
+
+template <class ScalarType>
+class DenseBlock {
+ public:
+  using Scalar = ScalarType;
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+
+  struct Saved {
+    RowMatrix<Scalar> x, a;  // block input, RMSNorm_attn(x)
+    typename detail::RotaryAttention<Scalar>::Saved attention;
+    RowMatrix<Scalar> attended;  // attention output, the input of O
+    RowMatrix<Scalar> z, m;      // x + O(attended), RMSNorm_mlp(z)
+    RowMatrix<Scalar> hidden;    // up(m), before GeLU
+  };
+
+  // Weights N(0, 0.02), biases 0: GPT-NeoX's default ("normal") initialisation.
+  DenseBlock(const ModelConfig& config, std::uint64_t seed)
+      : attn_norm_(config.d_model, config.norm_eps),
+        q_(linear(config.d_model, config.d_model, seed, "attn.q")),
+        k_(linear(config.d_model, config.d_model, seed, "attn.k")),
+        v_(linear(config.d_model, config.d_model, seed, "attn.v")),
+        o_(linear(config.d_model, config.d_model, seed, "attn.o")),
+        attention_(config),
+        mlp_norm_(config.d_model, config.norm_eps),
+        up_(linear(config.d_model, kFfnMultiple * config.d_model, seed, "mlp.up")),
+        down_(linear(kFfnMultiple * config.d_model, config.d_model, seed, "mlp.down")) {}
+
+  int d_model() const { return q_.in_dim(); }
+
+  RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
+    RowMatrix<Scalar> a = attn_norm_.forward(x);
+    RowMatrix<Scalar> attended = attention_.forward(q_.forward(a), k_.forward(a), v_.forward(a), seq_len,
+                                                    saved ? &saved->attention : nullptr);
+    RowMatrix<Scalar> z = x + o_.forward(attended);
+    RowMatrix<Scalar> m = mlp_norm_.forward(z);
+    RowMatrix<Scalar> hidden = up_.forward(m);
+    RowMatrix<Scalar> y = z + down_.forward(detail::gelu(hidden));
+    if (saved != nullptr) {
+      saved->x = x;
+      saved->a = std::move(a);
+      saved->attended = std::move(attended);
+      saved->z = std::move(z);
+      saved->m = std::move(m);
+      saved->hidden = std::move(hidden);
+    }
+    return y;
+  }
+
+  RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
+    const RowMatrix<Scalar> d_hidden =
+        detail::gelu_backward(saved.hidden, down_.backward(detail::gelu(saved.hidden), dy));
+    RowMatrix<Scalar> dz = dy + mlp_norm_.backward(saved.z, up_.backward(saved.m, d_hidden));
+    const auto g = attention_.backward(saved.attention, o_.backward(saved.attended, dz));
+    const RowMatrix<Scalar> da = q_.backward(saved.a, g.dq) + k_.backward(saved.a, g.dk) + v_.backward(saved.a, g.dv);
+    dz += attn_norm_.backward(saved.x, da);
+    return dz;
+  }
+
+  RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
+    const RowMatrix<Scalar> a = attn_norm_.forward(x);
+    const RowMatrix<Scalar> z = x + o_.forward(attention_.decode(q_.forward(a), k_.forward(a), v_.forward(a), cache));
+    return z + down_.forward(detail::gelu(up_.forward(mlp_norm_.forward(z))));
+  }
+
+  void zero_grad() {
+    attn_norm_.zero_grad();
+    for (Linear<Scalar>* l : {&q_, &k_, &v_, &o_, &up_, &down_}) l->zero_grad();
+    mlp_norm_.zero_grad();
+  }
+
+  // blocks.{i}.attn_norm.weight, .attn.{q,k,v,o}.{weight,bias}, .mlp_norm.weight,
+  // .mlp.{up,down}.{weight,bias}; weights in PyTorch nn.Linear layout [out, in].
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    attn_norm_.append_parameters(prefix + ".attn_norm", out);
+    q_.append_parameters(prefix + ".attn.q", out);
+    k_.append_parameters(prefix + ".attn.k", out);
+    v_.append_parameters(prefix + ".attn.v", out);
+    o_.append_parameters(prefix + ".attn.o", out);
+    mlp_norm_.append_parameters(prefix + ".mlp_norm", out);
+    up_.append_parameters(prefix + ".mlp.up", out);
+    down_.append_parameters(prefix + ".mlp.down", out);
+  }
+
+ private:
+  static constexpr int kFfnMultiple = 4;
+  static constexpr double kInitStd = 0.02;
+
+  static Linear<Scalar> linear(int in_dim, int out_dim, std::uint64_t seed, const char* name) {
+    return Linear<Scalar>(in_dim, out_dim, true, kInitStd, detail::derive_seed(seed, name));
+  }
+
+  RMSNorm<Scalar> attn_norm_;
+  Linear<Scalar> q_, k_, v_, o_;
+  detail::RotaryAttention<Scalar> attention_;
+  RMSNorm<Scalar> mlp_norm_;
+  Linear<Scalar> up_, down_;
+};
+
+}  // namespace v0
+}  // namespace memoryformer

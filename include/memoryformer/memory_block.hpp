@@ -1,0 +1,110 @@
+// MemoryBlock: the MemoryFormer's replacement of the FFN (method.md §2, paper §3.3):
+//   u = MemoryLayer_up(m)      d -> (tau + e) K, K = d / tau chunks of tau bits
+//   u = LayerNorm(u)
+//   y = MemoryLayer_down(u)    (tau + e) K -> d, K chunks of tau + e bits
+// No activation: hashing is the non-linearity. The e "expanding bits" give the down layer
+// 2^(tau + e) rows per table (Table 5: more bits, lower perplexity, larger tables).
+#pragma once
+
+#include "config.hpp"
+#include "detail/random.hpp"
+#include "memory_layer.hpp"
+#include "model_config.hpp"
+#include "norm.hpp"
+#include "parameter.hpp"
+
+#include <string>
+
+namespace memoryformer {
+inline namespace v0 {
+
+template <class Scalar>
+class MemoryBlock {
+ public:
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+
+  // What backward() needs: the inputs of each stage and the two hashes.
+  struct Saved {
+    RowMatrix<Scalar> m;        // input [N, d]
+    Buckets<Scalar> up_hash;    // of m
+    RowMatrix<Scalar> u;        // up output [N, (tau + e) K]
+    RowMatrix<Scalar> u_norm;   // LayerNorm(u)
+    Buckets<Scalar> down_hash;  // of u_norm
+  };
+
+  // Tables N(0, 0.02) and biases 0.001 N(0, 1), as the released code initialises them (§3);
+  // `seed` gives each layer its own stream.
+  MemoryBlock(const ModelConfig& config, std::uint64_t seed)
+      : up_(layer_options(config, config.d_model, config.memory_block_width(), config.tau,
+                          detail::derive_seed(seed, "up"))),
+        norm_(config.memory_block_width(), config.layernorm_eps),
+        down_(layer_options(config, config.memory_block_width(), config.d_model,
+                            config.tau + config.expand_bits, detail::derive_seed(seed, "down"))) {}
+
+  int d_model() const { return up_.in_dim(); }
+  int hidden_width() const { return up_.out_dim(); }
+
+  MemoryLayer<Scalar>& up() { return up_; }
+  const MemoryLayer<Scalar>& up() const { return up_; }
+  LayerNorm<Scalar>& norm() { return norm_; }
+  const LayerNorm<Scalar>& norm() const { return norm_; }
+  MemoryLayer<Scalar>& down() { return down_; }
+  const MemoryLayer<Scalar>& down() const { return down_; }
+
+  // m [N, d] -> [N, d]. Fills `saved` for backward() when given.
+  RowMatrix<Scalar> forward(const Input& m, Saved* saved = nullptr) const {
+    Buckets<Scalar> up_hash = up_.hash()(m);
+    RowMatrix<Scalar> u = up_.forward(up_hash);
+    RowMatrix<Scalar> u_norm = norm_.forward(u);
+    Buckets<Scalar> down_hash = down_.hash()(u_norm);
+    RowMatrix<Scalar> y = down_.forward(down_hash);
+    if (saved != nullptr)
+      *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(down_hash)};
+    return y;
+  }
+
+  // dL/dy [N, d] -> dL/dm [N, d]; accumulates the gradients of both layers and the norm.
+  RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
+    const RowMatrix<Scalar> d_down_scores = down_.backward_scores(saved.down_hash, dy);
+    const RowMatrix<Scalar> d_u_norm = down_.hash().backward(saved.u_norm, d_down_scores);
+    const RowMatrix<Scalar> d_u = norm_.backward(saved.u, d_u_norm);
+    const RowMatrix<Scalar> d_up_scores = up_.backward_scores(saved.up_hash, d_u);
+    return up_.hash().backward(saved.m, d_up_scores);
+  }
+
+  void zero_grad() {
+    up_.zero_grad();
+    norm_.zero_grad();
+    down_.zero_grad();
+  }
+
+  // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
+  void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    up_.append_parameters(prefix + ".up", out);
+    norm_.append_parameters(prefix + ".norm", out);
+    down_.append_parameters(prefix + ".down", out);
+  }
+
+ private:
+  static constexpr float kTableInitStd = 0.02f;
+
+  static MemoryLayerOptions layer_options(const ModelConfig& c, int in_dim, int out_dim, int bits,
+                                          std::uint64_t seed) {
+    MemoryLayerOptions o;
+    o.in_dim = in_dim;
+    o.out_dim = out_dim;
+    o.tau = bits;
+    o.score = c.score;
+    o.temperature = static_cast<float>(c.temperature);
+    o.init_std = kTableInitStd;
+    o.seed = seed;
+    return o;
+  }
+
+  MemoryLayer<Scalar> up_;
+  LayerNorm<Scalar> norm_;
+  MemoryLayer<Scalar> down_;
+};
+
+}  // namespace v0
+}  // namespace memoryformer

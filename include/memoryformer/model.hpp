@@ -1,0 +1,181 @@
+// A causal language model (method.md §3): token embedding -> n_layers blocks -> final RMSNorm ->
+// dense LM head (untied; the only fully connected layer a MemoryFormer keeps). Generic over the
+// block type, so MemoryFormerModel and DenseModel share every line but the block.
+#pragma once
+
+#include "block.hpp"
+#include "config.hpp"
+#include "detail/random.hpp"
+#include "embedding.hpp"
+#include "linear.hpp"
+#include "model_config.hpp"
+#include "norm.hpp"
+#include "parameter.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace memoryformer {
+inline namespace v0 {
+
+template <class Block>
+class Model {
+ public:
+  using Scalar = typename Block::Scalar;
+  using Input = Eigen::Ref<const RowMatrix<Scalar>>;
+
+  // What backward() needs from forward().
+  struct Saved {
+    TokenMatrix tokens;
+    std::vector<typename Block::Saved> blocks;
+    RowMatrix<Scalar> final_in;   // input of the final norm
+    RowMatrix<Scalar> final_out;  // its output, the LM head's input
+  };
+
+  // Keys and values of every layer for one sequence being generated.
+  struct DecodeState {
+    std::vector<KVCache<Scalar>> caches;  // one per block
+    Eigen::Index position = 0;            // tokens fed so far
+    Eigen::Index capacity = 0;            // tokens it can hold
+  };
+
+  // Embedding and head N(0, 0.02) (§3); every module's weights derive from config.seed and its name.
+  explicit Model(const ModelConfig& config)
+      : config_(validated(config)),
+        embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed")),
+        final_norm_(config.d_model, config.norm_eps),
+        lm_head_(config.d_model, config.vocab_size, false, kInitStd, detail::derive_seed(config.seed, "lm_head")) {
+    blocks_.reserve(static_cast<std::size_t>(config.n_layers));
+    for (int i = 0; i < config.n_layers; ++i)
+      blocks_.emplace_back(config, detail::derive_seed(config.seed, block_name(i)));
+  }
+
+  const ModelConfig& config() const { return config_; }
+  int n_layers() const { return static_cast<int>(blocks_.size()); }
+  Block& block(int i) { return blocks_.at(static_cast<std::size_t>(i)); }
+  const Block& block(int i) const { return blocks_.at(static_cast<std::size_t>(i)); }
+  Embedding<Scalar>& embedding() { return embed_; }
+  RMSNorm<Scalar>& final_norm() { return final_norm_; }
+  Linear<Scalar>& lm_head() { return lm_head_; }
+
+  // tokens [batch, seq] -> logits [batch * seq, vocab]; row b * seq + t predicts token t + 1 of
+  // sequence b. Fills `saved` for backward() when given.
+  RowMatrix<Scalar> forward(const TokenMatrix& tokens, Saved* saved = nullptr) const {
+    if (tokens.rows() < 1 || tokens.cols() < 1)
+      detail::fail("Model::forward", "tokens", std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
+                   "at least one sequence of at least one token ([batch, seq])");
+    const Eigen::Index seq_len = tokens.cols();
+    RowMatrix<Scalar> x = embed_.forward(tokens);
+    if (saved != nullptr) {
+      saved->tokens = tokens;
+      saved->blocks.resize(blocks_.size());
+    }
+    for (std::size_t i = 0; i < blocks_.size(); ++i)
+      x = blocks_[i].forward(x, seq_len, saved ? &saved->blocks[i] : nullptr);
+    RowMatrix<Scalar> normed = final_norm_.forward(x);
+    RowMatrix<Scalar> logits = lm_head_.forward(normed);
+    if (saved != nullptr) {
+      saved->final_in = std::move(x);
+      saved->final_out = std::move(normed);
+    }
+    return logits;
+  }
+
+  // dL/dlogits [batch * seq, vocab] -> accumulates the gradient of every parameter.
+  void backward(const Saved& saved, const Input& dlogits) {
+    detail::require_shape("Model::backward", "dlogits", dlogits.rows(), dlogits.cols(), saved.tokens.size(),
+                          config_.vocab_size);
+    RowMatrix<Scalar> dx = final_norm_.backward(saved.final_in, lm_head_.backward(saved.final_out, dlogits));
+    for (std::size_t i = blocks_.size(); i-- > 0;) dx = blocks_[i].backward(saved.blocks[i], dx);
+    embed_.backward(saved.tokens, dx);
+  }
+
+  // An empty state for generating up to `capacity` positions (prompt included).
+  DecodeState start_decoding(Eigen::Index capacity) const {
+    if (capacity < 1) detail::fail("Model::start_decoding", "capacity", capacity, "a value >= 1");
+    DecodeState state;
+    state.capacity = capacity;
+    state.caches.reserve(blocks_.size());
+    for (std::size_t i = 0; i < blocks_.size(); ++i) state.caches.emplace_back(config_.d_model, capacity);
+    return state;
+  }
+
+  // The next tokens [1, n] of the sequence in `state` -> their logits [n, vocab], equal to the
+  // matching rows of forward() over the whole sequence.
+  RowMatrix<Scalar> decode(const TokenMatrix& tokens, DecodeState& state) const {
+    if (tokens.rows() != 1 || tokens.cols() < 1)
+      detail::fail("Model::decode", "tokens", std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
+                   "one sequence of at least one token ([1, n])");
+    if (state.caches.size() != blocks_.size())
+      detail::fail("Model::decode", "state", std::to_string(state.caches.size()) + " caches",
+                   "one per layer (" + std::to_string(blocks_.size()) + "), from start_decoding()");
+    if (state.position + tokens.cols() > state.capacity)
+      detail::fail("Model::decode", "tokens", std::to_string(tokens.cols()) + " new tokens",
+                   "at most " + std::to_string(state.capacity - state.position) + " (capacity " +
+                       std::to_string(state.capacity) + ", " + std::to_string(state.position) + " used)");
+    RowMatrix<Scalar> x = embed_.forward(tokens);
+    for (std::size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i].decode(x, state.caches[i]);
+    state.position += tokens.cols();
+    return lm_head_.forward(final_norm_.forward(x));
+  }
+
+  void zero_grad() {
+    embed_.zero_grad();
+    for (Block& b : blocks_) b.zero_grad();
+    final_norm_.zero_grad();
+    lm_head_.zero_grad();
+  }
+
+  // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag.
+  ParameterList<Scalar> parameters() {
+    ParameterList<Scalar> out;
+    embed_.append_parameters("embed", out);
+    for (int i = 0; i < n_layers(); ++i) blocks_[static_cast<std::size_t>(i)].append_parameters(block_name(i), out);
+    final_norm_.append_parameters("final_norm", out);
+    lm_head_.append_parameters("lm_head", out);
+    return out;
+  }
+
+ private:
+  static constexpr double kInitStd = 0.02;
+
+  static std::string block_name(int i) { return "blocks." + std::to_string(i); }
+
+  static const ModelConfig& validated(const ModelConfig& c) {
+    c.validate();
+    return c;
+  }
+
+  ModelConfig config_;
+  Embedding<Scalar> embed_;
+  std::vector<Block> blocks_;
+  RMSNorm<Scalar> final_norm_;
+  Linear<Scalar> lm_head_;
+};
+
+template <class Scalar = float>
+using MemoryFormerModel = Model<MemoryFormerBlock<Scalar>>;
+template <class Scalar = float>
+using DenseModel = Model<DenseBlock<Scalar>>;
+
+// Values and bytes of a parameter list, and those of its hash tables (names ending in ".tables").
+template <class Scalar>
+Eigen::Index parameter_count(const ParameterList<Scalar>& params) {
+  Eigen::Index n = 0;
+  for (const auto& p : params) n += p.size();
+  return n;
+}
+
+template <class Scalar>
+Eigen::Index table_bytes(const ParameterList<Scalar>& params) {
+  const std::string suffix = ".tables";
+  Eigen::Index n = 0;
+  for (const auto& p : params)
+    if (p.name.size() >= suffix.size() && p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      n += p.size();
+  return n * static_cast<Eigen::Index>(sizeof(Scalar));
+}
+
+}  // namespace v0
+}  // namespace memoryformer

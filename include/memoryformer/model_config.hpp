@@ -1,0 +1,79 @@
+// The shape and hyper-parameters of a MemoryFormer (or of the dense Transformer of the same shape):
+// everything a block and a model are built from, and what a weight file's "config" records
+// (method.md §3, §5).
+#pragma once
+
+#include "config.hpp"
+#include "hash_bucket.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace memoryformer {
+inline namespace v0 {
+
+struct ModelConfig {
+  int vocab_size = 256;
+  int d_model = 512;
+  int n_layers = 6;
+  int n_heads = 8;
+  int tau = 8;          // bits per chunk of the Q/K/V and up layers; K = d_model / tau
+  int expand_bits = 2;  // e: the Memory Block is d -> (tau + e) K -> d, its down layer hashes tau + e bits
+  double rotary_pct = 0.25;
+  double rotary_base = 10000.0;
+  Score score = Score::paper;
+  double temperature = 1.0;
+  double norm_eps = 1e-8;       // RMSNorm
+  double layernorm_eps = 1e-5;  // the Memory Block's LayerNorm
+  std::uint64_t seed = 0x4d46;  // initialisation is a pure function of the config
+
+  int head_dim() const { return d_model / n_heads; }
+  int num_chunks() const { return d_model / tau; }                // K
+  int memory_block_width() const { return (tau + expand_bits) * num_chunks(); }  // (tau + e) K
+
+  // The paper's sizes (method.md §3): tau 8, e 2.
+  static ModelConfig tiny(int vocab_size) { return sized(vocab_size, 6, 512, 8); }
+  static ModelConfig small(int vocab_size) { return sized(vocab_size, 12, 768, 12); }
+  static ModelConfig base(int vocab_size) { return sized(vocab_size, 24, 1024, 16); }
+
+  // Throws Error naming the first field that cannot build a model.
+  void validate() const {
+    const char* where = "ModelConfig";
+    if (vocab_size < 1) detail::fail(where, "vocab_size", vocab_size, "a positive integer");
+    if (n_layers < 0) detail::fail(where, "n_layers", n_layers, "an integer >= 0");
+    if (d_model < 1) detail::fail(where, "d_model", d_model, "a positive integer");
+    if (n_heads < 1 || d_model % n_heads != 0)
+      detail::fail(where, "n_heads", n_heads,
+                   "a positive divisor of d_model = " + std::to_string(d_model));
+    if (tau >= 1 && d_model % tau != 0)  // named here: the hash check would call it in_dim
+      detail::fail(where, "d_model", d_model, "a multiple of tau = " + std::to_string(tau));
+    detail::check_hash_params(where, d_model, tau, temperature);
+    if (expand_bits < 0 || tau + expand_bits > kMaxTau)
+      detail::fail(where, "expand_bits", expand_bits,
+                   "an integer >= 0 with tau + expand_bits <= 16 (tau = " + std::to_string(tau) + ")");
+    if (score != Score::paper && score != Score::l1)
+      detail::fail(where, "score", static_cast<int>(score), "Score::paper or Score::l1");
+    if (!(rotary_pct >= 0.0 && rotary_pct <= 1.0))
+      detail::fail(where, "rotary_pct", rotary_pct, "a value in [0, 1]");
+    if (!std::isfinite(rotary_base) || !(rotary_base > 0.0))
+      detail::fail(where, "rotary_base", rotary_base, "a finite value > 0");
+    if (!std::isfinite(norm_eps) || !(norm_eps > 0.0))
+      detail::fail(where, "norm_eps", norm_eps, "a finite value > 0");
+    if (!std::isfinite(layernorm_eps) || !(layernorm_eps > 0.0))
+      detail::fail(where, "layernorm_eps", layernorm_eps, "a finite value > 0");
+  }
+
+ private:
+  static ModelConfig sized(int vocab_size, int n_layers, int d_model, int n_heads) {
+    ModelConfig c;
+    c.vocab_size = vocab_size;
+    c.n_layers = n_layers;
+    c.d_model = d_model;
+    c.n_heads = n_heads;
+    return c;
+  }
+};
+
+}  // namespace v0
+}  // namespace memoryformer

@@ -1,0 +1,226 @@
+// The whole model (method.md §3): loss gradients against central finite differences, causality,
+// KV-cached decoding against the full forward, generation against argmax of the full forward,
+// a short training run whose loss must fall, parameter names and configuration errors.
+#include "test_support.hpp"
+
+#include <set>
+#include <tuple>
+
+namespace {
+
+mf::ModelConfig small_config(mf::Score score = mf::Score::paper) {
+  mf::ModelConfig c;
+  c.vocab_size = 11;
+  c.d_model = 16;
+  c.n_heads = 2;
+  c.n_layers = 2;
+  c.tau = 4;
+  c.expand_bits = 1;
+  c.rotary_pct = 0.5;
+  c.score = score;
+  c.seed = 5;
+  return c;
+}
+
+mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> pick(0, vocab - 1);
+  mf::TokenMatrix t(batch, seq);
+  for (Eigen::Index i = 0; i < t.size(); ++i) t.data()[i] = pick(gen);
+  return t;
+}
+
+template <class Model>
+void check_loss_gradients(Model& model) {
+  const int vocab = model.config().vocab_size;
+  const mf::TokenMatrix tokens = random_tokens(2, 5, vocab, 1u), targets = random_tokens(2, 5, vocab, 2u);
+  auto loss = [&] { return mf::cross_entropy<double>(model.forward(tokens), targets); };
+  model.zero_grad();
+  typename Model::Saved saved;
+  mf::RowMatrix<double> dlogits;
+  mf::cross_entropy<double>(model.forward(tokens, &saved), targets, &dlogits);
+  model.backward(saved, dlogits);
+  test::expect_parameter_gradients(model.parameters(), loss, 6);
+}
+
+TEST(Model, MemoryFormerLossGradientsMatchFiniteDifferences) {
+  for (mf::Score score : {mf::Score::paper, mf::Score::l1}) {
+    mf::MemoryFormerModel<double> model(small_config(score));
+    check_loss_gradients(model);
+  }
+}
+
+TEST(Model, DenseLossGradientsMatchFiniteDifferences) {
+  mf::DenseModel<double> model(small_config());
+  check_loss_gradients(model);
+}
+
+template <class Model>
+void check_causal(const Model& model) {
+  const mf::TokenMatrix tokens = random_tokens(1, 9, model.config().vocab_size, 3u);
+  const auto logits = model.forward(tokens);
+  for (Eigen::Index t = 1; t < tokens.cols(); ++t) {
+    mf::TokenMatrix changed = tokens;
+    changed(0, t) = (changed(0, t) + 1) % model.config().vocab_size;
+    const auto other = model.forward(changed);
+    EXPECT_EQ(other.topRows(t), logits.topRows(t)) << "changing token " << t;
+    EXPECT_NE(other.row(t), logits.row(t)) << "token " << t << " must change its own logits";
+  }
+}
+
+TEST(Model, ChangingALaterTokenNeverChangesEarlierLogits) {
+  check_causal(mf::MemoryFormerModel<float>(small_config()));
+  check_causal(mf::DenseModel<float>(small_config()));
+}
+
+template <class Model>
+void check_decode(const Model& model) {
+  const mf::TokenMatrix tokens = random_tokens(1, 10, model.config().vocab_size, 4u);
+  const auto full = model.forward(tokens);
+  auto state = model.start_decoding(10);
+  Eigen::Index begin = 0;
+  for (Eigen::Index n : {4, 1, 1, 3, 1}) {  // a prompt, then single tokens and a chunk
+    const auto logits = model.decode(tokens.middleCols(begin, n), state);
+    EXPECT_LT(test::relative_error(logits, full.middleRows(begin, n)), 1e-5) << "tokens " << begin << "+" << n;
+    begin += n;
+  }
+  EXPECT_EQ(state.position, 10);
+  test::expect_error([&] { model.decode(tokens.leftCols(1), state); }, {"Model::decode", "tokens", "capacity 10"});
+}
+
+TEST(Model, IncrementalDecodingEqualsFullForward) {
+  check_decode(mf::MemoryFormerModel<float>(small_config()));
+  check_decode(mf::DenseModel<float>(small_config()));
+}
+
+TEST(Model, GreedyGenerationTakesTheArgmaxOfTheFullForward) {
+  const mf::MemoryFormerModel<double> model(small_config(mf::Score::l1));
+  const std::vector<std::int32_t> prompt = {3, 1, 4};
+  mf::SamplingOptions greedy;
+  greedy.temperature = 0;
+  const std::vector<std::int32_t> out = mf::generate(model, prompt, 6, greedy);
+  ASSERT_EQ(out.size(), 9u);
+  // Independently: run the whole sequence so far and take the argmax of its last row.
+  std::vector<std::int32_t> seq = prompt;
+  for (int step = 0; step < 6; ++step) {
+    const mf::TokenMatrix t = Eigen::Map<const mf::TokenMatrix>(seq.data(), 1, static_cast<Eigen::Index>(seq.size()));
+    Eigen::Index best = 0;
+    model.forward(t).bottomRows(1).maxCoeff(&best, &best);
+    seq.push_back(static_cast<std::int32_t>(best));
+  }
+  EXPECT_EQ(out, seq);
+}
+
+TEST(Generate, SamplingFollowsTheSoftmaxAndTopK) {
+  Eigen::RowVectorXd logits(4);
+  logits << 1.0, 2.0, 0.5, 2.0;
+  mf::detail::Rng rng(9);
+  mf::SamplingOptions o;
+  o.temperature = 0;
+  EXPECT_EQ(mf::sample_token(logits, o, rng), 1) << "greedy takes the first of tied maxima";
+  o.temperature = 0.7;
+  o.top_k = 1;
+  EXPECT_EQ(mf::sample_token(logits, o, rng), 1);
+  // Frequencies against softmax(logits / t), over the top 3 (index 2 must never appear).
+  o.top_k = 3;
+  std::vector<int> counts(4, 0);
+  const int draws = 20000;
+  for (int i = 0; i < draws; ++i) ++counts[static_cast<std::size_t>(mf::sample_token(logits, o, rng))];
+  EXPECT_EQ(counts[2], 0);
+  double z = 0;
+  for (int i : {0, 1, 3}) z += std::exp(logits(i) / 0.7);
+  for (int i : {0, 1, 3}) EXPECT_NEAR(counts[static_cast<std::size_t>(i)] / double(draws), std::exp(logits(i) / 0.7) / z, 0.015);
+  o.temperature = -1;
+  test::expect_error([&] { mf::sample_token(logits, o, rng); }, {"temperature", "-1", ">= 0"});
+}
+
+TEST(Model, ShortTrainingRunLearnsARepeatingPattern) {
+  // A sequence with period 5 is fully predictable after one period: the loss must fall from about
+  // log(vocab) to a small fraction of it.
+  mf::ModelConfig c = small_config();
+  c.vocab_size = 8;
+  c.d_model = 32;
+  c.tau = 4;
+  mf::MemoryFormerModel<float> model(c);
+  mf::TokenMatrix tokens(4, 17), targets(4, 17);
+  for (Eigen::Index b = 0; b < 4; ++b)
+    for (Eigen::Index t = 0; t < 17; ++t) {
+      tokens(b, t) = static_cast<std::int32_t>((b + t) % 5);
+      targets(b, t) = static_cast<std::int32_t>((b + t + 1) % 5);
+    }
+  auto params = model.parameters();
+  mf::AdamW<float> optimizer(params);
+  float first = 0, last = 0;
+  for (int step = 0; step < 60; ++step) {
+    model.zero_grad();
+    decltype(model)::Saved saved;
+    mf::RowMatrix<float> dlogits;
+    last = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
+    if (step == 0) first = last;
+    model.backward(saved, dlogits);
+    optimizer.step(params, 3e-3);
+  }
+  EXPECT_NEAR(first, std::log(8.0f), 0.3f);
+  EXPECT_LT(last, 0.2f * first) << "first " << first << " last " << last;
+}
+
+TEST(Model, ParametersCoverEveryTensorOnce) {
+  mf::MemoryFormerModel<float> model(small_config());
+  const auto params = model.parameters();
+  EXPECT_EQ(params.front().name, "embed.weight");
+  EXPECT_EQ(params[params.size() - 2].name, "final_norm.weight");
+  EXPECT_EQ(params.back().name, "lm_head.weight");
+  EXPECT_EQ(params.back().rows, 11);
+  EXPECT_EQ(params.back().cols, 16);
+  std::set<std::string> names;
+  for (const auto& p : params) EXPECT_TRUE(names.insert(p.name).second) << p.name;
+  EXPECT_EQ(params.size(), 2u * 14u + 3u);  // 14 tensors per block (method.md §5)
+  // Q, K, V, up: K * 2^4 * width; down: K * 2^5 * 16 (K = 4, width 16, up width 20).
+  const Eigen::Index tables = 2 * (3 * 64 * 16 + 64 * 20 + 128 * 16);
+  EXPECT_EQ(mf::table_bytes(params), tables * 4);
+}
+
+TEST(Model, SameSeedSameWeightsOtherSeedOtherWeights) {
+  mf::ModelConfig c = small_config();
+  mf::MemoryFormerModel<float> a(c), b(c);
+  c.seed = 6;
+  mf::MemoryFormerModel<float> other(c);
+  const auto pa = a.parameters(), pb = b.parameters(), po = other.parameters();
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_EQ(pa[i].value_map(), pb[i].value_map()) << pa[i].name;
+    if (pa[i].decay) {
+      EXPECT_NE(pa[i].value_map(), po[i].value_map()) << pa[i].name;
+    }
+  }
+}
+
+TEST(ModelConfig, PaperSizes) {
+  const mf::ModelConfig tiny = mf::ModelConfig::tiny(50000), small = mf::ModelConfig::small(50000),
+                        base = mf::ModelConfig::base(50000);
+  EXPECT_EQ(std::make_tuple(tiny.n_layers, tiny.d_model, tiny.n_heads, tiny.num_chunks()), std::make_tuple(6, 512, 8, 64));
+  EXPECT_EQ(std::make_tuple(small.n_layers, small.d_model, small.n_heads, small.num_chunks()), std::make_tuple(12, 768, 12, 96));
+  EXPECT_EQ(std::make_tuple(base.n_layers, base.d_model, base.n_heads, base.num_chunks()), std::make_tuple(24, 1024, 16, 128));
+  EXPECT_EQ(base.memory_block_width(), 10 * 128);
+}
+
+TEST(ModelConfig, ErrorsNameTheField) {
+  auto with = [](auto change) {
+    mf::ModelConfig c = small_config();
+    change(c);
+    return [c] { mf::MemoryFormerModel<float> m(c); };
+  };
+  test::expect_error(with([](mf::ModelConfig& c) { c.vocab_size = 0; }), {"vocab_size", "0"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.n_heads = 3; }), {"n_heads", "3", "divisor of d_model = 16"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.tau = 3; }), {"d_model", "16", "multiple of tau = 3"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.expand_bits = 13; }), {"expand_bits", "13", "<= 16"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.temperature = 0; }), {"temperature", "0"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.rotary_pct = 1.5; }), {"rotary_pct", "1.5"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.norm_eps = -1; }), {"norm_eps", "-1"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.n_layers = -1; }), {"n_layers", "-1"});
+  const mf::MemoryFormerModel<float> model(small_config());
+  test::expect_error([&] { model.forward(mf::TokenMatrix(1, 0)); }, {"Model::forward", "tokens", "1 x 0"});
+  test::expect_error([&] { model.forward(mf::TokenMatrix::Constant(1, 2, 11)); }, {"11"});
+  test::expect_error([&] { model.start_decoding(0); }, {"capacity", "0"});
+}
+
+}  // namespace
