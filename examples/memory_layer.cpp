@@ -6,16 +6,16 @@
 //
 // Exit status: 0 on success, 1 if the library rejects the options or the check fails, 2 for a bad
 // command line.
+#include "cli.hpp"
+
 #include <memoryformer/memoryformer.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -26,13 +26,6 @@ namespace {
 using Matrix = mf::RowMatrix<float>;
 using Index = Eigen::Index;
 
-constexpr const char* kUsage =
-    "usage: memory_layer [--in N] [--out N] [--tau N] [--tokens N]\n"
-    "  --in N      input width d, a multiple of tau (default 512)\n"
-    "  --out N     output width h (default 512)\n"
-    "  --tau N     bits per chunk, 1..16 (default 8)\n"
-    "  --tokens N  rows in the random batch (default 4)\n";
-
 // Tables grow as 2^tau / tau times the dense weights; stop before an example eats the machine.
 constexpr std::int64_t kMaxTableBytes = std::int64_t{4} << 30;
 
@@ -41,59 +34,15 @@ struct Args {
   int out = 512;
   int tau = 8;
   int tokens = 4;
-  bool help = false;
 };
 
-// A bad command line: main() prints it with the usage and exits with status 2.
-class UsageError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-int parse_positive(const std::string& flag, const std::string& text) {
-  int value = 0;
-  const char* first = text.data();
-  const char* last = first + text.size();
-  const auto [end, ec] = std::from_chars(first, last, value);
-  if (text.empty() || ec != std::errc() || end != last || value < 1)
-    throw UsageError(flag + ": expected a positive integer, got \"" + text + "\"");
-  return value;
-}
-
-Args parse(int argc, char** argv) {
-  Args args;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      args.help = true;
-      continue;
-    }
-    // Accept both "--flag value" and "--flag=value".
-    std::string value;
-    const std::size_t eq = flag.find('=');
-    const bool inline_value = flag.rfind("--", 0) == 0 && eq != std::string::npos;
-    if (inline_value) {
-      value = flag.substr(eq + 1);
-      flag.resize(eq);
-    }
-    int* target = nullptr;
-    if (flag == "--in")
-      target = &args.in;
-    else if (flag == "--out")
-      target = &args.out;
-    else if (flag == "--tau")
-      target = &args.tau;
-    else if (flag == "--tokens")
-      target = &args.tokens;
-    else
-      throw UsageError("unknown argument \"" + std::string(argv[i]) + "\"");
-    if (!inline_value) {
-      if (i + 1 >= argc) throw UsageError(flag + ": missing value");
-      value = argv[++i];
-    }
-    *target = parse_positive(flag, value);
-  }
-  return args;
+cli::Flags flags(Args& args) {
+  cli::Flags f("memory_layer [--in N] [--out N] [--tau N] [--tokens N]");
+  f.add("--in", &args.in, "input width d, a multiple of tau", 1, 1 << 20);
+  f.add("--out", &args.out, "output width h", 1, 1 << 20);
+  f.add("--tau", &args.tau, "bits per chunk", 1, 16);
+  f.add("--tokens", &args.tokens, "rows in the random batch", 1, 1 << 20);
+  return f;
 }
 
 Matrix random_matrix(Eigen::Index rows, Eigen::Index cols, std::mt19937& rng) {
@@ -107,8 +56,7 @@ Matrix random_matrix(Eigen::Index rows, Eigen::Index cols, std::mt19937& rng) {
 // kernels: chunk z_k's code is its sign bits (z >= 0 -> 1, first element most significant), its
 // score p(z_k) = prod_j sigmoid(2 |z_kj| / t) (times ||z_k||_1 for Score::l1), and
 // y = b + sum_k s_k T[k 2^tau + code_k]. Returns max_j |y_ij - naive_j|.
-double naive_row_difference(const mf::MemoryLayer<float>& layer, const Matrix& x, const Matrix& y,
-                            Index i) {
+double naive_row_difference(const mf::MemoryLayer<float>& layer, const Matrix& x, const Matrix& y, Index i) {
   const int tau = layer.tau();
   const double t = layer.options().temperature;
   const Index h = layer.out_dim();
@@ -127,12 +75,10 @@ double naive_row_difference(const mf::MemoryLayer<float>& layer, const Matrix& x
     }
     const double score = layer.options().score == mf::Score::l1 ? l1 * p : p;
     const Index row = static_cast<Index>(k) * layer.num_buckets() + code;
-    for (Index j = 0; j < h; ++j)
-      naive[static_cast<std::size_t>(j)] += score * layer.tables()(row, j);
+    for (Index j = 0; j < h; ++j) naive[static_cast<std::size_t>(j)] += score * layer.tables()(row, j);
   }
   double diff = 0.0;
-  for (Index j = 0; j < h; ++j)
-    diff = std::max(diff, std::abs(y(i, j) - naive[static_cast<std::size_t>(j)]));
+  for (Index j = 0; j < h; ++j) diff = std::max(diff, std::abs(y(i, j) - naive[static_cast<std::size_t>(j)]));
   return diff;
 }
 
@@ -154,28 +100,27 @@ int run(const Args& args) {
   } catch (const mf::Error&) {
   }
   if (table_bytes > kMaxTableBytes)
-    throw UsageError("--in " + std::to_string(args.in) + " --out " + std::to_string(args.out) +
-                     " --tau " + std::to_string(args.tau) + ": tables would need " +
-                     std::to_string(table_bytes >> 20) + " MiB; this example stops at " +
-                     std::to_string(kMaxTableBytes >> 20) + " MiB");
+    throw cli::UsageError("--in " + std::to_string(args.in) + " --out " + std::to_string(args.out) +
+                          " --tau " + std::to_string(args.tau) + ": tables would need " +
+                          std::to_string(table_bytes >> 20) + " MiB; this example stops at " +
+                          std::to_string(kMaxTableBytes >> 20) + " MiB");
 
   mf::MemoryLayer<float> layer(opt);
   const auto& o = layer.options();
   const double init_std = o.init_std > 0 ? o.init_std : std::sqrt(2.0 / (5.0 * o.in_dim));
 
   std::cout << "memoryformer " << MF_VERSION_STRING << ": MemoryLayer<float>\n"
-            << "options:  in_dim " << o.in_dim << ", out_dim " << o.out_dim << ", tau " << o.tau
-            << ", score " << o.score << ", temperature " << o.temperature << ", bias "
-            << (o.bias ? "yes" : "no") << ", init_std " << init_std
-            << (o.init_std > 0 ? "" : " (default)") << ", seed 0x" << std::hex << o.seed << std::dec
-            << '\n';
+            << "options:  in_dim " << o.in_dim << ", out_dim " << o.out_dim << ", tau " << o.tau << ", score "
+            << o.score << ", temperature " << o.temperature << ", bias " << (o.bias ? "yes" : "no")
+            << ", init_std " << init_std << (o.init_std > 0 ? "" : " (default)") << ", seed 0x" << std::hex
+            << o.seed << std::dec << '\n';
 
   const double mib = 1.0 / (1 << 20);
-  std::cout << std::fixed << std::setprecision(2) << "tables:   K = " << layer.num_chunks()
-            << " tables of " << layer.num_buckets() << " x " << layer.out_dim() << " -> "
+  std::cout << std::fixed << std::setprecision(2) << "tables:   K = " << layer.num_chunks() << " tables of "
+            << layer.num_buckets() << " x " << layer.out_dim() << " -> "
             << shape(layer.tables().rows(), layer.tables().cols()) << " fp32, " << table_bytes * mib
-            << " MiB (a dense W would be "
-            << static_cast<double>(o.in_dim) * o.out_dim * sizeof(float) * mib << " MiB)\n"
+            << " MiB (a dense W would be " << static_cast<double>(o.in_dim) * o.out_dim * sizeof(float) * mib
+            << " MiB)\n"
             << std::defaultfloat;
 
   std::cout << "kernels:  path " << mf::to_string(mf::kernel_path()) << " (supported:";
@@ -185,15 +130,13 @@ int run(const Args& args) {
   std::mt19937 rng(2024);
   const Matrix x = random_matrix(args.tokens, o.in_dim, rng);
   const Matrix y = layer.forward(x);
-  std::cout << "forward:  x " << shape(x.rows(), x.cols()) << " -> y " << shape(y.rows(), y.cols())
-            << '\n';
+  std::cout << "forward:  x " << shape(x.rows(), x.cols()) << " -> y " << shape(y.rows(), y.cols()) << '\n';
 
   const Matrix dy = random_matrix(args.tokens, o.out_dim, rng);
   const Matrix dx = layer.backward(x, dy);
-  std::cout << "backward: dy " << shape(dy.rows(), dy.cols()) << " -> dx "
-            << shape(dx.rows(), dx.cols()) << "; table_grad "
-            << shape(layer.table_grad().rows(), layer.table_grad().cols()) << " (Frobenius norm "
-            << layer.table_grad().norm() << "), bias_grad "
+  std::cout << "backward: dy " << shape(dy.rows(), dy.cols()) << " -> dx " << shape(dx.rows(), dx.cols())
+            << "; table_grad " << shape(layer.table_grad().rows(), layer.table_grad().cols())
+            << " (Frobenius norm " << layer.table_grad().norm() << "), bias_grad "
             << shape(layer.bias_grad().rows(), layer.bias_grad().cols()) << '\n';
 
   // fp32 sums of K terms against a double reference: differences of ~1e-7 are rounding.
@@ -208,15 +151,13 @@ int run(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  Args args;
+  const cli::Flags f = flags(args);
   try {
-    const Args args = parse(argc, argv);
-    if (args.help) {
-      std::cout << kUsage;
-      return 0;
-    }
+    if (!f.parse(argc, argv)) return 0;
     return run(args);
-  } catch (const UsageError& e) {
-    std::cerr << "memory_layer: " << e.what() << '\n' << kUsage;
+  } catch (const cli::UsageError& e) {
+    std::cerr << "memory_layer: " << e.what() << '\n' << f.usage();
     return 2;
   } catch (const mf::Error& e) {
     std::cerr << "memory_layer: " << e.what() << '\n';

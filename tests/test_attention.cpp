@@ -23,14 +23,16 @@ Eigen::MatrixXd reference_attention(const mf::RowMatrix<Scalar>& q, const mf::Ro
         double max = -std::numeric_limits<double>::infinity();
         for (Eigen::Index j = 0; j <= i; ++j) {
           double dot = 0;
-          for (Eigen::Index c = 0; c < hd; ++c) dot += double(q(b * seq + i, h * hd + c)) * double(k(b * seq + j, h * hd + c));
+          for (Eigen::Index c = 0; c < hd; ++c)
+            dot += double(q(b * seq + i, h * hd + c)) * double(k(b * seq + j, h * hd + c));
           s[std::size_t(j)] = dot / std::sqrt(double(hd));
           max = std::max(max, s[std::size_t(j)]);
         }
         double sum = 0;
         for (double& x : s) sum += (x = std::exp(x - max));
         for (Eigen::Index j = 0; j <= i; ++j)
-          for (Eigen::Index c = 0; c < hd; ++c) out(b * seq + i, h * hd + c) += s[std::size_t(j)] / sum * double(v(b * seq + j, h * hd + c));
+          for (Eigen::Index c = 0; c < hd; ++c)
+            out(b * seq + i, h * hd + c) += s[std::size_t(j)] / sum * double(v(b * seq + j, h * hd + c));
       }
   return out;
 }
@@ -40,7 +42,8 @@ struct Inputs {
 };
 
 Inputs random_inputs(Eigen::Index rows, int d, unsigned seed, double scale = 1.0) {
-  return {test::random_matrix<double>(rows, d, seed) * scale, test::random_matrix<double>(rows, d, seed + 1) * scale,
+  return {test::random_matrix<double>(rows, d, seed) * scale,
+          test::random_matrix<double>(rows, d, seed + 1) * scale,
           test::random_matrix<double>(rows, d, seed + 2)};
 }
 
@@ -48,11 +51,13 @@ TEST(Attention, ForwardMatchesExplicitSoftmax) {
   for (int heads : {1, 3}) {
     const mf::CausalSelfAttention<double> attention(12, heads);
     const Inputs in = random_inputs(2 * 5, 12, 7);
-    EXPECT_LT(test::relative_error(attention.forward(in.q, in.k, in.v, 5), reference_attention(in.q, in.k, in.v, 5, heads)),
+    EXPECT_LT(test::relative_error(attention.forward(in.q, in.k, in.v, 5),
+                                   reference_attention(in.q, in.k, in.v, 5, heads)),
               1e-12);
     const mf::CausalSelfAttention<float> attention_f(12, heads);
     const mf::RowMatrix<float> qf = in.q.cast<float>(), kf = in.k.cast<float>(), vf = in.v.cast<float>();
-    EXPECT_LT(test::relative_error(attention_f.forward(qf, kf, vf, 5), reference_attention(in.q, in.k, in.v, 5, heads)),
+    EXPECT_LT(test::relative_error(attention_f.forward(qf, kf, vf, 5),
+                                   reference_attention(in.q, in.k, in.v, 5, heads)),
               1e-5);
   }
 }
@@ -60,7 +65,8 @@ TEST(Attention, ForwardMatchesExplicitSoftmax) {
 TEST(Attention, LargeScoresStayFinite) {
   const mf::CausalSelfAttention<float> attention(8, 2);
   const Inputs in = random_inputs(6, 8, 3, 300.0);  // scores up to ~1e5: exp overflows without the shift
-  const mf::RowMatrix<float> out = attention.forward(in.q.cast<float>(), in.k.cast<float>(), in.v.cast<float>(), 6);
+  const mf::RowMatrix<float> out =
+      attention.forward(in.q.cast<float>(), in.k.cast<float>(), in.v.cast<float>(), 6);
   EXPECT_TRUE(out.allFinite());
   EXPECT_LT(test::relative_error(out, reference_attention(in.q, in.k, in.v, 6, 2)), 1e-4);
 }
@@ -96,8 +102,8 @@ TEST(Attention, DecodeInPiecesEqualsFullForward) {
   mf::KVCache<double> cache(12, 7);
   Eigen::Index at = 0;
   for (Eigen::Index n : {3, 1, 2, 1}) {
-    const mf::RowMatrix<double> part = attention.decode(in.q.middleRows(at, n), in.k.middleRows(at, n),
-                                                        in.v.middleRows(at, n), cache);
+    const mf::RowMatrix<double> part =
+        attention.decode(in.q.middleRows(at, n), in.k.middleRows(at, n), in.v.middleRows(at, n), cache);
     EXPECT_LT(test::relative_error(part, full.middleRows(at, n)), 1e-14) << "rows " << at << "+" << n;
     at += n;
   }
@@ -115,7 +121,8 @@ TEST(Attention, TensorOverloadEqualsStackedMatrices) {
   k.setRandom();
   v.setRandom();
   using Map = Eigen::Map<const mf::RowMatrix<float>>;
-  const mf::RowMatrix<float> expected = attention.forward(Map(q.data(), 12, 8), Map(k.data(), 12, 8), Map(v.data(), 12, 8), 4);
+  const mf::RowMatrix<float> expected =
+      attention.forward(Map(q.data(), 12, 8), Map(k.data(), 12, 8), Map(v.data(), 12, 8), 4);
   const auto out = attention.forward(q, k, v);
   ASSERT_EQ(out.dimension(0), 3);
   ASSERT_EQ(out.dimension(1), 4);
@@ -145,7 +152,8 @@ TEST(Attention, ResultDoesNotDependOnThreadCount) {
 }
 
 TEST(Attention, BadArgumentsAreNamed) {
-  test::expect_error([] { mf::CausalSelfAttention<float>(12, 5); }, {"n_heads = 5", "divisor of d_model = 12"});
+  test::expect_error([] { mf::CausalSelfAttention<float>(12, 5); },
+                     {"n_heads = 5", "divisor of d_model = 12"});
   test::expect_error([] { mf::CausalSelfAttention<float>(0, 1); }, {"d_model = 0"});
   test::expect_error([] { mf::KVCache<float>(8, 0); }, {"capacity = 0"});
   const mf::CausalSelfAttention<float> attention(8, 2);
@@ -156,7 +164,8 @@ TEST(Attention, BadArgumentsAreNamed) {
   attention.forward(x, x, x, 3, &saved);
   test::expect_error([&] { attention.backward(saved, narrow); }, {"dout", "6 x 7"});
   mf::KVCache<float> wide(16, 4);
-  test::expect_error([&] { attention.decode(x.topRows(1), x.topRows(1), x.topRows(1), wide); }, {"cache", "width 16"});
+  test::expect_error([&] { attention.decode(x.topRows(1), x.topRows(1), x.topRows(1), wide); },
+                     {"cache", "width 16"});
 }
 
 }  // namespace

@@ -54,7 +54,9 @@ TEST(MemoryBlock, ForwardIsUpThenLayerNormThenDown) {
 template <class Block>
 void check_block_gradients(Block& block, const mf::RowMatrix<double>& x, Eigen::Index seq_len) {
   const auto g = test::random_matrix<double>(x.rows(), x.cols(), 99u);
-  auto loss = [&](const mf::RowMatrix<double>& input) { return block.forward(input, seq_len).cwiseProduct(g).sum(); };
+  auto loss = [&](const mf::RowMatrix<double>& input) {
+    return block.forward(input, seq_len).cwiseProduct(g).sum();
+  };
   block.zero_grad();
   typename Block::Saved saved;
   block.forward(x, seq_len, &saved);
@@ -80,7 +82,8 @@ TEST(MemoryBlock, BackwardMatchesFiniteDifferences) {
     const mf::RowMatrix<double> dm = block.backward(saved, g);
     mf::RowMatrix<double> mp = m;
     for (Eigen::Index i = 0; i < m.size(); ++i) {
-      const double fd = test::central_difference(mp.data()[i], [&] { return block.forward(mp).cwiseProduct(g).sum(); });
+      const double fd =
+          test::central_difference(mp.data()[i], [&] { return block.forward(mp).cwiseProduct(g).sum(); });
       EXPECT_NEAR(dm.data()[i], fd, 1e-6 * std::max(1.0, std::abs(fd))) << "dm[" << i << "]";
     }
     mf::ParameterList<double> params;
@@ -110,13 +113,19 @@ TEST(MemoryFormerBlock, ParameterNamesAndShapesFollowTheWeightFormat) {
   // method.md §5, with tables [K, 2^bits, out] flattened to [K * 2^bits, out].
   const std::vector<std::tuple<std::string, long, long, bool>> want = {
       {"blocks.3.attn_norm.weight", 1, d, false},
-      {"blocks.3.attn.q.tables", k << c.tau, d, true}, {"blocks.3.attn.q.bias", 1, d, false},
-      {"blocks.3.attn.k.tables", k << c.tau, d, true}, {"blocks.3.attn.k.bias", 1, d, false},
-      {"blocks.3.attn.v.tables", k << c.tau, d, true}, {"blocks.3.attn.v.bias", 1, d, false},
+      {"blocks.3.attn.q.tables", k << c.tau, d, true},
+      {"blocks.3.attn.q.bias", 1, d, false},
+      {"blocks.3.attn.k.tables", k << c.tau, d, true},
+      {"blocks.3.attn.k.bias", 1, d, false},
+      {"blocks.3.attn.v.tables", k << c.tau, d, true},
+      {"blocks.3.attn.v.bias", 1, d, false},
       {"blocks.3.mlp_norm.weight", 1, d, false},
-      {"blocks.3.mlp.up.tables", k << c.tau, w, true}, {"blocks.3.mlp.up.bias", 1, w, false},
-      {"blocks.3.mlp.norm.weight", 1, w, false}, {"blocks.3.mlp.norm.bias", 1, w, false},
-      {"blocks.3.mlp.down.tables", k << (c.tau + 2), d, true}, {"blocks.3.mlp.down.bias", 1, d, false},
+      {"blocks.3.mlp.up.tables", k << c.tau, w, true},
+      {"blocks.3.mlp.up.bias", 1, w, false},
+      {"blocks.3.mlp.norm.weight", 1, w, false},
+      {"blocks.3.mlp.norm.bias", 1, w, false},
+      {"blocks.3.mlp.down.tables", k << (c.tau + 2), d, true},
+      {"blocks.3.mlp.down.bias", 1, d, false},
   };
   ASSERT_EQ(params.size(), want.size());
   for (std::size_t i = 0; i < want.size(); ++i) {
@@ -156,7 +165,8 @@ void check_decode_matches_forward(const Block& block) {
     for (Eigen::Index begin = 0; begin < seq; begin += piece) {
       const Eigen::Index n = std::min(piece, seq - begin);
       const mf::RowMatrix<float> y = block.decode(x.middleRows(begin, n), cache);
-      EXPECT_LT(test::relative_error(y, full.middleRows(begin, n)), 1e-5) << "piece " << piece << " at " << begin;
+      EXPECT_LT(test::relative_error(y, full.middleRows(begin, n)), 1e-5)
+          << "piece " << piece << " at " << begin;
     }
     EXPECT_EQ(cache.size(), seq);
   }
@@ -166,7 +176,9 @@ TEST(MemoryFormerBlock, DecodeWithCacheEqualsForward) {
   check_decode_matches_forward(mf::MemoryFormerBlock<float>(small_config(), 3));
 }
 
-TEST(DenseBlock, DecodeWithCacheEqualsForward) { check_decode_matches_forward(mf::DenseBlock<float>(small_config(), 3)); }
+TEST(DenseBlock, DecodeWithCacheEqualsForward) {
+  check_decode_matches_forward(mf::DenseBlock<float>(small_config(), 3));
+}
 
 TEST(Blocks, SequencesInABatchAreIndependent) {
   // Row b * seq + t sees only sequence b: the batched forward equals each sequence on its own.
@@ -174,7 +186,8 @@ TEST(Blocks, SequencesInABatchAreIndependent) {
   const auto x = test::random_matrix<double>(3 * 5, 16, 51u);
   const mf::RowMatrix<double> batched = block.forward(x, 5);
   for (Eigen::Index b = 0; b < 3; ++b)
-    EXPECT_LT(test::relative_error(batched.middleRows(b * 5, 5), block.forward(x.middleRows(b * 5, 5), 5)), 1e-13);
+    EXPECT_LT(test::relative_error(batched.middleRows(b * 5, 5), block.forward(x.middleRows(b * 5, 5), 5)),
+              1e-13);
 }
 
 TEST(Blocks, GeluIsExact) {
@@ -184,7 +197,8 @@ TEST(Blocks, GeluIsExact) {
   const mf::RowMatrix<double> y = mf::detail::gelu(x);
   for (Eigen::Index j = 0; j < x.cols(); ++j)
     EXPECT_NEAR(y(0, j), x(0, j) * 0.5 * std::erfc(-x(0, j) / std::sqrt(2.0)), 1e-15);
-  const mf::RowMatrix<double> dx = mf::detail::gelu_backward(x, mf::RowMatrix<double>(mf::RowMatrix<double>::Ones(1, 5)));
+  const mf::RowMatrix<double> dx =
+      mf::detail::gelu_backward(x, mf::RowMatrix<double>(mf::RowMatrix<double>::Ones(1, 5)));
   for (Eigen::Index j = 0; j < x.cols(); ++j) {
     const double fd = test::central_difference(x(0, j), [&] { return mf::detail::gelu(x)(0, j); });
     EXPECT_NEAR(dx(0, j), fd, 1e-8);

@@ -30,7 +30,8 @@ TEST(Embedding, BackwardAddsEveryOccurrence) {
   ASSERT_EQ(params.size(), 1u);
   EXPECT_EQ(params[0].name, "embed.weight");
   EXPECT_TRUE(params[0].decay);
-  test::expect_parameter_gradients(params, [&] { return embed.forward(tokens).cwiseProduct(dx).sum(); }, 15, 1e-8);
+  test::expect_parameter_gradients(
+      params, [&] { return embed.forward(tokens).cwiseProduct(dx).sum(); }, 15, 1e-8);
 }
 
 TEST(Embedding, BadIdsNameTheirPosition) {

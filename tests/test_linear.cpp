@@ -37,7 +37,8 @@ TEST(Linear, BackwardMatchesCentralDifferences) {
 
 TEST(Linear, GradientsAccumulateUntilZeroed) {
   mf::Linear<float> layer(4, 3, true, 0.1, 8);
-  const mf::RowMatrix<float> x = test::random_matrix<float>(2, 4, 9), dy = test::random_matrix<float>(2, 3, 10);
+  const mf::RowMatrix<float> x = test::random_matrix<float>(2, 4, 9),
+                             dy = test::random_matrix<float>(2, 3, 10);
   layer.backward(x, dy);
   const mf::RowMatrix<float> once_w = layer.weight_grad(), once_b = layer.bias_grad();
   layer.backward(x, dy);
@@ -74,7 +75,8 @@ TEST(Linear, InitialisationAndParameters) {
 
 TEST(Linear, ResultDoesNotDependOnThreadCount) {
   mf::Linear<float> layer(96, 80, true, 0.1, 3);
-  const mf::RowMatrix<float> x = test::random_matrix<float>(50, 96, 4), dy = test::random_matrix<float>(50, 80, 5);
+  const mf::RowMatrix<float> x = test::random_matrix<float>(50, 96, 4),
+                             dy = test::random_matrix<float>(50, 80, 5);
   const int before = mf::num_threads();
   mf::set_num_threads(1);
   const mf::RowMatrix<float> y1 = layer.forward(x), dx1 = layer.backward(x, dy), dw1 = layer.weight_grad();
@@ -95,7 +97,8 @@ TEST(Linear, BadArgumentsAreNamed) {
   const mf::RowMatrix<float> x = mf::RowMatrix<float>::Ones(2, 4);
   test::expect_error([&] { layer.forward(x); }, {"Linear::forward", "x", "2 x 4", "2 x 3"});
   test::expect_error([&] { layer.backward(mf::RowMatrix<float>::Ones(2, 3), x); }, {"dy", "2 x 4", "2 x 2"});
-  test::expect_error([&] { mf::Linear<float>(3, 2).weight_grad(); }, {"weight_grad", "backward() or zero_grad()"});
+  test::expect_error([&] { mf::Linear<float>(3, 2).weight_grad(); },
+                     {"weight_grad", "backward() or zero_grad()"});
 }
 
 }  // namespace

@@ -21,10 +21,12 @@ TEST(CrossEntropy, MatchesExplicitSoftmaxAndItsGradient) {
   mf::TokenMatrix targets(5, 1);
   targets << 0, 6, 3, 3, 1;
   mf::RowMatrix<double> grad;
-  EXPECT_NEAR(mf::cross_entropy<double>(logits, targets, &grad), explicit_cross_entropy(logits, targets), 1e-12);
+  EXPECT_NEAR(mf::cross_entropy<double>(logits, targets, &grad), explicit_cross_entropy(logits, targets),
+              1e-12);
   for (Eigen::Index i = 0; i < logits.size(); ++i)
     EXPECT_NEAR(grad.data()[i],
-                test::central_difference(logits.data()[i], [&] { return mf::cross_entropy<double>(logits, targets); }),
+                test::central_difference(logits.data()[i],
+                                         [&] { return mf::cross_entropy<double>(logits, targets); }),
                 1e-8);
 }
 

@@ -81,11 +81,13 @@ void check_decode(const Model& model) {
   Eigen::Index begin = 0;
   for (Eigen::Index n : {4, 1, 1, 3, 1}) {  // a prompt, then single tokens and a chunk
     const auto logits = model.decode(tokens.middleCols(begin, n), state);
-    EXPECT_LT(test::relative_error(logits, full.middleRows(begin, n)), 1e-5) << "tokens " << begin << "+" << n;
+    EXPECT_LT(test::relative_error(logits, full.middleRows(begin, n)), 1e-5)
+        << "tokens " << begin << "+" << n;
     begin += n;
   }
   EXPECT_EQ(state.position, 10);
-  test::expect_error([&] { model.decode(tokens.leftCols(1), state); }, {"Model::decode", "tokens", "capacity 10"});
+  test::expect_error([&] { model.decode(tokens.leftCols(1), state); },
+                     {"Model::decode", "tokens", "capacity 10"});
 }
 
 TEST(Model, IncrementalDecodingEqualsFullForward) {
@@ -103,7 +105,8 @@ TEST(Model, GreedyGenerationTakesTheArgmaxOfTheFullForward) {
   // Independently: run the whole sequence so far and take the argmax of its last row.
   std::vector<std::int32_t> seq = prompt;
   for (int step = 0; step < 6; ++step) {
-    const mf::TokenMatrix t = Eigen::Map<const mf::TokenMatrix>(seq.data(), 1, static_cast<Eigen::Index>(seq.size()));
+    const mf::TokenMatrix t =
+        Eigen::Map<const mf::TokenMatrix>(seq.data(), 1, static_cast<Eigen::Index>(seq.size()));
     Eigen::Index best = 0;
     model.forward(t).bottomRows(1).maxCoeff(&best, &best);
     seq.push_back(static_cast<std::int32_t>(best));
@@ -129,7 +132,8 @@ TEST(Generate, SamplingFollowsTheSoftmaxAndTopK) {
   EXPECT_EQ(counts[2], 0);
   double z = 0;
   for (int i : {0, 1, 3}) z += std::exp(logits(i) / 0.7);
-  for (int i : {0, 1, 3}) EXPECT_NEAR(counts[static_cast<std::size_t>(i)] / double(draws), std::exp(logits(i) / 0.7) / z, 0.015);
+  for (int i : {0, 1, 3})
+    EXPECT_NEAR(counts[static_cast<std::size_t>(i)] / double(draws), std::exp(logits(i) / 0.7) / z, 0.015);
   o.temperature = -1;
   test::expect_error([&] { mf::sample_token(logits, o, rng); }, {"temperature", "-1", ">= 0"});
 }
@@ -197,9 +201,12 @@ TEST(Model, SameSeedSameWeightsOtherSeedOtherWeights) {
 TEST(ModelConfig, PaperSizes) {
   const mf::ModelConfig tiny = mf::ModelConfig::tiny(50000), small = mf::ModelConfig::small(50000),
                         base = mf::ModelConfig::base(50000);
-  EXPECT_EQ(std::make_tuple(tiny.n_layers, tiny.d_model, tiny.n_heads, tiny.num_chunks()), std::make_tuple(6, 512, 8, 64));
-  EXPECT_EQ(std::make_tuple(small.n_layers, small.d_model, small.n_heads, small.num_chunks()), std::make_tuple(12, 768, 12, 96));
-  EXPECT_EQ(std::make_tuple(base.n_layers, base.d_model, base.n_heads, base.num_chunks()), std::make_tuple(24, 1024, 16, 128));
+  EXPECT_EQ(std::make_tuple(tiny.n_layers, tiny.d_model, tiny.n_heads, tiny.num_chunks()),
+            std::make_tuple(6, 512, 8, 64));
+  EXPECT_EQ(std::make_tuple(small.n_layers, small.d_model, small.n_heads, small.num_chunks()),
+            std::make_tuple(12, 768, 12, 96));
+  EXPECT_EQ(std::make_tuple(base.n_layers, base.d_model, base.n_heads, base.num_chunks()),
+            std::make_tuple(24, 1024, 16, 128));
   EXPECT_EQ(base.memory_block_width(), 10 * 128);
 }
 
@@ -210,7 +217,8 @@ TEST(ModelConfig, ErrorsNameTheField) {
     return [c] { mf::MemoryFormerModel<float> m(c); };
   };
   test::expect_error(with([](mf::ModelConfig& c) { c.vocab_size = 0; }), {"vocab_size", "0"});
-  test::expect_error(with([](mf::ModelConfig& c) { c.n_heads = 3; }), {"n_heads", "3", "divisor of d_model = 16"});
+  test::expect_error(with([](mf::ModelConfig& c) { c.n_heads = 3; }),
+                     {"n_heads", "3", "divisor of d_model = 16"});
   test::expect_error(with([](mf::ModelConfig& c) { c.tau = 3; }), {"d_model", "16", "multiple of tau = 3"});
   test::expect_error(with([](mf::ModelConfig& c) { c.expand_bits = 13; }), {"expand_bits", "13", "<= 16"});
   test::expect_error(with([](mf::ModelConfig& c) { c.temperature = 0; }), {"temperature", "0"});

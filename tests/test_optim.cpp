@@ -48,7 +48,8 @@ TEST(AdamW, StepsMatchTheAlgorithmWrittenOut) {
   EXPECT_EQ(optimizer.step_count(), 3);
   std::size_t at = 0;
   for (const auto& p : toy.params())
-    for (Eigen::Index i = 0; i < p.size(); ++i, ++at) EXPECT_NEAR(p.value[i], values[at], 1e-12) << p.name << i;
+    for (Eigen::Index i = 0; i < p.size(); ++i, ++at)
+      EXPECT_NEAR(p.value[i], values[at], 1e-12) << p.name << i;
 }
 
 TEST(AdamW, WeightDecayOnlyWhereFlagged) {

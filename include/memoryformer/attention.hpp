@@ -44,8 +44,8 @@ class KVCache {
     detail::require_shape(where, "v", v.rows(), v.cols(), k.rows(), d_model());
     if (size_ + k.rows() > capacity())
       detail::fail(where, "k", std::to_string(k.rows()) + " new positions",
-                   "at most " + std::to_string(capacity() - size_) + " (capacity " + std::to_string(capacity()) +
-                       ", " + std::to_string(size_) + " used)");
+                   "at most " + std::to_string(capacity() - size_) + " (capacity " +
+                       std::to_string(capacity()) + ", " + std::to_string(size_) + " used)");
     keys_.middleRows(size_, k.rows()) = k;
     values_.middleRows(size_, k.rows()) = v;
     size_ += k.rows();
@@ -64,7 +64,8 @@ class KVCache {
 
 template <class Scalar>
 class CausalSelfAttention {
-  static_assert(std::is_floating_point<Scalar>::value, "CausalSelfAttention<Scalar>: Scalar must be float or double");
+  static_assert(std::is_floating_point<Scalar>::value,
+                "CausalSelfAttention<Scalar>: Scalar must be float or double");
 
  public:
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
@@ -72,8 +73,8 @@ class CausalSelfAttention {
 
   // What backward() needs from forward(): the inputs and each (sequence, head)'s attention weights.
   struct Saved {
-    RowMatrix<Scalar> q, k, v;              // [batch * seq, d]
-    std::vector<RowMatrix<Scalar>> probs;   // [batch * heads] of [seq, seq], row i zero beyond i
+    RowMatrix<Scalar> q, k, v;             // [batch * seq, d]
+    std::vector<RowMatrix<Scalar>> probs;  // [batch * heads] of [seq, seq], row i zero beyond i
     Eigen::Index seq_len = 0;
   };
 
@@ -123,15 +124,16 @@ class CausalSelfAttention {
         detail::fail(where, t == &k ? "k" : "v", dims(*t), "the shape of q, " + dims(q));
     const Eigen::Index rows = q.dimension(0) * q.dimension(1), d = q.dimension(2);
     using ConstMap = Eigen::Map<const RowMatrix<Scalar>>;
-    const RowMatrix<Scalar> out =
-        forward(ConstMap(q.data(), rows, d), ConstMap(k.data(), rows, d), ConstMap(v.data(), rows, d), q.dimension(1));
+    const RowMatrix<Scalar> out = forward(ConstMap(q.data(), rows, d), ConstMap(k.data(), rows, d),
+                                          ConstMap(v.data(), rows, d), q.dimension(1));
     Tensor3 result(q.dimension(0), q.dimension(1), q.dimension(2));
     Eigen::Map<RowMatrix<Scalar>>(result.data(), rows, d) = out;
     return result;
   }
 
   // dL/d(output) -> dL/dq, dL/dk, dL/dv. With P = softmax(S), S = Q K^T / sqrt(d_h):
-  // dV = P^T dO, dP = dO V^T, dS = P .* (dP - rowsum(dP .* P)), dQ = dS K / sqrt(d_h), dK = dS^T Q / sqrt(d_h).
+  // dV = P^T dO, dP = dO V^T, dS = P .* (dP - rowsum(dP .* P)), dQ = dS K / sqrt(d_h), dK = dS^T Q /
+  // sqrt(d_h).
   Gradients backward(const Saved& saved, const Input& dout) const {
     const char* where = "CausalSelfAttention::backward";
     detail::require_shape(where, "dout", dout.rows(), dout.cols(), saved.q.rows(), d_model_);
@@ -171,7 +173,8 @@ class CausalSelfAttention {
     for_each_head(1, q.rows(), cache.size(), [&](Eigen::Index, int h, std::size_t) {
       const auto cols = head_cols(h);
       out(Eigen::all, cols).noalias() =
-          attention_weights(q(Eigen::all, cols), cache.keys()(Eigen::all, cols), first) * cache.values()(Eigen::all, cols);
+          attention_weights(q(Eigen::all, cols), cache.keys()(Eigen::all, cols), first) *
+          cache.values()(Eigen::all, cols);
     });
     return out;
   }
@@ -217,8 +220,9 @@ class CausalSelfAttention {
     detail::require_shape(where, "k", k.rows(), k.cols(), q.rows(), d_model_);
     detail::require_shape(where, "v", v.rows(), v.cols(), q.rows(), d_model_);
     if (seq_len < 1 || q.rows() < 1 || q.rows() % seq_len != 0)
-      detail::fail(where, "seq_len", seq_len,
-                   "a positive divisor of the row count " + std::to_string(q.rows()) + " (rows = batch * seq_len)");
+      detail::fail(
+          where, "seq_len", seq_len,
+          "a positive divisor of the row count " + std::to_string(q.rows()) + " (rows = batch * seq_len)");
     return q.rows() / seq_len;
   }
 

@@ -55,7 +55,8 @@ class RotaryAttention {
   // New positions of one sequence: they start where the cache ends.
   RowMatrix<Scalar> decode(const Input& q, const Input& k, const Input& v, KVCache<Scalar>& cache) const {
     const Eigen::Index first = cache.size();
-    return attention_.decode(rotary_.apply(q, n_heads(), first), rotary_.apply(k, n_heads(), first), v, cache);
+    return attention_.decode(rotary_.apply(q, n_heads(), first), rotary_.apply(k, n_heads(), first), v,
+                             cache);
   }
 
  private:
@@ -91,10 +92,10 @@ class MemoryFormerBlock {
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
 
   struct Saved {
-    RowMatrix<Scalar> x, a;           // block input, RMSNorm_attn(x)
-    Buckets<Scalar> qkv_hash;         // of a, shared by Q, K and V
+    RowMatrix<Scalar> x, a;    // block input, RMSNorm_attn(x)
+    Buckets<Scalar> qkv_hash;  // of a, shared by Q, K and V
     typename detail::RotaryAttention<Scalar>::Saved attention;
-    RowMatrix<Scalar> z;              // x + attention
+    RowMatrix<Scalar> z;  // x + attention
     typename MemoryBlock<Scalar>::Saved mlp;
   };
 
@@ -118,8 +119,8 @@ class MemoryFormerBlock {
     RowMatrix<Scalar> a = attn_norm_.forward(x);
     Buckets<Scalar> hash = q_.hash()(a);  // one hash for the three layers that read a
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
-    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash), seq_len,
-                                                 attention_saved);
+    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash),
+                                                 seq_len, attention_saved);
     RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
     if (saved != nullptr) {
       saved->x = x;
@@ -146,7 +147,8 @@ class MemoryFormerBlock {
   // New tokens x [n, d] of one sequence whose earlier keys and values are in `cache`.
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
     const Buckets<Scalar> hash = q_.hash()(attn_norm_.forward(x));
-    const RowMatrix<Scalar> z = x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
+    const RowMatrix<Scalar> z =
+        x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
     return z + mlp_.forward(mlp_norm_.forward(z));
   }
 
@@ -241,14 +243,16 @@ class DenseBlock {
         detail::gelu_backward(saved.hidden, down_.backward(detail::gelu(saved.hidden), dy));
     RowMatrix<Scalar> dz = dy + mlp_norm_.backward(saved.z, up_.backward(saved.m, d_hidden));
     const auto g = attention_.backward(saved.attention, o_.backward(saved.attended, dz));
-    const RowMatrix<Scalar> da = q_.backward(saved.a, g.dq) + k_.backward(saved.a, g.dk) + v_.backward(saved.a, g.dv);
+    const RowMatrix<Scalar> da =
+        q_.backward(saved.a, g.dq) + k_.backward(saved.a, g.dk) + v_.backward(saved.a, g.dv);
     dz += attn_norm_.backward(saved.x, da);
     return dz;
   }
 
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
     const RowMatrix<Scalar> a = attn_norm_.forward(x);
-    const RowMatrix<Scalar> z = x + o_.forward(attention_.decode(q_.forward(a), k_.forward(a), v_.forward(a), cache));
+    const RowMatrix<Scalar> z =
+        x + o_.forward(attention_.decode(q_.forward(a), k_.forward(a), v_.forward(a), cache));
     return z + down_.forward(detail::gelu(up_.forward(mlp_norm_.forward(z))));
   }
 

@@ -31,16 +31,18 @@ class Embedding {
     const char* where = "Embedding";
     if (vocab_size < 1) detail::fail(where, "vocab_size", vocab_size, "a positive integer");
     if (dim < 1) detail::fail(where, "dim", dim, "a positive integer");
-    if (!std::isfinite(init_std) || init_std < 0) detail::fail(where, "init_std", init_std, "a finite value >= 0");
+    if (!std::isfinite(init_std) || init_std < 0)
+      detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(vocab_size, dim);
     detail::Rng rng(seed);
-    for (Eigen::Index i = 0; i < weight_.size(); ++i) weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
+    for (Eigen::Index i = 0; i < weight_.size(); ++i)
+      weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
   }
 
   int vocab_size() const { return static_cast<int>(weight_.rows()); }
   int dim() const { return static_cast<int>(weight_.cols()); }
-  MatrixView weight() { return MatrixView(weight_.data(), weight_.rows(), weight_.cols()); }  // [vocab, dim]
-  ConstMatrixView weight() const { return ConstMatrixView(weight_.data(), weight_.rows(), weight_.cols()); }
+  MatrixView weight() { return detail::view(weight_); }  // [vocab, dim]
+  ConstMatrixView weight() const { return detail::view(weight_); }
 
   // tokens [batch, seq] -> [batch * seq, dim], row b * seq + t for token (b, t).
   RowMatrix<Scalar> forward(const TokenMatrix& tokens) const {
@@ -61,8 +63,7 @@ class Embedding {
 
   // Accumulated dL/dW [vocab, dim]; an error before the first backward() or zero_grad().
   ConstMatrixView weight_grad() const {
-    if (!grad_) detail::fail("Embedding", "weight_grad", "not yet allocated", "a call to backward() or zero_grad() first");
-    return ConstMatrixView(grad_->data(), grad_->rows(), grad_->cols());
+    return detail::view(detail::allocated(grad_, "Embedding", "weight_grad"));
   }
   bool has_grad() const { return grad_.has_value(); }
 
@@ -83,8 +84,11 @@ class Embedding {
     for (Eigen::Index i = 0; i < tokens.size(); ++i) {
       const std::int32_t id = tokens.data()[i];
       if (id < 0 || id >= vocab_size())
-        detail::fail(where, ("tokens(" + std::to_string(i / tokens.cols()) + ", " + std::to_string(i % tokens.cols()) + ")").c_str(),
-                     id, "a token id in [0, " + std::to_string(vocab_size()) + ")");
+        detail::fail(
+            where,
+            ("tokens(" + std::to_string(i / tokens.cols()) + ", " + std::to_string(i % tokens.cols()) + ")")
+                .c_str(),
+            id, "a token id in [0, " + std::to_string(vocab_size()) + ")");
     }
   }
 

@@ -43,12 +43,16 @@ std::int32_t sample_token(const Eigen::MatrixBase<Derived>& logits, const Sampli
   std::vector<std::int32_t> order(static_cast<std::size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
   auto logit = [&](std::int32_t i) { return static_cast<double>(logits(i)); };
-  auto more_likely = [&](std::int32_t a, std::int32_t b) { return logit(a) > logit(b) || (logit(a) == logit(b) && a < b); };
-  const std::size_t keep = options.top_k > 0 ? std::min<std::size_t>(static_cast<std::size_t>(options.top_k), order.size())
-                                             : order.size();
+  auto more_likely = [&](std::int32_t a, std::int32_t b) {
+    return logit(a) > logit(b) || (logit(a) == logit(b) && a < b);
+  };
+  const std::size_t keep = options.top_k > 0
+                               ? std::min<std::size_t>(static_cast<std::size_t>(options.top_k), order.size())
+                               : order.size();
   if (options.temperature == 0.0 || keep == 1)
     return *std::min_element(order.begin(), order.end(), more_likely);
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(), more_likely);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
+                    more_likely);
   order.resize(keep);
   // softmax over the kept tokens, shifted by the largest logit so that exp never overflows.
   const double top = logit(order.front());
@@ -64,8 +68,8 @@ std::int32_t sample_token(const Eigen::MatrixBase<Derived>& logits, const Sampli
 
 // The prompt followed by up to max_new_tokens generated ones. The prompt must be non-empty.
 template <class Model>
-std::vector<std::int32_t> generate(const Model& model, const std::vector<std::int32_t>& prompt, int max_new_tokens,
-                                   const SamplingOptions& options = {}) {
+std::vector<std::int32_t> generate(const Model& model, const std::vector<std::int32_t>& prompt,
+                                   int max_new_tokens, const SamplingOptions& options = {}) {
   const char* where = "generate";
   detail::check_sampling(where, options);
   if (prompt.empty()) detail::fail(where, "prompt", "empty", "at least one token");
@@ -74,7 +78,8 @@ std::vector<std::int32_t> generate(const Model& model, const std::vector<std::in
   if (max_new_tokens == 0) return out;
   auto state = model.start_decoding(static_cast<Eigen::Index>(prompt.size()) + max_new_tokens);
   detail::Rng rng(options.seed);
-  TokenMatrix next = Eigen::Map<const TokenMatrix>(prompt.data(), 1, static_cast<Eigen::Index>(prompt.size()));
+  TokenMatrix next =
+      Eigen::Map<const TokenMatrix>(prompt.data(), 1, static_cast<Eigen::Index>(prompt.size()));
   for (int step = 0; step < max_new_tokens; ++step) {
     const auto logits = model.decode(next, state);
     out.push_back(sample_token(logits.row(logits.rows() - 1), options, rng));

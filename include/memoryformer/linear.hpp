@@ -31,10 +31,12 @@ class Linear {
     const char* where = "Linear";
     if (in_dim < 1) detail::fail(where, "in_dim", in_dim, "a positive integer");
     if (out_dim < 1) detail::fail(where, "out_dim", out_dim, "a positive integer");
-    if (!std::isfinite(init_std) || init_std < 0) detail::fail(where, "init_std", init_std, "a finite value >= 0");
+    if (!std::isfinite(init_std) || init_std < 0)
+      detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(out_dim, in_dim);
     detail::Rng rng(seed);
-    for (Eigen::Index i = 0; i < weight_.size(); ++i) weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
+    for (Eigen::Index i = 0; i < weight_.size(); ++i)
+      weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
     bias_ = RowMatrix<Scalar>::Zero(1, bias ? out_dim : 0);
   }
 
@@ -42,16 +44,17 @@ class Linear {
   int out_dim() const { return static_cast<int>(weight_.rows()); }
   bool has_bias() const { return bias_.cols() > 0; }
 
-  MatrixView weight() { return view(weight_); }  // [out, in]
-  ConstMatrixView weight() const { return view(weight_); }
-  MatrixView bias() { return view(bias_); }  // [1, out], or [1, 0] without bias
-  ConstMatrixView bias() const { return view(bias_); }
+  MatrixView weight() { return detail::view(weight_); }  // [out, in]
+  ConstMatrixView weight() const { return detail::view(weight_); }
+  MatrixView bias() { return detail::view(bias_); }  // [1, out], or [1, 0] without bias
+  ConstMatrixView bias() const { return detail::view(bias_); }
 
   // x [N, in] -> [N, out].
   RowMatrix<Scalar> forward(const Input& x) const {
     detail::require_shape("Linear::forward", "x", x.rows(), x.cols(), x.rows(), in_dim());
     RowMatrix<Scalar> y(x.rows(), out_dim());
-    const double work = static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
+    const double work =
+        static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
     for_row_blocks(x.rows(), work, [&](Eigen::Index first, Eigen::Index count) {
       auto out = y.middleRows(first, count);
       out.noalias() = x.middleRows(first, count) * weight_.transpose();
@@ -81,13 +84,18 @@ class Linear {
   }
 
   // Accumulated gradients; an error before the first backward() or zero_grad().
-  ConstMatrixView weight_grad() const { return view(grads("weight_grad").weight); }
-  ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
+  ConstMatrixView weight_grad() const {
+    return detail::view(detail::allocated(grads_, "Linear", "weight_grad").weight);
+  }
+  ConstMatrixView bias_grad() const {
+    return detail::view(detail::allocated(grads_, "Linear", "bias_grad").bias);
+  }
   bool has_grad() const { return grads_.has_value(); }
 
   // Sets the gradients to zero in place (Parameter views into them stay valid).
   void zero_grad() {
-    if (!grads_) grads_.emplace(Gradients{RowMatrix<Scalar>(out_dim(), in_dim()), RowMatrix<Scalar>(1, bias_.cols())});
+    if (!grads_)
+      grads_.emplace(Gradients{RowMatrix<Scalar>(out_dim(), in_dim()), RowMatrix<Scalar>(1, bias_.cols())});
     grads_->weight.setZero();
     grads_->bias.setZero();
   }
@@ -95,8 +103,10 @@ class Linear {
   // Appends prefix.weight (weight decay) and, with a bias, prefix.bias (none).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!grads_) zero_grad();
-    out.push_back({prefix + ".weight", weight_.data(), grads_->weight.data(), weight_.rows(), weight_.cols(), true});
-    if (has_bias()) out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, bias_.cols(), false});
+    out.push_back(
+        {prefix + ".weight", weight_.data(), grads_->weight.data(), weight_.rows(), weight_.cols(), true});
+    if (has_bias())
+      out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, bias_.cols(), false});
   }
 
  private:
@@ -114,14 +124,6 @@ class Linear {
       if (r.size() > 0) body(r.begin, r.size());
     });
   }
-
-  const Gradients& grads(const char* name) const {
-    if (!grads_) detail::fail("Linear", name, "not yet allocated", "a call to backward() or zero_grad() first");
-    return *grads_;
-  }
-
-  static MatrixView view(RowMatrix<Scalar>& m) { return MatrixView(m.data(), m.rows(), m.cols()); }
-  static ConstMatrixView view(const RowMatrix<Scalar>& m) { return ConstMatrixView(m.data(), m.rows(), m.cols()); }
 
   RowMatrix<Scalar> weight_, bias_;
   std::optional<Gradients> grads_;

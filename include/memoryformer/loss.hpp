@@ -18,7 +18,8 @@ double cross_entropy(const Eigen::Ref<const RowMatrix<Scalar>>& logits, const To
                      RowMatrix<Scalar>* dlogits = nullptr) {
   const char* where = "cross_entropy";
   if (logits.rows() < 1 || logits.cols() < 1)
-    detail::fail(where, "logits", std::to_string(logits.rows()) + " x " + std::to_string(logits.cols()) + " matrix",
+    detail::fail(where, "logits",
+                 std::to_string(logits.rows()) + " x " + std::to_string(logits.cols()) + " matrix",
                  "at least one row and one column");
   if (targets.size() != logits.rows())
     detail::fail(where, "targets", std::to_string(targets.size()) + " ids",

@@ -55,11 +55,11 @@ class MemoryLayer {
   const SignHash<Scalar>& hash() const { return hash_; }
 
   // Tables [K * 2^tau, out_dim]: chunk k's bucket c is row k * 2^tau + c.
-  MatrixView tables() { return view(tables_); }
-  ConstMatrixView tables() const { return view(tables_); }
+  MatrixView tables() { return detail::view(tables_); }
+  ConstMatrixView tables() const { return detail::view(tables_); }
   // Bias [1, out_dim] ([1, 0] when options().bias is false).
-  MatrixView bias() { return view(bias_); }
-  ConstMatrixView bias() const { return view(bias_); }
+  MatrixView bias() { return detail::view(bias_); }
+  ConstMatrixView bias() const { return detail::view(bias_); }
 
   // [N, in_dim] -> [N, out_dim]. Const and safe to call from several threads at once.
   RowMatrix<Scalar> forward(const Input& x) const { return forward(hash_(x)); }
@@ -133,14 +133,19 @@ class MemoryLayer {
 
   // Accumulated gradients, shaped like tables() and bias(). They exist from the first backward()
   // or zero_grad() on; asking before that is an error rather than a silent zero.
-  ConstMatrixView table_grad() const { return view(grads("table_grad").tables); }
-  ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
+  ConstMatrixView table_grad() const {
+    return detail::view(detail::allocated(grads_, "MemoryLayer", "table_grad").tables);
+  }
+  ConstMatrixView bias_grad() const {
+    return detail::view(detail::allocated(grads_, "MemoryLayer", "bias_grad").bias);
+  }
   bool has_grad() const { return grads_.has_value(); }
 
   // Appends prefix.tables (weight decay) and prefix.bias (none), allocating the gradients if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!grads_) zero_grad();
-    out.push_back({prefix + ".tables", tables_.data(), grads_->tables.data(), tables_.rows(), tables_.cols(), true});
+    out.push_back(
+        {prefix + ".tables", tables_.data(), grads_->tables.data(), tables_.rows(), tables_.cols(), true});
     if (has_bias())
       out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), bias_.rows(), bias_.cols(), false});
   }
@@ -203,17 +208,6 @@ class MemoryLayer {
 
   detail::RowSelection selection(const Buckets<Scalar>& b, Eigen::Index token) const {
     return {b.codes.row(token).data(), num_chunks(), num_buckets(), tables_.cols()};
-  }
-
-  const Gradients& grads(const char* name) const {
-    if (!grads_)
-      detail::fail("MemoryLayer", name, "not yet allocated", "a call to backward() or zero_grad() first");
-    return *grads_;
-  }
-
-  static MatrixView view(RowMatrix<Scalar>& m) { return MatrixView(m.data(), m.rows(), m.cols()); }
-  static ConstMatrixView view(const RowMatrix<Scalar>& m) {
-    return ConstMatrixView(m.data(), m.rows(), m.cols());
   }
 
   MemoryLayerOptions options_;

@@ -45,7 +45,8 @@ class Model {
       : config_(validated(config)),
         embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed")),
         final_norm_(config.d_model, config.norm_eps),
-        lm_head_(config.d_model, config.vocab_size, false, kInitStd, detail::derive_seed(config.seed, "lm_head")) {
+        lm_head_(config.d_model, config.vocab_size, false, kInitStd,
+                 detail::derive_seed(config.seed, "lm_head")) {
     blocks_.reserve(static_cast<std::size_t>(config.n_layers));
     for (int i = 0; i < config.n_layers; ++i)
       blocks_.emplace_back(config, detail::derive_seed(config.seed, block_name(i)));
@@ -63,7 +64,8 @@ class Model {
   // sequence b. Fills `saved` for backward() when given.
   RowMatrix<Scalar> forward(const TokenMatrix& tokens, Saved* saved = nullptr) const {
     if (tokens.rows() < 1 || tokens.cols() < 1)
-      detail::fail("Model::forward", "tokens", std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
+      detail::fail("Model::forward", "tokens",
+                   std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
                    "at least one sequence of at least one token ([batch, seq])");
     const Eigen::Index seq_len = tokens.cols();
     RowMatrix<Scalar> x = embed_.forward(tokens);
@@ -105,7 +107,8 @@ class Model {
   // matching rows of forward() over the whole sequence.
   RowMatrix<Scalar> decode(const TokenMatrix& tokens, DecodeState& state) const {
     if (tokens.rows() != 1 || tokens.cols() < 1)
-      detail::fail("Model::decode", "tokens", std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
+      detail::fail("Model::decode", "tokens",
+                   std::to_string(tokens.rows()) + " x " + std::to_string(tokens.cols()),
                    "one sequence of at least one token ([1, n])");
     if (state.caches.size() != blocks_.size())
       detail::fail("Model::decode", "state", std::to_string(state.caches.size()) + " caches",
@@ -131,7 +134,8 @@ class Model {
   ParameterList<Scalar> parameters() {
     ParameterList<Scalar> out;
     embed_.append_parameters("embed", out);
-    for (int i = 0; i < n_layers(); ++i) blocks_[static_cast<std::size_t>(i)].append_parameters(block_name(i), out);
+    for (int i = 0; i < n_layers(); ++i)
+      blocks_[static_cast<std::size_t>(i)].append_parameters(block_name(i), out);
     final_norm_.append_parameters("final_norm", out);
     lm_head_.append_parameters("lm_head", out);
     return out;
@@ -172,7 +176,8 @@ Eigen::Index table_bytes(const ParameterList<Scalar>& params) {
   const std::string suffix = ".tables";
   Eigen::Index n = 0;
   for (const auto& p : params)
-    if (p.name.size() >= suffix.size() && p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    if (p.name.size() >= suffix.size() &&
+        p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0)
       n += p.size();
   return n * static_cast<Eigen::Index>(sizeof(Scalar));
 }

@@ -29,7 +29,7 @@ struct ModelConfig {
   std::uint64_t seed = 0x4d46;  // initialisation is a pure function of the config
 
   int head_dim() const { return d_model / n_heads; }
-  int num_chunks() const { return d_model / tau; }                // K
+  int num_chunks() const { return d_model / tau; }                               // K
   int memory_block_width() const { return (tau + expand_bits) * num_chunks(); }  // (tau + e) K
 
   // The paper's sizes (method.md §3): tau 8, e 2.
@@ -44,8 +44,7 @@ struct ModelConfig {
     if (n_layers < 0) detail::fail(where, "n_layers", n_layers, "an integer >= 0");
     if (d_model < 1) detail::fail(where, "d_model", d_model, "a positive integer");
     if (n_heads < 1 || d_model % n_heads != 0)
-      detail::fail(where, "n_heads", n_heads,
-                   "a positive divisor of d_model = " + std::to_string(d_model));
+      detail::fail(where, "n_heads", n_heads, "a positive divisor of d_model = " + std::to_string(d_model));
     if (tau >= 1 && d_model % tau != 0)  // named here: the hash check would call it in_dim
       detail::fail(where, "d_model", d_model, "a multiple of tau = " + std::to_string(tau));
     detail::check_hash_params(where, d_model, tau, temperature);

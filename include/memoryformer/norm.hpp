@@ -44,8 +44,8 @@ class RMSNorm {
   Scalar eps() const { return eps_; }
 
   // Scale w [1, width].
-  MatrixView weight() { return MatrixView(weight_.data(), 1, weight_.cols()); }
-  ConstMatrixView weight() const { return ConstMatrixView(weight_.data(), 1, weight_.cols()); }
+  MatrixView weight() { return detail::view(weight_); }
+  ConstMatrixView weight() const { return detail::view(weight_); }
 
   // [N, width] -> [N, width].
   RowMatrix<Scalar> forward(const Input& x) const {
@@ -77,10 +77,7 @@ class RMSNorm {
 
   // dL/dw [1, width], accumulated; an error before the first backward() or zero_grad().
   ConstMatrixView weight_grad() const {
-    if (!weight_grad_)
-      detail::fail("RMSNorm", "weight_grad", "not yet allocated",
-                   "a call to backward() or zero_grad() first");
-    return ConstMatrixView(weight_grad_->data(), 1, weight_grad_->cols());
+    return detail::view(detail::allocated(weight_grad_, "RMSNorm", "weight_grad"));
   }
   bool has_grad() const { return weight_grad_.has_value(); }
 
@@ -132,10 +129,10 @@ class LayerNorm {
   Scalar eps() const { return eps_; }
 
   // Scale w and shift b, each [1, width].
-  MatrixView weight() { return view(weight_); }
-  ConstMatrixView weight() const { return view(weight_); }
-  MatrixView bias() { return view(bias_); }
-  ConstMatrixView bias() const { return view(bias_); }
+  MatrixView weight() { return detail::view(weight_); }
+  ConstMatrixView weight() const { return detail::view(weight_); }
+  MatrixView bias() { return detail::view(bias_); }
+  ConstMatrixView bias() const { return detail::view(bias_); }
 
   // [N, width] -> [N, width].
   RowMatrix<Scalar> forward(const Input& x) const {
@@ -172,8 +169,12 @@ class LayerNorm {
   }
 
   // dL/dw and dL/db [1, width], accumulated; an error before the first backward() or zero_grad().
-  ConstMatrixView weight_grad() const { return view(grads("weight_grad").weight); }
-  ConstMatrixView bias_grad() const { return view(grads("bias_grad").bias); }
+  ConstMatrixView weight_grad() const {
+    return detail::view(detail::allocated(grads_, "LayerNorm", "weight_grad").weight);
+  }
+  ConstMatrixView bias_grad() const {
+    return detail::view(detail::allocated(grads_, "LayerNorm", "bias_grad").bias);
+  }
   bool has_grad() const { return grads_.has_value(); }
 
   // Sets the gradients to zero in place (Parameter views into them stay valid).
@@ -209,17 +210,6 @@ class LayerNorm {
     const Scalar r = Scalar(1) / std::sqrt(out.squaredNorm() / n + eps_);
     out *= r;
     return r;
-  }
-
-  const Gradients& grads(const char* name) const {
-    if (!grads_)
-      detail::fail("LayerNorm", name, "not yet allocated", "a call to backward() or zero_grad() first");
-    return *grads_;
-  }
-
-  static MatrixView view(RowMatrix<Scalar>& m) { return MatrixView(m.data(), m.rows(), m.cols()); }
-  static ConstMatrixView view(const RowMatrix<Scalar>& m) {
-    return ConstMatrixView(m.data(), m.rows(), m.cols());
   }
 
   Scalar eps_;

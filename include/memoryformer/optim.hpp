@@ -60,13 +60,15 @@ class AdamW {
   void step(const ParameterList<Scalar>& params, double lr, double grad_scale = 1.0) {
     const char* where = "AdamW::step";
     if (!std::isfinite(lr) || lr < 0) detail::fail(where, "lr", lr, "a finite value >= 0");
-    if (!std::isfinite(grad_scale) || grad_scale < 0) detail::fail(where, "grad_scale", grad_scale, "a finite value >= 0");
+    if (!std::isfinite(grad_scale) || grad_scale < 0)
+      detail::fail(where, "grad_scale", grad_scale, "a finite value >= 0");
     check_same_list(where, params);
     ++steps_;
     const double c1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
     const double c2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
     const Scalar b1 = static_cast<Scalar>(options_.beta1), b2 = static_cast<Scalar>(options_.beta2);
-    const Scalar step_size = static_cast<Scalar>(lr / c1), inv_sqrt_c2 = static_cast<Scalar>(1.0 / std::sqrt(c2));
+    const Scalar step_size = static_cast<Scalar>(lr / c1),
+                 inv_sqrt_c2 = static_cast<Scalar>(1.0 / std::sqrt(c2));
     const Scalar eps = static_cast<Scalar>(options_.eps), scale = static_cast<Scalar>(grad_scale);
     const auto pool = detail::thread_pool();
     for (std::size_t i = 0; i < params.size(); ++i) {
@@ -116,8 +118,10 @@ double global_grad_norm(const ParameterList<Scalar>& params) {
 // The factor that brings a gradient of norm `norm` down to at most max_norm: min(1, max_norm /
 // (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_. max_norm 0 turns clipping off (factor 1).
 inline double clip_scale(double norm, double max_norm) {
-  if (!std::isfinite(max_norm) || max_norm < 0) detail::fail("clip_scale", "max_norm", max_norm, "a finite value >= 0 (0: no clipping)");
-  if (!std::isfinite(norm) || norm < 0) detail::fail("clip_scale", "norm", norm, "a finite gradient norm >= 0 (the loss diverged?)");
+  if (!std::isfinite(max_norm) || max_norm < 0)
+    detail::fail("clip_scale", "max_norm", max_norm, "a finite value >= 0 (0: no clipping)");
+  if (!std::isfinite(norm) || norm < 0)
+    detail::fail("clip_scale", "norm", norm, "a finite gradient norm >= 0 (the loss diverged?)");
   return max_norm == 0 ? 1.0 : std::min(1.0, max_norm / (norm + 1e-6));
 }
 
@@ -128,18 +132,22 @@ class CosineSchedule {
   CosineSchedule(double peak_lr, int warmup_steps, int total_steps, double min_lr = 0.0)
       : peak_(peak_lr), min_(min_lr), warmup_(warmup_steps), total_(total_steps) {
     const char* where = "CosineSchedule";
-    if (!std::isfinite(peak_lr) || peak_lr < 0) detail::fail(where, "peak_lr", peak_lr, "a finite value >= 0");
+    if (!std::isfinite(peak_lr) || peak_lr < 0)
+      detail::fail(where, "peak_lr", peak_lr, "a finite value >= 0");
     if (!std::isfinite(min_lr) || min_lr < 0 || min_lr > peak_lr)
-      detail::fail(where, "min_lr", min_lr, "a finite value in [0, peak_lr = " + std::to_string(peak_lr) + "]");
+      detail::fail(where, "min_lr", min_lr,
+                   "a finite value in [0, peak_lr = " + std::to_string(peak_lr) + "]");
     if (total_steps < 1) detail::fail(where, "total_steps", total_steps, "a positive integer");
     if (warmup_steps < 0 || warmup_steps > total_steps)
-      detail::fail(where, "warmup_steps", warmup_steps, "an integer in [0, total_steps = " + std::to_string(total_steps) + "]");
+      detail::fail(where, "warmup_steps", warmup_steps,
+                   "an integer in [0, total_steps = " + std::to_string(total_steps) + "]");
   }
 
   double operator()(long step) const {
     if (step < warmup_) return peak_ * static_cast<double>(step + 1) / warmup_;
     const long decay_steps = std::max<long>(1, total_ - 1 - warmup_);
-    const double progress = std::min(1.0, static_cast<double>(step - warmup_) / static_cast<double>(decay_steps));
+    const double progress =
+        std::min(1.0, static_cast<double>(step - warmup_) / static_cast<double>(decay_steps));
     return min_ + 0.5 * (peak_ - min_) * (1.0 + std::cos(3.141592653589793 * progress));
   }
 

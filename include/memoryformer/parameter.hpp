@@ -6,6 +6,7 @@
 
 #include "config.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,27 @@ struct Parameter {
 
 template <class Scalar>
 using ParameterList = std::vector<Parameter<Scalar>>;
+
+namespace detail {
+
+// The views modules hand out of the matrices they own.
+template <class Scalar>
+Eigen::Map<RowMatrix<Scalar>> view(RowMatrix<Scalar>& m) {
+  return {m.data(), m.rows(), m.cols()};
+}
+template <class Scalar>
+Eigen::Map<const RowMatrix<Scalar>> view(const RowMatrix<Scalar>& m) {
+  return {m.data(), m.rows(), m.cols()};
+}
+
+// A module's gradients, allocated by its first backward() or zero_grad(); asking earlier is an error.
+template <class Gradients>
+const Gradients& allocated(const std::optional<Gradients>& grads, const char* module, const char* name) {
+  if (!grads) fail(module, name, "not yet allocated", "a call to backward() or zero_grad() first");
+  return *grads;
+}
+
+}  // namespace detail
 
 }  // namespace v0
 }  // namespace memoryformer

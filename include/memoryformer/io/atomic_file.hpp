@@ -25,7 +25,8 @@ inline void write_file_atomically(const std::string& path, const std::string& by
   auto fail_with_errno = [&](const char* step) {
     const std::string reason = std::strerror(errno);
     ::unlink(temp.c_str());
-    detail::fail(where, "path", '"' + path + '"', std::string("a writable file (") + step + " failed: " + reason + ")");
+    detail::fail(where, "path", '"' + path + '"',
+                 std::string("a writable file (") + step + " failed: " + reason + ")");
   };
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail_with_errno("creating the temporary file");

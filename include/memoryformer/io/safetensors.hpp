@@ -1,0 +1,629 @@
+// Reading and writing the safetensors format: an 8-byte little-endian header length N, N bytes of
+// JSON header {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}
+// (possibly padded with spaces), then the data section that the offsets point into.
+//
+// Files are untrusted: open() checks every field, every size product for overflow, every range
+// against the data section and the tensors against each other before any accessor can hand out a
+// pointer. Optional integrity: metadata "checksums" holds a JSON object {tensor: XXH3-64 as 16
+// lowercase hex digits}, verified by open() and written by write_safetensors by default.
+#pragma once
+
+#include "../config.hpp"
+#include "atomic_file.hpp"
+#include "json.hpp"
+
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL
+#endif
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <ostream>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "memoryformer/io/safetensors.hpp reads tensor data in place and needs a little-endian host"
+#endif
+
+namespace memoryformer {
+inline namespace v0 {
+namespace io {
+
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+
+inline const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::F64: return "F64";
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::BOOL: return "BOOL";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, DType dtype) { return os << to_string(dtype); }
+
+inline std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F64:
+    case DType::I64: return 8;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16:
+    case DType::I16: return 2;
+    case DType::I8:
+    case DType::U8:
+    case DType::BOOL: return 1;
+  }
+  return 0;
+}
+
+inline constexpr DType all_dtypes[] = {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64,
+                                       DType::I32, DType::I16, DType::I8,  DType::U8,   DType::BOOL};
+
+inline DType parse_dtype(std::string_view name) {
+  for (const DType d : all_dtypes)
+    if (name == to_string(d)) return d;
+  memoryformer::detail::fail("parse_dtype", "dtype", json_quote(name),
+                             "one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+}
+
+// The dtype a C++ element type is stored as.
+template <class T>
+constexpr DType dtype_of() {
+  if constexpr (std::is_same_v<T, double>) return DType::F64;
+  else if constexpr (std::is_same_v<T, float>) return DType::F32;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return DType::I64;
+  else if constexpr (std::is_same_v<T, std::int32_t>) return DType::I32;
+  else if constexpr (std::is_same_v<T, std::int16_t>) return DType::I16;
+  else if constexpr (std::is_same_v<T, std::int8_t>) return DType::I8;
+  else if constexpr (std::is_same_v<T, std::uint8_t>) return DType::U8;
+  else if constexpr (std::is_same_v<T, bool>) return DType::BOOL;
+  else static_assert(!sizeof(T), "no safetensors dtype for this type (F16/BF16 data: pass uint16_t with an explicit DType)");
+}
+
+// ---- 16-bit floats. Bit manipulation only, so NaN payloads survive and no FPU flags are raised.
+
+namespace detail_bits {
+inline std::uint32_t bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace detail_bits
+
+inline float bf16_to_float(std::uint16_t h) { return detail_bits::from_bits(std::uint32_t{h} << 16); }
+
+// Round to nearest, ties to even; NaN stays NaN (quiet bit forced only if truncation would give inf).
+inline std::uint16_t float_to_bf16(float f) {
+  const std::uint32_t u = detail_bits::bits(f);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
+    const auto upper = static_cast<std::uint16_t>(u >> 16);
+    return (upper & 0x7F) != 0 ? upper : static_cast<std::uint16_t>(upper | 0x40);
+  }
+  return static_cast<std::uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);  // a carry into inf is correct
+}
+
+inline float f16_to_float(std::uint16_t h) {
+  const std::uint32_t sign = std::uint32_t{h & 0x8000u} << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  if (exp == 31) return detail_bits::from_bits(sign | 0x7F800000u | (mant << 13));  // inf, NaN with payload
+  if (exp == 0) {  // zero and subnormals: mant * 2^-24, exact in float
+    const float magnitude = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -magnitude : magnitude;
+  }
+  return detail_bits::from_bits(sign | ((exp + 112) << 23) | (mant << 13));  // rebias 15 -> 127
+}
+
+// Round to nearest, ties to even; too large -> inf; NaN stays NaN.
+inline std::uint16_t float_to_f16(float f) {
+  const std::uint32_t u = detail_bits::bits(f);
+  const auto sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  const std::uint32_t exp = (u >> 23) & 0xFFu, mant = u & 0x7FFFFFu;
+  if (exp == 0xFF) {
+    if (mant == 0) return sign | 0x7C00u;
+    const auto payload = static_cast<std::uint16_t>(mant >> 13);
+    return static_cast<std::uint16_t>(sign | 0x7C00u | (payload != 0 ? payload : 0x200u));
+  }
+  const int e = static_cast<int>(exp) - 127;
+  if (e > 15) return sign | 0x7C00u;
+  if (e >= -14) {  // normal half: drop 13 mantissa bits with rounding; a carry may reach inf, correctly
+    std::uint32_t h = (static_cast<std::uint32_t>(e + 15) << 10) | (mant >> 13);
+    const std::uint32_t rest = mant & 0x1FFFu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+    return static_cast<std::uint16_t>(sign | h);
+  }
+  if (exp == 0) return sign;  // float subnormals are far below half's smallest subnormal
+  // Half subnormal: value / 2^-24 = m * 2^(e + 1) with the implicit bit restored.
+  const std::uint32_t m = mant | 0x800000u;
+  const int shift = -(e + 1);
+  if (shift >= 25) return sign;  // below half of 2^-24
+  std::uint32_t q = m >> shift;
+  const std::uint32_t rest = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+  if (rest > halfway || (rest == halfway && (q & 1u))) ++q;  // may become the smallest normal, correctly
+  return static_cast<std::uint16_t>(sign | q);
+}
+
+// ---- Reading
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::size_t begin = 0, end = 0;  // byte range in the data section
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (const std::int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+class SafetensorsFile {
+ public:
+  // Largest header accepted, as in the reference implementation: a bound on what a hostile
+  // length field can make us parse.
+  static constexpr std::uint64_t max_header_bytes = 100'000'000;
+
+  static SafetensorsFile open(const std::string& path);
+
+  SafetensorsFile(SafetensorsFile&& other) noexcept { take(other); }
+  SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
+    if (this != &other) {
+      release();
+      take(other);
+    }
+    return *this;
+  }
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+  ~SafetensorsFile() { release(); }
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // sorted by name
+  bool has_checksums() const { return has_checksums_; }
+  std::size_t data_size() const { return data_size_; }
+
+  bool contains(const std::string& name) const { return lookup(name) != nullptr; }
+
+  const TensorInfo& info(const std::string& name) const {
+    if (const TensorInfo* t = lookup(name)) return *t;
+    std::string known;
+    for (std::size_t i = 0; i < tensors_.size() && i < 8; ++i) known += (i ? ", '" : "'") + tensors_[i].name + "'";
+    if (tensors_.size() > 8) known += ", ...";
+    fail(path_, "no tensor named '" + name + "' (the file has " + std::to_string(tensors_.size()) +
+                    (tensors_.empty() ? " tensors)" : " tensors: " + known + ")"));
+  }
+
+  // The tensor's bytes inside the read-only mapping, valid while this object lives.
+  const std::uint8_t* data(const std::string& name) const { return data_ + info(name).begin; }
+
+  // [shape[0], product of the other dims] (1-D: [1, n], 0-D: [1, 1]), converted to Scalar.
+  template <class Scalar>
+  RowMatrix<Scalar> matrix(const std::string& name) const {
+    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>, "matrix<float> or matrix<double>");
+    const TensorInfo& t = info(name);
+    const auto [rows, cols] = matrix_shape(t);
+    RowMatrix<Scalar> m(rows, cols);
+    const std::uint8_t* p = data_ + t.begin;
+    Scalar* out = m.data();
+    const auto n = static_cast<std::size_t>(t.numel());
+    switch (t.dtype) {
+      case DType::F64: convert<double>(p, out, n, [](double v) { return v; }); break;
+      case DType::F32: convert<float>(p, out, n, [](float v) { return v; }); break;
+      case DType::F16: convert<std::uint16_t>(p, out, n, f16_to_float); break;
+      case DType::BF16: convert<std::uint16_t>(p, out, n, bf16_to_float); break;
+      case DType::I64: convert<std::int64_t>(p, out, n, [](std::int64_t v) { return v; }); break;
+      case DType::I32: convert<std::int32_t>(p, out, n, [](std::int32_t v) { return v; }); break;
+      case DType::I16: convert<std::int16_t>(p, out, n, [](std::int16_t v) { return v; }); break;
+      case DType::I8: convert<std::int8_t>(p, out, n, [](std::int8_t v) { return v; }); break;
+      case DType::U8: convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v; }); break;
+      case DType::BOOL: convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v != 0 ? 1 : 0; }); break;
+    }
+    return m;
+  }
+
+  // Zero-copy view with the same [rows, cols] as matrix(); only when the stored dtype is Scalar's
+  // and the bytes are aligned for Scalar.
+  template <class Scalar>
+  Eigen::Map<const RowMatrix<Scalar>> view(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    constexpr DType want = dtype_of<Scalar>();
+    if (t.dtype != want)
+      fail(path_, "tensor '" + name + "': stored as " + to_string(t.dtype) + ", so a view of " + to_string(want) +
+                      " is impossible; use matrix() to convert");
+    const std::uint8_t* p = data_ + t.begin;
+    if (reinterpret_cast<std::uintptr_t>(p) % alignof(Scalar) != 0)
+      fail(path_, "tensor '" + name + "': data at data-section offset " + std::to_string(t.begin) +
+                      " is not aligned to " + std::to_string(alignof(Scalar)) + " bytes, so it cannot be viewed in place; use matrix() to copy");
+    const auto [rows, cols] = matrix_shape(t);
+    return Eigen::Map<const RowMatrix<Scalar>>(reinterpret_cast<const Scalar*>(p), rows, cols);
+  }
+
+ private:
+  SafetensorsFile() = default;
+
+  [[noreturn]] static void fail(const std::string& path, const std::string& problem) {
+    throw Error("memoryformer: safetensors: file '" + path + "': " + problem);
+  }
+
+  const TensorInfo* lookup(const std::string& name) const {
+    const auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                                     [](const TensorInfo& t, const std::string& n) { return t.name < n; });
+    return it != tensors_.end() && it->name == name ? &*it : nullptr;
+  }
+
+  static std::pair<Eigen::Index, Eigen::Index> matrix_shape(const TensorInfo& t) {
+    if (t.shape.empty()) return {1, 1};
+    if (t.shape.size() == 1) return {1, static_cast<Eigen::Index>(t.shape[0])};
+    std::int64_t cols = 1;
+    for (std::size_t i = 1; i < t.shape.size(); ++i) cols *= t.shape[i];
+    return {static_cast<Eigen::Index>(t.shape[0]), static_cast<Eigen::Index>(cols)};
+  }
+
+  // memcpy per element: tensor data need not be aligned for Raw.
+  template <class Raw, class Scalar, class F>
+  static void convert(const std::uint8_t* p, Scalar* out, std::size_t n, F f) {
+    for (std::size_t i = 0; i < n; ++i) {
+      Raw raw;
+      std::memcpy(&raw, p + i * sizeof(Raw), sizeof(Raw));
+      out[i] = static_cast<Scalar>(f(raw));
+    }
+  }
+
+  void take(SafetensorsFile& other) noexcept {
+    path_ = std::move(other.path_);
+    mapping_ = std::exchange(other.mapping_, nullptr);
+    mapping_size_ = std::exchange(other.mapping_size_, 0);
+    data_ = std::exchange(other.data_, nullptr);
+    data_size_ = std::exchange(other.data_size_, 0);
+    metadata_ = std::move(other.metadata_);
+    tensors_ = std::move(other.tensors_);
+    has_checksums_ = std::exchange(other.has_checksums_, false);
+  }
+  void release() noexcept {
+    if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
+    mapping_ = nullptr;
+    mapping_size_ = 0;
+  }
+
+  void parse_header(std::string_view header);
+  TensorInfo parse_tensor(const std::string& name, const JsonValue& entry) const;
+  void check_overlaps() const;
+  void verify_checksums();
+
+  std::string path_;
+  void* mapping_ = nullptr;
+  std::size_t mapping_size_ = 0;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t data_size_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorInfo> tensors_;
+  bool has_checksums_ = false;
+};
+
+namespace detail_bits {
+inline std::string hex64(std::uint64_t v) {
+  static const char* const digits = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 15];
+  return s;
+}
+inline std::string dims(const std::vector<std::int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+// a * b, or false on overflow of 64 bits.
+inline bool multiply(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
+  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return false;
+  out = a * b;
+  return true;
+}
+}  // namespace detail_bits
+
+inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  SafetensorsFile file;  // its destructor unmaps on every error below
+  file.path_ = path;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int saved = errno;
+    ::close(fd);
+    fail(path, std::string("cannot stat: ") + std::strerror(saved));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "not a regular file");
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    fail(path, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
+  }
+  void* mapping = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
+  const int saved = errno;
+  ::close(fd);  // the mapping keeps the file alive
+  if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(saved));
+  file.mapping_ = mapping;
+  file.mapping_size_ = static_cast<std::size_t>(size);
+
+  const auto* bytes = static_cast<const std::uint8_t*>(mapping);
+  std::uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
+  if (header_bytes > size - 8)
+    fail(path, "header length " + std::to_string(header_bytes) + " exceeds the " + std::to_string(size - 8) +
+                   " bytes after the 8-byte length field");
+  if (header_bytes > max_header_bytes)
+    fail(path, "header length " + std::to_string(header_bytes) + " exceeds the limit of " +
+                   std::to_string(max_header_bytes) + " bytes");
+  file.data_ = bytes + 8 + header_bytes;
+  file.data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
+  file.parse_header(std::string_view(reinterpret_cast<const char*>(bytes + 8), static_cast<std::size_t>(header_bytes)));
+  file.check_overlaps();
+  std::sort(file.tensors_.begin(), file.tensors_.end(),
+            [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  file.verify_checksums();
+  return file;
+}
+
+inline void SafetensorsFile::parse_header(std::string_view header) {
+  const JsonValue root = parse_json(header, "safetensors: file '" + path_ + "': header");
+  if (!root.is_object()) fail(path_, std::string("header is ") + JsonValue::type_name(root.type()) + ", expected a JSON object");
+  const auto& keys = root.object_keys();
+  const auto& values = root.object_values();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i] != "__metadata__") {
+      tensors_.push_back(parse_tensor(keys[i], values[i]));
+      continue;
+    }
+    if (!values[i].is_object())
+      fail(path_, std::string("__metadata__ is ") + JsonValue::type_name(values[i].type()) + ", expected an object of strings");
+    for (std::size_t k = 0; k < values[i].object_keys().size(); ++k) {
+      const JsonValue& v = values[i].object_values()[k];
+      const std::string& key = values[i].object_keys()[k];
+      if (!v.is_string())
+        fail(path_, "__metadata__ entry '" + key + "' is " + JsonValue::type_name(v.type()) + ", expected a string");
+      metadata_.emplace(key, v.as_string());
+    }
+  }
+}
+
+inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const JsonValue& entry) const {
+  const std::string where = "tensor '" + name + "': ";
+  if (!entry.is_object())
+    fail(path_, where + "entry is " + JsonValue::type_name(entry.type()) + ", expected an object with dtype, shape and data_offsets");
+  for (const std::string& key : entry.object_keys())
+    if (key != "dtype" && key != "shape" && key != "data_offsets")
+      fail(path_, where + "unexpected key '" + key + "', expected exactly dtype, shape and data_offsets");
+  const auto field = [&](const char* key, JsonValue::Type type) -> const JsonValue& {
+    const JsonValue* v = entry.find(key);
+    if (v == nullptr) fail(path_, where + "missing '" + key + "'");
+    if (v->type() != type)
+      fail(path_, where + "'" + key + "' is " + JsonValue::type_name(v->type()) + ", expected " + JsonValue::type_name(type));
+    return *v;
+  };
+  // Exact non-negative integers from the number's text, never via double.
+  const auto natural = [&](const JsonValue& v, const std::string& what) -> std::uint64_t {
+    if (!v.is_number() || !v.is_integer())
+      fail(path_, where + what + " is " + (v.is_number() ? "the non-integer " + v.number_text() : JsonValue::type_name(v.type())) +
+                      ", expected a non-negative integer");
+    if (v.number_text()[0] == '-') fail(path_, where + what + " = " + v.number_text() + " is negative");
+    const std::string& text = v.number_text();
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size()) fail(path_, where + what + " = " + text + " does not fit in 64 bits");
+    return value;
+  };
+
+  TensorInfo t;
+  t.name = name;
+  const std::string& dtype = field("dtype", JsonValue::Type::string).as_string();
+  const auto* known = std::find_if(std::begin(all_dtypes), std::end(all_dtypes), [&](DType d) { return dtype == to_string(d); });
+  if (known == std::end(all_dtypes))
+    fail(path_, where + "unknown dtype " + json_quote(dtype) + ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+  t.dtype = *known;
+
+  const auto& dims = field("shape", JsonValue::Type::array).as_array();
+  std::uint64_t bytes = dtype_size(t.dtype);
+  bool overflow = false;
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    const std::uint64_t d = natural(dims[i], "shape[" + std::to_string(i) + "]");
+    if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      fail(path_, where + "shape[" + std::to_string(i) + "] = " + std::to_string(d) + " does not fit in 63 bits");
+    t.shape.push_back(static_cast<std::int64_t>(d));
+    overflow = !detail_bits::multiply(bytes, d, bytes) || overflow;
+  }
+  const bool has_zero = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
+  if (overflow && !has_zero)
+    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " overflows 64 bits of bytes");
+  if (has_zero) bytes = 0;
+
+  const auto& offsets = field("data_offsets", JsonValue::Type::array).as_array();
+  if (offsets.size() != 2)
+    fail(path_, where + "data_offsets has " + std::to_string(offsets.size()) + " entries, expected 2 ([begin, end])");
+  const std::uint64_t begin = natural(offsets[0], "data_offsets[0]"), end = natural(offsets[1], "data_offsets[1]");
+  const std::string range = "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+  if (begin > end) fail(path_, where + "data_offsets " + range + " end before they begin");
+  if (end > data_size_)
+    fail(path_, where + "data_offsets " + range + " exceed the data section of " + std::to_string(data_size_) + " bytes");
+  if (end - begin != bytes)
+    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " + std::to_string(bytes) +
+                    " bytes, but data_offsets " + range + " span " + std::to_string(end - begin));
+  t.begin = static_cast<std::size_t>(begin);
+  t.end = static_cast<std::size_t>(end);
+  return t;
+}
+
+// Sorted by begin, a non-empty tensor overlaps an earlier one iff it begins before the furthest
+// end seen so far. Empty tensors occupy no bytes and overlap nothing.
+inline void SafetensorsFile::check_overlaps() const {
+  std::vector<const TensorInfo*> order;
+  for (const TensorInfo& t : tensors_)
+    if (t.end > t.begin) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  const TensorInfo* furthest = nullptr;
+  for (const TensorInfo* t : order) {
+    if (furthest != nullptr && t->begin < furthest->end)
+      fail(path_, "tensor '" + t->name + "': data_offsets [" + std::to_string(t->begin) + ", " + std::to_string(t->end) +
+                      "] overlap those of tensor '" + furthest->name + "' [" + std::to_string(furthest->begin) + ", " +
+                      std::to_string(furthest->end) + "]");
+    if (furthest == nullptr || t->end > furthest->end) furthest = t;
+  }
+}
+
+inline void SafetensorsFile::verify_checksums() {
+  const auto it = metadata_.find("checksums");
+  if (it == metadata_.end()) return;
+  has_checksums_ = true;
+  const JsonValue sums = parse_json(it->second, "safetensors: file '" + path_ + "': __metadata__ checksums");
+  if (!sums.is_object())
+    fail(path_, std::string("__metadata__ checksums is ") + JsonValue::type_name(sums.type()) + ", expected an object {tensor: hex}");
+  for (std::size_t i = 0; i < sums.object_keys().size(); ++i) {
+    const std::string& name = sums.object_keys()[i];
+    const JsonValue& value = sums.object_values()[i];
+    const TensorInfo* t = lookup(name);
+    if (t == nullptr) fail(path_, "__metadata__ checksums lists '" + name + "', which is not a tensor in the file");
+    const bool hex = value.is_string() && value.as_string().size() == 16 &&
+                     value.as_string().find_first_not_of("0123456789abcdef") == std::string::npos;
+    if (!hex)
+      fail(path_, "tensor '" + name + "': checksum " + (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
+                      " is not 16 lowercase hex digits");
+    const std::string actual = detail_bits::hex64(XXH3_64bits(data_ + t->begin, t->end - t->begin));
+    if (actual != value.as_string())
+      fail(path_, "tensor '" + name + "': checksum mismatch: header says " + value.as_string() + ", data hashes to " + actual);
+  }
+}
+
+// ---- Writing
+
+struct TensorData {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  const void* data = nullptr;  // numel * dtype_size bytes, little-endian; read during the write only
+};
+
+template <class Scalar>
+TensorData tensor(const std::string& name, const Scalar* data, std::vector<std::int64_t> shape) {
+  return TensorData{name, dtype_of<Scalar>(), std::move(shape), data};
+}
+
+// A [rows, cols] tensor over the matrix's storage; the matrix must outlive the write.
+template <class Scalar>
+TensorData tensor(const std::string& name, const RowMatrix<Scalar>& m) {
+  return TensorData{name, dtype_of<Scalar>(), {static_cast<std::int64_t>(m.rows()), static_cast<std::int64_t>(m.cols())}, m.data()};
+}
+template <class Scalar>
+TensorData tensor(const std::string& name, RowMatrix<Scalar>&& m) = delete;  // would dangle
+
+// Writes the tensors in the given order, back to back; the header is padded with spaces so the
+// data section starts at a multiple of 8 bytes. With `checksums`, metadata gains "checksums".
+inline void write_safetensors(const std::string& path, const std::vector<TensorData>& tensors,
+                              std::map<std::string, std::string> metadata = {}, bool checksums = true) {
+  const char* where = "write_safetensors";
+  using memoryformer::detail::fail;
+  std::set<std::string> names;
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorData& t = tensors[i];
+    const std::string arg = "tensors[" + std::to_string(i) + "]";
+    if (t.name.empty()) fail(where, (arg + ".name").c_str(), "\"\"", "a non-empty name");
+    if (t.name == "__metadata__") fail(where, (arg + ".name").c_str(), "\"__metadata__\"", "a name other than the reserved __metadata__");
+    if (!is_valid_utf8(t.name)) fail(where, (arg + ".name").c_str(), json_quote(t.name), "valid UTF-8");
+    if (!names.insert(t.name).second)
+      fail(where, (arg + ".name").c_str(), json_quote(t.name), "a name not used by an earlier tensor");
+    std::uint64_t bytes = dtype_size(t.dtype);
+    bool overflow = false;
+    for (const std::int64_t d : t.shape) {
+      if (d < 0) fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "non-negative dims");
+      overflow = !detail_bits::multiply(bytes, static_cast<std::uint64_t>(d), bytes) || overflow;
+    }
+    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) bytes = 0;
+    if (overflow && bytes != 0) fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a size that fits in 64 bits");
+    if (bytes > 0 && t.data == nullptr) fail(where, (arg + ".data").c_str(), "nullptr", "a pointer to " + std::to_string(bytes) + " bytes");
+    if (bytes > std::numeric_limits<std::uint64_t>::max() - total)
+      fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a total size that fits in 64 bits");
+    total += bytes;
+    sizes.push_back(bytes);
+  }
+  for (const auto& [key, value] : metadata)
+    if (!is_valid_utf8(key) || !is_valid_utf8(value)) fail(where, "metadata key", json_quote(key), "valid UTF-8 key and value");
+  if (checksums) {
+    if (metadata.count("checksums") != 0)
+      fail(where, "metadata key", "\"checksums\"", "no \"checksums\" entry when checksums = true (it is written automatically)");
+    std::map<std::string, std::string> sums;
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits(tensors[i].data, static_cast<std::size_t>(sizes[i])));
+    std::string json = "{";
+    for (const auto& [name, hex] : sums) json += (json.size() > 1 ? "," : "") + json_quote(name) + ":\"" + hex + "\"";
+    metadata["checksums"] = json + "}";
+  }
+
+  std::string header = "{";
+  if (!metadata.empty()) {
+    header += "\"__metadata__\":{";
+    bool first = true;
+    for (const auto& [key, value] : metadata) {
+      header += (first ? "" : ",") + json_quote(key) + ":" + json_quote(value);
+      first = false;
+    }
+    header += "}";
+  }
+  std::uint64_t offset = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorData& t = tensors[i];
+    std::string shape = "[";
+    for (std::size_t k = 0; k < t.shape.size(); ++k) shape += (k ? "," : "") + std::to_string(t.shape[k]);
+    header += (header.size() > 1 ? "," : "") + json_quote(t.name) + ":{\"dtype\":\"" + to_string(t.dtype) +
+              "\",\"shape\":" + shape + "],\"data_offsets\":[" + std::to_string(offset) + "," +
+              std::to_string(offset + sizes[i]) + "]}";
+    offset += sizes[i];
+  }
+  header += "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  if (header.size() > SafetensorsFile::max_header_bytes)
+    fail(where, "header size", header.size(), "at most " + std::to_string(SafetensorsFile::max_header_bytes) + " bytes");
+
+  std::string bytes;
+  bytes.reserve(static_cast<std::size_t>(8 + header.size() + total));
+  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xFF);
+  bytes += header;
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    if (sizes[i] > 0) bytes.append(static_cast<const char*>(tensors[i].data), static_cast<std::size_t>(sizes[i]));
+  write_file_atomically(path, bytes);
+}
+
+}  // namespace io
+}  // namespace v0
+}  // namespace memoryformer
