@@ -1,0 +1,380 @@
+// Trains a character-level (byte-level) language model on a real text corpus, MemoryFormer or the
+// dense Transformer of the same shape, and reports how well it predicts held-out text.
+//
+//   train_char_lm [--arch memoryformer|dense] [--corpus FILE] [--steps N] ... (--help lists all)
+//
+// Default corpus: the text files of Debian's `fortunes` package (/usr/share/games/fortunes, the
+// "%" separator lines removed). The last 10% of the corpus is held out for validation. Progress
+// goes to stderr; stdout gets the optional sample and, as its last line, one JSON object with the
+// results (losses in nats per character; bpc = bits per character).
+//
+// Exit status: 0 on success, 1 for a failure at run time (corpus, library error), 2 for a bad
+// command line.
+#include "cli.hpp"
+
+#include <memoryformer/memoryformer.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace mf = memoryformer;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
+
+struct Args {
+  std::string arch = "memoryformer";
+  std::string corpus;  // empty: the fortunes files
+  int layers = 2, d_model = 128, heads = 4, tau = 8, expand_bits = 2;
+  std::string score = "paper";
+  double temperature = 1.0;
+  int seq = 64, batch = 16, steps = 300;
+  double lr = 0;    // 0: the paper's, 3e-3 for MemoryFormer and 1e-3 for dense
+  int warmup = -1;  // -1: 1% of the steps (at least 1)
+  double min_lr = 3e-5, weight_decay = 0.1, clip = 1.0;
+  int seed = 1, threads = 0, eval_every = 50, eval_batches = 8;
+  int sample = 0;
+  std::string prompt = "The ";
+  double sample_temperature = 0.8;
+  int top_k = 0;
+  std::string log;
+};
+
+Args parse_args(int argc, char** argv, bool& help) {
+  Args a;
+  cli::Flags f("train_char_lm [flags]");
+  f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
+  f.add("--corpus", &a.corpus, "training text, any bytes (default: Debian's fortunes files)");
+  f.add("--layers", &a.layers, "number of blocks", 0, 64);
+  f.add("--d-model", &a.d_model, "model width", 1, 8192);
+  f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
+  f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
+  f.add("--expand-bits", &a.expand_bits, "extra bits of the Memory Block's down layer", 0, 8);
+  f.add("--score", &a.score, "chunk weight of the Memory Layers", {"paper", "l1"});
+  f.add("--temperature", &a.temperature, "hash score temperature t", 1e-6, 1e6);
+  f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
+  f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
+  f.add("--steps", &a.steps, "optimizer steps", 0, 1 << 30);
+  f.add("--lr", &a.lr, "peak learning rate (0: 3e-3 MemoryFormer, 1e-3 dense)", 0, 10);
+  f.add("--warmup", &a.warmup, "linear warmup steps (-1: 1% of steps)", -1, 1 << 30);
+  f.add("--min-lr", &a.min_lr, "learning rate at the end of the cosine decay", 0, 10);
+  f.add("--weight-decay", &a.weight_decay, "AdamW decoupled weight decay (tables, embedding, weights)", 0,
+        10);
+  f.add("--clip", &a.clip, "gradient clipping by global norm", 1e-9, 1e9);
+  f.add("--seed", &a.seed, "seed of weights, batches and sampling", 0, 1 << 30);
+  f.add("--threads", &a.threads, "threads (0: all cores)", 0, 1024);
+  f.add("--eval-every", &a.eval_every, "steps between validation runs", 1, 1 << 30);
+  f.add("--eval-batches", &a.eval_batches, "batches of held-out text per validation", 1, 1 << 20);
+  f.add("--sample", &a.sample, "characters to generate after training", 0, 1 << 20);
+  f.add("--prompt", &a.prompt, "start of the sample");
+  f.add("--sample-temperature", &a.sample_temperature, "sampling temperature (0: greedy)", 0, 100);
+  f.add("--top-k", &a.top_k, "sample from the k most likely characters (0: all)", 0, 256);
+  f.add("--log", &a.log, "CSV of the validation curve, rewritten atomically at every validation");
+  help = !f.parse(argc, argv);
+  if (!help && a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
+  return a;
+}
+
+// ---- Corpus ----------------------------------------------------------------------------------------
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open corpus file " + path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (!in.good() && !in.eof()) throw std::runtime_error("cannot read corpus file " + path.string());
+  return s.str();
+}
+
+// The fortunes text files in name order (the .dat index files and .u8 links skipped), with the
+// lines that only hold the "%" separator removed.
+std::string read_fortunes() {
+  std::error_code ec;
+  if (!fs::is_directory(kFortunesDir, ec))
+    throw std::runtime_error(std::string("the default corpus ") + kFortunesDir +
+                             " is missing: install Debian's fortunes package (apt-get install fortunes) "
+                             "or pass --corpus FILE");
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(kFortunesDir))
+    if (entry.is_regular_file() && !entry.is_symlink() && entry.path().extension() != ".dat")
+      files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  std::string text;
+  for (const fs::path& file : files) {
+    std::istringstream lines(read_file(file));
+    for (std::string line; std::getline(lines, line);)
+      if (line != "%") text += line + '\n';
+  }
+  if (text.empty()) throw std::runtime_error(std::string("no fortunes text found in ") + kFortunesDir);
+  return text;
+}
+
+// Bytes -> token ids over the bytes that occur, in byte order.
+struct Vocabulary {
+  std::array<std::int32_t, 256> id{};
+  std::vector<unsigned char> bytes;
+
+  explicit Vocabulary(const std::string& text) {
+    std::array<bool, 256> seen{};
+    for (unsigned char c : text) seen[c] = true;
+    for (int b = 0; b < 256; ++b) {
+      id[static_cast<std::size_t>(b)] =
+          seen[static_cast<std::size_t>(b)] ? static_cast<std::int32_t>(bytes.size()) : -1;
+      if (seen[static_cast<std::size_t>(b)]) bytes.push_back(static_cast<unsigned char>(b));
+    }
+  }
+  int size() const { return static_cast<int>(bytes.size()); }
+};
+
+// Entropy in bits of the byte frequencies of `ids`: the bpc of the best model that ignores context.
+double unigram_bpc(const std::vector<std::int32_t>& ids, int vocab) {
+  std::vector<double> counts(static_cast<std::size_t>(vocab), 0.0);
+  for (std::int32_t t : ids) counts[static_cast<std::size_t>(t)] += 1;
+  double h = 0;
+  for (double c : counts)
+    if (c > 0) h -= c / ids.size() * std::log2(c / ids.size());
+  return h;
+}
+
+// Windows of seq + 1 ids starting at `starts`: inputs and next-token targets [batch, seq].
+void fill_batch(const std::vector<std::int32_t>& ids, const std::vector<std::size_t>& starts, int seq,
+                mf::TokenMatrix& tokens, mf::TokenMatrix& targets) {
+  tokens.resize(static_cast<Eigen::Index>(starts.size()), seq);
+  targets.resize(tokens.rows(), seq);
+  for (Eigen::Index b = 0; b < tokens.rows(); ++b)
+    for (Eigen::Index t = 0; t < seq; ++t) {
+      tokens(b, t) = ids[starts[static_cast<std::size_t>(b)] + static_cast<std::size_t>(t)];
+      targets(b, t) = ids[starts[static_cast<std::size_t>(b)] + static_cast<std::size_t>(t) + 1];
+    }
+}
+
+// ---- Reporting ---------------------------------------------------------------------------------------
+
+struct Point {
+  int step;
+  double lr, train_loss, val_loss, tokens_per_s, seconds;
+};
+
+void write_log(const std::string& path, const std::vector<Point>& curve, const std::string& arch) {
+  std::ostringstream csv;
+  csv << "arch,step,lr,train_loss,val_loss,val_bpc,tokens_per_s,seconds\n" << std::setprecision(6);
+  for (const Point& p : curve)
+    csv << arch << ',' << p.step << ',' << p.lr << ',' << p.train_loss << ',' << p.val_loss << ','
+        << p.val_loss / std::log(2.0) << ',' << p.tokens_per_s << ',' << p.seconds << '\n';
+  mf::io::write_file_atomically(path, csv.str());
+}
+
+void show_progress(bool tty, int step, int steps, double loss, double tokens_per_s) {
+  if (!tty) return;
+  const int width = 30, filled = steps > 0 ? width * step / steps : width;
+  std::cerr << "\r[" << std::string(static_cast<std::size_t>(filled), '#')
+            << std::string(static_cast<std::size_t>(width - filled), ' ') << "] step " << step << '/' << steps
+            << "  loss " << std::fixed << std::setprecision(3) << loss << "  " << std::setprecision(0)
+            << tokens_per_s << " tok/s   " << std::defaultfloat << std::flush;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// ---- Training ----------------------------------------------------------------------------------------
+
+template <class Model>
+int train(const Args& a, mf::ModelConfig config) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  const std::string text = a.corpus.empty() ? read_fortunes() : read_file(a.corpus);
+  const Vocabulary vocab(text);
+  std::vector<std::int32_t> ids(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) ids[i] = vocab.id[static_cast<unsigned char>(text[i])];
+  const std::size_t split = ids.size() - ids.size() / 10;
+  const std::vector<std::int32_t> train_ids(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(split));
+  const std::vector<std::int32_t> val_ids(ids.begin() + static_cast<std::ptrdiff_t>(split), ids.end());
+  const std::size_t window = static_cast<std::size_t>(a.seq) + 1;
+  if (train_ids.size() < window || val_ids.size() < window)
+    throw std::runtime_error("corpus of " + std::to_string(ids.size()) + " bytes is too short for --seq " +
+                             std::to_string(a.seq) + ": each 90%/10% part needs at least seq + 1 bytes");
+
+  // The prompt is checked before training, not after it.
+  std::vector<std::int32_t> prompt;
+  for (unsigned char c : a.prompt) {
+    if (vocab.id[c] < 0)
+      throw std::runtime_error("--prompt: byte " + std::to_string(c) + " does not occur in the corpus");
+    prompt.push_back(vocab.id[c]);
+  }
+
+  config.vocab_size = vocab.size();
+  Model model(config);
+  auto params = model.parameters();
+  mf::AdamWOptions adam;
+  adam.weight_decay = a.weight_decay;
+  mf::AdamW<float> optimizer(params, adam);
+  const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
+  const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
+  const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
+
+  const Eigen::Index n_params = mf::parameter_count(params);
+  const double unigram = unigram_bpc(train_ids, vocab.size());
+  std::cerr << "train_char_lm: " << a.arch << ", " << a.layers << " layers, d_model " << a.d_model << ", "
+            << a.heads << " heads"
+            << (a.arch == "memoryformer" ? ", tau " + std::to_string(a.tau) + ", e " +
+                                               std::to_string(a.expand_bits) + ", score " + a.score
+                                         : std::string())
+            << "; " << n_params << " parameters (" << mf::table_bytes(params) / 1048576.0
+            << " MiB of tables)\n"
+            << "corpus: " << ids.size() << " bytes, " << vocab.size() << " symbols, " << train_ids.size()
+            << " train / " << val_ids.size() << " validation; unigram entropy " << unigram << " bpc\n"
+            << "kernels: " << mf::to_string(mf::kernel_path()) << ", " << mf::num_threads() << " threads; lr "
+            << peak_lr << ", warmup " << warmup << ", " << a.steps << " steps of " << a.batch << " x "
+            << a.seq << " tokens\n";
+
+  // Held-out loss over consecutive windows from the start of the validation text.
+  std::vector<std::size_t> val_starts;
+  for (std::size_t s = 0;
+       s + window <= val_ids.size() && val_starts.size() < std::size_t(a.eval_batches) * a.batch;
+       s += static_cast<std::size_t>(a.seq))
+    val_starts.push_back(s);
+  auto validate = [&] {
+    double total = 0;
+    mf::TokenMatrix tokens, targets;
+    for (std::size_t begin = 0; begin < val_starts.size(); begin += static_cast<std::size_t>(a.batch)) {
+      const std::vector<std::size_t> starts(
+          val_starts.begin() + static_cast<std::ptrdiff_t>(begin),
+          val_starts.begin() + static_cast<std::ptrdiff_t>(std::min(val_starts.size(), begin + a.batch)));
+      fill_batch(val_ids, starts, a.seq, tokens, targets);
+      total += static_cast<double>(mf::cross_entropy<float>(model.forward(tokens), targets)) * starts.size();
+    }
+    return total / static_cast<double>(val_starts.size());
+  };
+
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  mf::detail::Rng rng(static_cast<std::uint64_t>(a.seed) ^ 0xba7c4ULL);
+  std::vector<std::size_t> starts(static_cast<std::size_t>(a.batch));
+  mf::TokenMatrix tokens, targets;
+  std::vector<Point> curve;
+  double train_seconds = 0, recent_loss = 0, val_loss = std::nan("");
+  int recent_steps = 0;
+  auto tokens_per_s = [&](int step) {
+    return train_seconds > 0 ? static_cast<double>(step) * a.batch * a.seq / train_seconds : 0.0;
+  };
+  for (int step = 1; step <= a.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t& s : starts)
+      s = static_cast<std::size_t>(rng.uniform() * static_cast<double>(train_ids.size() - window + 1));
+    fill_batch(train_ids, starts, a.seq, tokens, targets);
+    model.zero_grad();
+    typename Model::Saved saved;
+    mf::RowMatrix<float> dlogits;
+    const float loss = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
+    if (!std::isfinite(loss))
+      throw std::runtime_error("training diverged at step " + std::to_string(step) + " (loss " +
+                               std::to_string(loss) + "): lower --lr");
+    model.backward(saved, dlogits);
+    const double lr = schedule(step - 1);
+    optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params), a.clip));
+    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    recent_loss += loss;
+    ++recent_steps;
+    show_progress(tty, step, a.steps, loss, tokens_per_s(step));
+    if (step % a.eval_every == 0 || step == a.steps) {
+      val_loss = validate();
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+      curve.push_back({step, lr, recent_loss / recent_steps, val_loss, tokens_per_s(step), elapsed});
+      if (tty) std::cerr << '\n';
+      std::cerr << "step " << step << ": train " << std::fixed << std::setprecision(4)
+                << recent_loss / recent_steps << ", val " << val_loss << " nats (" << val_loss / std::log(2.0)
+                << " bpc), " << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
+                << std::defaultfloat;
+      recent_loss = 0;
+      recent_steps = 0;
+      if (!a.log.empty()) write_log(a.log, curve, a.arch);
+    }
+  }
+  if (a.steps == 0) val_loss = validate();
+
+  if (a.sample > 0) {
+    mf::SamplingOptions sampling;
+    sampling.temperature = a.sample_temperature;
+    sampling.top_k = a.top_k;
+    sampling.seed = static_cast<std::uint64_t>(a.seed);
+    std::string sample;
+    for (std::int32_t t : mf::generate(model, prompt, a.sample, sampling))
+      sample += static_cast<char>(vocab.bytes[static_cast<std::size_t>(t)]);
+    std::cout << sample << '\n';
+  }
+
+  const Point last = curve.empty() ? Point{0, 0, std::nan(""), val_loss, 0, 0} : curve.back();
+  std::ostringstream json;
+  json << std::setprecision(6) << "{\"arch\": \"" << a.arch << "\", \"step\": " << a.steps
+       << ", \"train_loss\": " << (std::isfinite(last.train_loss) ? std::to_string(last.train_loss) : "null")
+       << ", \"val_loss\": " << val_loss << ", \"val_bpc\": " << val_loss / std::log(2.0)
+       << ", \"unigram_bpc\": " << unigram << ", \"tokens_per_s\": " << tokens_per_s(a.steps)
+       << ", \"params\": " << n_params << ", \"table_bytes\": " << mf::table_bytes(params)
+       << ", \"layers\": " << a.layers << ", \"d_model\": " << a.d_model << ", \"heads\": " << a.heads
+       << ", \"tau\": " << a.tau << ", \"expand_bits\": " << a.expand_bits << ", \"score\": \"" << a.score
+       << "\", \"temperature\": " << a.temperature << ", \"seq\": " << a.seq << ", \"batch\": " << a.batch
+       << ", \"lr\": " << peak_lr << ", \"seed\": " << a.seed << ", \"threads\": " << mf::num_threads()
+       << ", \"vocab\": " << vocab.size() << ", \"corpus\": \""
+       << json_escape(a.corpus.empty() ? kFortunesDir : a.corpus) << "\"}";
+  std::cout << json.str() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  try {
+    bool help = false;
+    a = parse_args(argc, argv, help);
+    if (help) return 0;
+  } catch (const cli::UsageError& e) {
+    std::cerr << "train_char_lm: " << e.what() << "\n(see train_char_lm --help)\n";
+    return 2;
+  }
+  try {
+    mf::set_num_threads(a.threads);
+    mf::ModelConfig config;
+    config.n_layers = a.layers;
+    config.d_model = a.d_model;
+    config.n_heads = a.heads;
+    config.tau = a.tau;
+    config.expand_bits = a.expand_bits;
+    config.score = a.score == "l1" ? mf::Score::l1 : mf::Score::paper;
+    config.temperature = a.temperature;
+    config.seed = static_cast<std::uint64_t>(a.seed);
+    config.validate();  // before the corpus is read: a bad shape is reported at once
+    return a.arch == "dense" ? train<mf::DenseModel<float>>(a, config)
+                             : train<mf::MemoryFormerModel<float>>(a, config);
+  } catch (const std::exception& e) {
+    std::cerr << "\ntrain_char_lm: " << e.what() << '\n';
+    return 1;
+  }
+}
