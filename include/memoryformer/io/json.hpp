@@ -63,26 +63,19 @@ inline bool is_valid_utf8(std::string_view s) {
 
 // `s` as a JSON string literal, quotes included. Bytes >= 0x80 pass through (UTF-8 is expected).
 inline std::string json_quote(std::string_view s) {
-  static const char* const hex = "0123456789abcdef";
+  constexpr std::string_view plain = "\"\\\b\f\n\r\t", escaped = "\"\\bfnrt";
   std::string out = "\"";
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += ch;
-        }
+    if (const std::size_t k = plain.find(ch); k != std::string_view::npos) {
+      out += '\\';
+      out += escaped[k];
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += "0123456789abcdef"[c >> 4];
+      out += "0123456789abcdef"[c & 15];
+    } else {
+      out += ch;
     }
   }
   return out + '"';
@@ -128,15 +121,8 @@ class JsonValue {
   }
 
   static const char* type_name(Type type) {
-    switch (type) {
-      case Type::null: return "null";
-      case Type::boolean: return "a boolean";
-      case Type::number: return "a number";
-      case Type::string: return "a string";
-      case Type::array: return "an array";
-      case Type::object: return "an object";
-    }
-    return "unknown";
+    static const char* const names[] = {"null", "a boolean", "a number", "a string", "an array", "an object"};
+    return names[static_cast<int>(type)];
   }
 
  private:
@@ -203,7 +189,8 @@ class JsonParser {
   bool at(char c) const { return pos_ < text_.size() && text_[pos_] == c; }
   bool at_digit() const { return pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; }
   void skip_whitespace() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
       ++pos_;
   }
   void expect_char(char c, const char* context) {
@@ -218,7 +205,8 @@ class JsonParser {
     if (pos_ >= text_.size()) error("expected a value, found end of input");
     const char c = text_[pos_];
     if (c == '{' || c == '[') {
-      if (depth >= max_depth) error("arrays and objects nested deeper than " + std::to_string(max_depth) + " levels");
+      if (depth >= max_depth)
+        error("arrays and objects nested deeper than " + std::to_string(max_depth) + " levels");
       if (c == '{')
         object(v, depth + 1);
       else
@@ -253,7 +241,8 @@ class JsonParser {
       const std::size_t key_at = pos_;
       if (!at('"')) error("expected a string key, found " + describe());
       std::string key = string();
-      if (!seen.insert(key).second) error_at(key_at, "duplicate key " + io::json_quote(key) + " in " + v.path_);
+      if (!seen.insert(key).second)
+        error_at(key_at, "duplicate key " + io::json_quote(key) + " in " + v.path_);
       skip_whitespace();
       expect_char(':', "after an object key");
       skip_whitespace();
@@ -283,7 +272,8 @@ class JsonParser {
   static std::string child_suffix(const std::string& key) {
     bool plain = !key.empty() && !(key[0] >= '0' && key[0] <= '9');
     for (const char c : key)
-      plain = plain && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
+      plain =
+          plain && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_');
     return plain ? "." + key : "[" + io::json_quote(key) + "]";
   }
 
@@ -318,7 +308,10 @@ class JsonParser {
     unsigned code = 0;
     for (int k = 0; k < 4; ++k, ++pos_) {
       const char c = pos_ < text_.size() ? text_[pos_] : '\0';
-      const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int digit = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                               : -1;
       if (digit < 0) error("expected 4 hex digits after \\u, found " + describe());
       code = code * 16 + static_cast<unsigned>(digit);
     }
@@ -326,21 +319,11 @@ class JsonParser {
   }
 
   static void append_utf8(std::string& out, unsigned cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
+    if (cp < 0x80) return void(out += static_cast<char>(cp));
+    const int tail = cp < 0x800 ? 1 : cp < 0x10000 ? 2 : 3;  // continuation bytes
+    static const unsigned lead[] = {0, 0xC0, 0xE0, 0xF0};
+    out += static_cast<char>(lead[tail] | (cp >> (6 * tail)));
+    for (int k = tail - 1; k >= 0; --k) out += static_cast<char>(0x80 | ((cp >> (6 * k)) & 0x3F));
   }
 
   std::string string() {
@@ -374,10 +357,12 @@ class JsonParser {
       unsigned cp = hex4();
       if (cp >= 0xDC00 && cp <= 0xDFFF) error_at(escape_at, "unpaired low surrogate in \\u escape");
       if (cp >= 0xD800 && cp <= 0xDBFF) {
-        if (text_.substr(pos_, 2) != "\\u") error_at(escape_at, "high surrogate not followed by a \\u low surrogate");
+        if (text_.substr(pos_, 2) != "\\u")
+          error_at(escape_at, "high surrogate not followed by a \\u low surrogate");
         pos_ += 2;
         const unsigned low = hex4();
-        if (low < 0xDC00 || low > 0xDFFF) error_at(escape_at, "high surrogate not followed by a low surrogate");
+        if (low < 0xDC00 || low > 0xDFFF)
+          error_at(escape_at, "high surrogate not followed by a low surrogate");
         cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
       }
       append_utf8(out, cp);

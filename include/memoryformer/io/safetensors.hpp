@@ -49,16 +49,26 @@ enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
 inline const char* to_string(DType dtype) {
   switch (dtype) {
-    case DType::F64: return "F64";
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
+    case DType::F64:
+      return "F64";
+    case DType::F32:
+      return "F32";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
+    case DType::I64:
+      return "I64";
+    case DType::I32:
+      return "I32";
+    case DType::I16:
+      return "I16";
+    case DType::I8:
+      return "I8";
+    case DType::U8:
+      return "U8";
+    case DType::BOOL:
+      return "BOOL";
   }
   return "unknown";
 }
@@ -68,15 +78,19 @@ inline std::ostream& operator<<(std::ostream& os, DType dtype) { return os << to
 inline std::size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::F64:
-    case DType::I64: return 8;
+    case DType::I64:
+      return 8;
     case DType::F32:
-    case DType::I32: return 4;
+    case DType::I32:
+      return 4;
     case DType::F16:
     case DType::BF16:
-    case DType::I16: return 2;
+    case DType::I16:
+      return 2;
     case DType::I8:
     case DType::U8:
-    case DType::BOOL: return 1;
+    case DType::BOOL:
+      return 1;
   }
   return 0;
 }
@@ -94,15 +108,25 @@ inline DType parse_dtype(std::string_view name) {
 // The dtype a C++ element type is stored as.
 template <class T>
 constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, double>) return DType::F64;
-  else if constexpr (std::is_same_v<T, float>) return DType::F32;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return DType::I64;
-  else if constexpr (std::is_same_v<T, std::int32_t>) return DType::I32;
-  else if constexpr (std::is_same_v<T, std::int16_t>) return DType::I16;
-  else if constexpr (std::is_same_v<T, std::int8_t>) return DType::I8;
-  else if constexpr (std::is_same_v<T, std::uint8_t>) return DType::U8;
-  else if constexpr (std::is_same_v<T, bool>) return DType::BOOL;
-  else static_assert(!sizeof(T), "no safetensors dtype for this type (F16/BF16 data: pass uint16_t with an explicit DType)");
+  if constexpr (std::is_same_v<T, double>)
+    return DType::F64;
+  else if constexpr (std::is_same_v<T, float>)
+    return DType::F32;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return DType::I64;
+  else if constexpr (std::is_same_v<T, std::int32_t>)
+    return DType::I32;
+  else if constexpr (std::is_same_v<T, std::int16_t>)
+    return DType::I16;
+  else if constexpr (std::is_same_v<T, std::int8_t>)
+    return DType::I8;
+  else if constexpr (std::is_same_v<T, std::uint8_t>)
+    return DType::U8;
+  else if constexpr (std::is_same_v<T, bool>)
+    return DType::BOOL;
+  else
+    static_assert(!sizeof(T),
+                  "no safetensors dtype for this type (F16/BF16 data: pass uint16_t with an explicit DType)");
 }
 
 // ---- 16-bit floats. Bit manipulation only, so NaN payloads survive and no FPU flags are raised.
@@ -217,7 +241,8 @@ class SafetensorsFile {
   const TensorInfo& info(const std::string& name) const {
     if (const TensorInfo* t = lookup(name)) return *t;
     std::string known;
-    for (std::size_t i = 0; i < tensors_.size() && i < 8; ++i) known += (i ? ", '" : "'") + tensors_[i].name + "'";
+    for (std::size_t i = 0; i < tensors_.size() && i < 8; ++i)
+      known += (i ? ", '" : "'") + tensors_[i].name + "'";
     if (tensors_.size() > 8) known += ", ...";
     fail(path_, "no tensor named '" + name + "' (the file has " + std::to_string(tensors_.size()) +
                     (tensors_.empty() ? " tensors)" : " tensors: " + known + ")"));
@@ -229,7 +254,8 @@ class SafetensorsFile {
   // [shape[0], product of the other dims] (1-D: [1, n], 0-D: [1, 1]), converted to Scalar.
   template <class Scalar>
   RowMatrix<Scalar> matrix(const std::string& name) const {
-    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>, "matrix<float> or matrix<double>");
+    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                  "matrix<float> or matrix<double>");
     const TensorInfo& t = info(name);
     const auto [rows, cols] = matrix_shape(t);
     RowMatrix<Scalar> m(rows, cols);
@@ -237,16 +263,36 @@ class SafetensorsFile {
     Scalar* out = m.data();
     const auto n = static_cast<std::size_t>(t.numel());
     switch (t.dtype) {
-      case DType::F64: convert<double>(p, out, n, [](double v) { return v; }); break;
-      case DType::F32: convert<float>(p, out, n, [](float v) { return v; }); break;
-      case DType::F16: convert<std::uint16_t>(p, out, n, f16_to_float); break;
-      case DType::BF16: convert<std::uint16_t>(p, out, n, bf16_to_float); break;
-      case DType::I64: convert<std::int64_t>(p, out, n, [](std::int64_t v) { return v; }); break;
-      case DType::I32: convert<std::int32_t>(p, out, n, [](std::int32_t v) { return v; }); break;
-      case DType::I16: convert<std::int16_t>(p, out, n, [](std::int16_t v) { return v; }); break;
-      case DType::I8: convert<std::int8_t>(p, out, n, [](std::int8_t v) { return v; }); break;
-      case DType::U8: convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v; }); break;
-      case DType::BOOL: convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v != 0 ? 1 : 0; }); break;
+      case DType::F64:
+        convert<double>(p, out, n, [](double v) { return v; });
+        break;
+      case DType::F32:
+        convert<float>(p, out, n, [](float v) { return v; });
+        break;
+      case DType::F16:
+        convert<std::uint16_t>(p, out, n, f16_to_float);
+        break;
+      case DType::BF16:
+        convert<std::uint16_t>(p, out, n, bf16_to_float);
+        break;
+      case DType::I64:
+        convert<std::int64_t>(p, out, n, [](std::int64_t v) { return v; });
+        break;
+      case DType::I32:
+        convert<std::int32_t>(p, out, n, [](std::int32_t v) { return v; });
+        break;
+      case DType::I16:
+        convert<std::int16_t>(p, out, n, [](std::int16_t v) { return v; });
+        break;
+      case DType::I8:
+        convert<std::int8_t>(p, out, n, [](std::int8_t v) { return v; });
+        break;
+      case DType::U8:
+        convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v; });
+        break;
+      case DType::BOOL:
+        convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v != 0 ? 1 : 0; });
+        break;
     }
     return m;
   }
@@ -258,13 +304,16 @@ class SafetensorsFile {
     const TensorInfo& t = info(name);
     constexpr DType want = dtype_of<Scalar>();
     if (t.dtype != want)
-      fail(path_, "tensor '" + name + "': stored as " + to_string(t.dtype) + ", so a view of " + to_string(want) +
-                      " is impossible; use matrix() to convert");
+      fail(path_, "tensor '" + name + "': stored as " + to_string(t.dtype) + ", so a view of " +
+                      to_string(want) + " is impossible; use matrix() to convert");
+    const auto [rows, cols] = matrix_shape(t);
+    if (t.end == t.begin)
+      return Eigen::Map<const RowMatrix<Scalar>>(nullptr, rows, cols);  // nothing to align
     const std::uint8_t* p = data_ + t.begin;
     if (reinterpret_cast<std::uintptr_t>(p) % alignof(Scalar) != 0)
       fail(path_, "tensor '" + name + "': data at data-section offset " + std::to_string(t.begin) +
-                      " is not aligned to " + std::to_string(alignof(Scalar)) + " bytes, so it cannot be viewed in place; use matrix() to copy");
-    const auto [rows, cols] = matrix_shape(t);
+                      " is not aligned to " + std::to_string(alignof(Scalar)) +
+                      " bytes, so it cannot be viewed in place; use matrix() to copy");
     return Eigen::Map<const RowMatrix<Scalar>>(reinterpret_cast<const Scalar*>(p), rows, cols);
   }
 
@@ -354,7 +403,10 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile file;  // its destructor unmaps on every error below
   file.path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  if (fd < 0) {
+    const int saved = errno;
+    fail(path, std::string("cannot open: ") + std::strerror(saved));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int saved = errno;
@@ -388,7 +440,8 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
                    std::to_string(max_header_bytes) + " bytes");
   file.data_ = bytes + 8 + header_bytes;
   file.data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
-  file.parse_header(std::string_view(reinterpret_cast<const char*>(bytes + 8), static_cast<std::size_t>(header_bytes)));
+  file.parse_header(
+      std::string_view(reinterpret_cast<const char*>(bytes + 8), static_cast<std::size_t>(header_bytes)));
   file.check_overlaps();
   std::sort(file.tensors_.begin(), file.tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
@@ -398,7 +451,8 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
 
 inline void SafetensorsFile::parse_header(std::string_view header) {
   const JsonValue root = parse_json(header, "safetensors: file '" + path_ + "': header");
-  if (!root.is_object()) fail(path_, std::string("header is ") + JsonValue::type_name(root.type()) + ", expected a JSON object");
+  if (!root.is_object())
+    fail(path_, std::string("header is ") + JsonValue::type_name(root.type()) + ", expected a JSON object");
   const auto& keys = root.object_keys();
   const auto& values = root.object_values();
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -407,12 +461,14 @@ inline void SafetensorsFile::parse_header(std::string_view header) {
       continue;
     }
     if (!values[i].is_object())
-      fail(path_, std::string("__metadata__ is ") + JsonValue::type_name(values[i].type()) + ", expected an object of strings");
+      fail(path_, std::string("__metadata__ is ") + JsonValue::type_name(values[i].type()) +
+                      ", expected an object of strings");
     for (std::size_t k = 0; k < values[i].object_keys().size(); ++k) {
       const JsonValue& v = values[i].object_values()[k];
       const std::string& key = values[i].object_keys()[k];
       if (!v.is_string())
-        fail(path_, "__metadata__ entry '" + key + "' is " + JsonValue::type_name(v.type()) + ", expected a string");
+        fail(path_,
+             "__metadata__ entry '" + key + "' is " + JsonValue::type_name(v.type()) + ", expected a string");
       metadata_.emplace(key, v.as_string());
     }
   }
@@ -421,7 +477,8 @@ inline void SafetensorsFile::parse_header(std::string_view header) {
 inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const JsonValue& entry) const {
   const std::string where = "tensor '" + name + "': ";
   if (!entry.is_object())
-    fail(path_, where + "entry is " + JsonValue::type_name(entry.type()) + ", expected an object with dtype, shape and data_offsets");
+    fail(path_, where + "entry is " + JsonValue::type_name(entry.type()) +
+                    ", expected an object with dtype, shape and data_offsets");
   for (const std::string& key : entry.object_keys())
     if (key != "dtype" && key != "shape" && key != "data_offsets")
       fail(path_, where + "unexpected key '" + key + "', expected exactly dtype, shape and data_offsets");
@@ -429,28 +486,34 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
     const JsonValue* v = entry.find(key);
     if (v == nullptr) fail(path_, where + "missing '" + key + "'");
     if (v->type() != type)
-      fail(path_, where + "'" + key + "' is " + JsonValue::type_name(v->type()) + ", expected " + JsonValue::type_name(type));
+      fail(path_, where + "'" + key + "' is " + JsonValue::type_name(v->type()) + ", expected " +
+                      JsonValue::type_name(type));
     return *v;
   };
   // Exact non-negative integers from the number's text, never via double.
   const auto natural = [&](const JsonValue& v, const std::string& what) -> std::uint64_t {
     if (!v.is_number() || !v.is_integer())
-      fail(path_, where + what + " is " + (v.is_number() ? "the non-integer " + v.number_text() : JsonValue::type_name(v.type())) +
-                      ", expected a non-negative integer");
+      fail(path_,
+           where + what + " is " +
+               (v.is_number() ? "the non-integer " + v.number_text() : JsonValue::type_name(v.type())) +
+               ", expected a non-negative integer");
     if (v.number_text()[0] == '-') fail(path_, where + what + " = " + v.number_text() + " is negative");
     const std::string& text = v.number_text();
     std::uint64_t value = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size()) fail(path_, where + what + " = " + text + " does not fit in 64 bits");
+    if (ec != std::errc() || end != text.data() + text.size())
+      fail(path_, where + what + " = " + text + " does not fit in 64 bits");
     return value;
   };
 
   TensorInfo t;
   t.name = name;
   const std::string& dtype = field("dtype", JsonValue::Type::string).as_string();
-  const auto* known = std::find_if(std::begin(all_dtypes), std::end(all_dtypes), [&](DType d) { return dtype == to_string(d); });
+  const auto* known = std::find_if(std::begin(all_dtypes), std::end(all_dtypes),
+                                   [&](DType d) { return dtype == to_string(d); });
   if (known == std::end(all_dtypes))
-    fail(path_, where + "unknown dtype " + json_quote(dtype) + ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+    fail(path_, where + "unknown dtype " + json_quote(dtype) +
+                    ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
   t.dtype = *known;
 
   const auto& dims = field("shape", JsonValue::Type::array).as_array();
@@ -459,26 +522,32 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   for (std::size_t i = 0; i < dims.size(); ++i) {
     const std::uint64_t d = natural(dims[i], "shape[" + std::to_string(i) + "]");
     if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-      fail(path_, where + "shape[" + std::to_string(i) + "] = " + std::to_string(d) + " does not fit in 63 bits");
+      fail(path_,
+           where + "shape[" + std::to_string(i) + "] = " + std::to_string(d) + " does not fit in 63 bits");
     t.shape.push_back(static_cast<std::int64_t>(d));
     overflow = !detail_bits::multiply(bytes, d, bytes) || overflow;
   }
   const bool has_zero = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
   if (overflow && !has_zero)
-    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " overflows 64 bits of bytes");
+    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) +
+                    " overflows 64 bits of bytes");
   if (has_zero) bytes = 0;
 
   const auto& offsets = field("data_offsets", JsonValue::Type::array).as_array();
   if (offsets.size() != 2)
-    fail(path_, where + "data_offsets has " + std::to_string(offsets.size()) + " entries, expected 2 ([begin, end])");
-  const std::uint64_t begin = natural(offsets[0], "data_offsets[0]"), end = natural(offsets[1], "data_offsets[1]");
+    fail(path_, where + "data_offsets has " + std::to_string(offsets.size()) +
+                    " entries, expected 2 ([begin, end])");
+  const std::uint64_t begin = natural(offsets[0], "data_offsets[0]"),
+                      end = natural(offsets[1], "data_offsets[1]");
   const std::string range = "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
   if (begin > end) fail(path_, where + "data_offsets " + range + " end before they begin");
   if (end > data_size_)
-    fail(path_, where + "data_offsets " + range + " exceed the data section of " + std::to_string(data_size_) + " bytes");
+    fail(path_, where + "data_offsets " + range + " exceed the data section of " +
+                    std::to_string(data_size_) + " bytes");
   if (end - begin != bytes)
-    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " + std::to_string(bytes) +
-                    " bytes, but data_offsets " + range + " span " + std::to_string(end - begin));
+    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " +
+                    std::to_string(bytes) + " bytes, but data_offsets " + range + " span " +
+                    std::to_string(end - begin));
   t.begin = static_cast<std::size_t>(begin);
   t.end = static_cast<std::size_t>(end);
   return t;
@@ -490,13 +559,14 @@ inline void SafetensorsFile::check_overlaps() const {
   std::vector<const TensorInfo*> order;
   for (const TensorInfo& t : tensors_)
     if (t.end > t.begin) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  std::sort(order.begin(), order.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
   const TensorInfo* furthest = nullptr;
   for (const TensorInfo* t : order) {
     if (furthest != nullptr && t->begin < furthest->end)
-      fail(path_, "tensor '" + t->name + "': data_offsets [" + std::to_string(t->begin) + ", " + std::to_string(t->end) +
-                      "] overlap those of tensor '" + furthest->name + "' [" + std::to_string(furthest->begin) + ", " +
-                      std::to_string(furthest->end) + "]");
+      fail(path_, "tensor '" + t->name + "': data_offsets [" + std::to_string(t->begin) + ", " +
+                      std::to_string(t->end) + "] overlap those of tensor '" + furthest->name + "' [" +
+                      std::to_string(furthest->begin) + ", " + std::to_string(furthest->end) + "]");
     if (furthest == nullptr || t->end > furthest->end) furthest = t;
   }
 }
@@ -507,20 +577,25 @@ inline void SafetensorsFile::verify_checksums() {
   has_checksums_ = true;
   const JsonValue sums = parse_json(it->second, "safetensors: file '" + path_ + "': __metadata__ checksums");
   if (!sums.is_object())
-    fail(path_, std::string("__metadata__ checksums is ") + JsonValue::type_name(sums.type()) + ", expected an object {tensor: hex}");
+    fail(path_, std::string("__metadata__ checksums is ") + JsonValue::type_name(sums.type()) +
+                    ", expected an object {tensor: hex}");
   for (std::size_t i = 0; i < sums.object_keys().size(); ++i) {
     const std::string& name = sums.object_keys()[i];
     const JsonValue& value = sums.object_values()[i];
     const TensorInfo* t = lookup(name);
-    if (t == nullptr) fail(path_, "__metadata__ checksums lists '" + name + "', which is not a tensor in the file");
+    if (t == nullptr)
+      fail(path_, "__metadata__ checksums lists '" + name + "', which is not a tensor in the file");
     const bool hex = value.is_string() && value.as_string().size() == 16 &&
                      value.as_string().find_first_not_of("0123456789abcdef") == std::string::npos;
     if (!hex)
-      fail(path_, "tensor '" + name + "': checksum " + (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
-                      " is not 16 lowercase hex digits");
+      fail(path_,
+           "tensor '" + name + "': checksum " +
+               (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
+               " is not 16 lowercase hex digits");
     const std::string actual = detail_bits::hex64(XXH3_64bits(data_ + t->begin, t->end - t->begin));
     if (actual != value.as_string())
-      fail(path_, "tensor '" + name + "': checksum mismatch: header says " + value.as_string() + ", data hashes to " + actual);
+      fail(path_, "tensor '" + name + "': checksum mismatch: header says " + value.as_string() +
+                      ", data hashes to " + actual);
   }
 }
 
@@ -541,7 +616,10 @@ TensorData tensor(const std::string& name, const Scalar* data, std::vector<std::
 // A [rows, cols] tensor over the matrix's storage; the matrix must outlive the write.
 template <class Scalar>
 TensorData tensor(const std::string& name, const RowMatrix<Scalar>& m) {
-  return TensorData{name, dtype_of<Scalar>(), {static_cast<std::int64_t>(m.rows()), static_cast<std::int64_t>(m.cols())}, m.data()};
+  return TensorData{name,
+                    dtype_of<Scalar>(),
+                    {static_cast<std::int64_t>(m.rows()), static_cast<std::int64_t>(m.cols())},
+                    m.data()};
 }
 template <class Scalar>
 TensorData tensor(const std::string& name, RowMatrix<Scalar>&& m) = delete;  // would dangle
@@ -559,7 +637,8 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
     const TensorData& t = tensors[i];
     const std::string arg = "tensors[" + std::to_string(i) + "]";
     if (t.name.empty()) fail(where, (arg + ".name").c_str(), "\"\"", "a non-empty name");
-    if (t.name == "__metadata__") fail(where, (arg + ".name").c_str(), "\"__metadata__\"", "a name other than the reserved __metadata__");
+    if (t.name == "__metadata__")
+      fail(where, (arg + ".name").c_str(), "\"__metadata__\"", "a name other than the reserved __metadata__");
     if (!is_valid_utf8(t.name)) fail(where, (arg + ".name").c_str(), json_quote(t.name), "valid UTF-8");
     if (!names.insert(t.name).second)
       fail(where, (arg + ".name").c_str(), json_quote(t.name), "a name not used by an earlier tensor");
@@ -570,23 +649,29 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
       overflow = !detail_bits::multiply(bytes, static_cast<std::uint64_t>(d), bytes) || overflow;
     }
     if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) bytes = 0;
-    if (overflow && bytes != 0) fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a size that fits in 64 bits");
-    if (bytes > 0 && t.data == nullptr) fail(where, (arg + ".data").c_str(), "nullptr", "a pointer to " + std::to_string(bytes) + " bytes");
+    if (overflow && bytes != 0)
+      fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a size that fits in 64 bits");
+    if (bytes > 0 && t.data == nullptr)
+      fail(where, (arg + ".data").c_str(), "nullptr", "a pointer to " + std::to_string(bytes) + " bytes");
     if (bytes > std::numeric_limits<std::uint64_t>::max() - total)
       fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a total size that fits in 64 bits");
     total += bytes;
     sizes.push_back(bytes);
   }
   for (const auto& [key, value] : metadata)
-    if (!is_valid_utf8(key) || !is_valid_utf8(value)) fail(where, "metadata key", json_quote(key), "valid UTF-8 key and value");
+    if (!is_valid_utf8(key) || !is_valid_utf8(value))
+      fail(where, "metadata key", json_quote(key), "valid UTF-8 key and value");
   if (checksums) {
     if (metadata.count("checksums") != 0)
-      fail(where, "metadata key", "\"checksums\"", "no \"checksums\" entry when checksums = true (it is written automatically)");
+      fail(where, "metadata key", "\"checksums\"",
+           "no \"checksums\" entry when checksums = true (it is written automatically)");
     std::map<std::string, std::string> sums;
     for (std::size_t i = 0; i < tensors.size(); ++i)
-      sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits(tensors[i].data, static_cast<std::size_t>(sizes[i])));
+      sums[tensors[i].name] =
+          detail_bits::hex64(XXH3_64bits(tensors[i].data, static_cast<std::size_t>(sizes[i])));
     std::string json = "{";
-    for (const auto& [name, hex] : sums) json += (json.size() > 1 ? "," : "") + json_quote(name) + ":\"" + hex + "\"";
+    for (const auto& [name, hex] : sums)
+      json += (json.size() > 1 ? "," : "") + json_quote(name) + ":\"" + hex + "\"";
     metadata["checksums"] = json + "}";
   }
 
@@ -613,14 +698,17 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');
   if (header.size() > SafetensorsFile::max_header_bytes)
-    fail(where, "header size", header.size(), "at most " + std::to_string(SafetensorsFile::max_header_bytes) + " bytes");
+    fail(where, "header size", header.size(),
+         "at most " + std::to_string(SafetensorsFile::max_header_bytes) + " bytes");
 
   std::string bytes;
   bytes.reserve(static_cast<std::size_t>(8 + header.size() + total));
-  for (int i = 0; i < 8; ++i) bytes += static_cast<char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xFF);
+  for (int i = 0; i < 8; ++i)
+    bytes += static_cast<char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xFF);
   bytes += header;
   for (std::size_t i = 0; i < tensors.size(); ++i)
-    if (sizes[i] > 0) bytes.append(static_cast<const char*>(tensors[i].data), static_cast<std::size_t>(sizes[i]));
+    if (sizes[i] > 0)
+      bytes.append(static_cast<const char*>(tensors[i].data), static_cast<std::size_t>(sizes[i]));
   write_file_atomically(path, bytes);
 }
 
