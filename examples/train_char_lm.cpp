@@ -12,6 +12,7 @@
 // command line.
 #include "cli.hpp"
 
+#include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 
 #include <unistd.h>
@@ -52,6 +53,7 @@ struct Args {
   double sample_temperature = 0.8;
   int top_k = 0;
   std::string log;
+  std::string save, load;
 };
 
 Args parse_args(int argc, char** argv, bool& help) {
@@ -84,6 +86,11 @@ Args parse_args(int argc, char** argv, bool& help) {
   f.add("--sample-temperature", &a.sample_temperature, "sampling temperature (0: greedy)", 0, 100);
   f.add("--top-k", &a.top_k, "sample from the k most likely characters (0: all)", 0, 256);
   f.add("--log", &a.log, "CSV of the validation curve, rewritten atomically at every validation");
+  f.add("--save", &a.save,
+        "safetensors file of the model, written at every validation; the optimizer state goes to FILE.optim");
+  f.add(
+      "--load", &a.load,
+      "start from this model file (its shape flags win); with FILE.optim beside it, resume where it stopped");
   help = !f.parse(argc, argv);
   if (!help && a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
   return a;
@@ -124,21 +131,14 @@ std::string read_fortunes() {
 }
 
 // Bytes -> token ids over the bytes that occur, in byte order.
-struct Vocabulary {
-  std::array<std::int32_t, 256> id{};
-  std::vector<unsigned char> bytes;
+// Tokens are bytes: a model file works for any text, and the command-line tool can prompt it.
+constexpr int kVocab = 256;
 
-  explicit Vocabulary(const std::string& text) {
-    std::array<bool, 256> seen{};
-    for (unsigned char c : text) seen[c] = true;
-    for (int b = 0; b < 256; ++b) {
-      id[static_cast<std::size_t>(b)] =
-          seen[static_cast<std::size_t>(b)] ? static_cast<std::int32_t>(bytes.size()) : -1;
-      if (seen[static_cast<std::size_t>(b)]) bytes.push_back(static_cast<unsigned char>(b));
-    }
-  }
-  int size() const { return static_cast<int>(bytes.size()); }
-};
+int distinct_bytes(const std::string& text) {
+  std::array<bool, 256> seen{};
+  for (unsigned char c : text) seen[c] = true;
+  return static_cast<int>(std::count(seen.begin(), seen.end(), true));
+}
 
 // Entropy in bits of the byte frequencies of `ids`: the bpc of the best model that ignores context.
 double unigram_bpc(const std::vector<std::int32_t>& ids, int vocab) {
@@ -187,32 +187,14 @@ void show_progress(bool tty, int step, int steps, double loss, double tokens_per
             << tokens_per_s << " tok/s   " << std::defaultfloat << std::flush;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
 // ---- Training ----------------------------------------------------------------------------------------
 
 template <class Model>
 int train(const Args& a, mf::ModelConfig config) {
   const auto wall_start = std::chrono::steady_clock::now();
   const std::string text = a.corpus.empty() ? read_fortunes() : read_file(a.corpus);
-  const Vocabulary vocab(text);
-  std::vector<std::int32_t> ids(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) ids[i] = vocab.id[static_cast<unsigned char>(text[i])];
+  const std::vector<std::int32_t> ids(reinterpret_cast<const unsigned char*>(text.data()),
+                                      reinterpret_cast<const unsigned char*>(text.data()) + text.size());
   const std::size_t split = ids.size() - ids.size() / 10;
   const std::vector<std::int32_t> train_ids(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(split));
   const std::vector<std::int32_t> val_ids(ids.begin() + static_cast<std::ptrdiff_t>(split), ids.end());
@@ -221,35 +203,43 @@ int train(const Args& a, mf::ModelConfig config) {
     throw std::runtime_error("corpus of " + std::to_string(ids.size()) + " bytes is too short for --seq " +
                              std::to_string(a.seq) + ": each 90%/10% part needs at least seq + 1 bytes");
 
-  // The prompt is checked before training, not after it.
-  std::vector<std::int32_t> prompt;
-  for (unsigned char c : a.prompt) {
-    if (vocab.id[c] < 0)
-      throw std::runtime_error("--prompt: byte " + std::to_string(c) + " does not occur in the corpus");
-    prompt.push_back(vocab.id[c]);
-  }
+  const std::vector<std::int32_t> prompt(
+      reinterpret_cast<const unsigned char*>(a.prompt.data()),
+      reinterpret_cast<const unsigned char*>(a.prompt.data()) + a.prompt.size());
 
-  config.vocab_size = vocab.size();
-  Model model(config);
+  Model model = a.load.empty() ? Model(config) : mf::io::load_model<Model>(a.load);
+  if (model.config().vocab_size != kVocab)
+    throw std::runtime_error(a.load + ": vocab_size " + std::to_string(model.config().vocab_size) +
+                             ", expected " + std::to_string(kVocab) + " (a byte-level model)");
   auto params = model.parameters();
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
+  const std::string load_optim = a.load + ".optim";
+  const bool resume = !a.load.empty() && fs::exists(load_optim);
+  if (resume) mf::io::load_optimizer(optimizer, params, load_optim);
+  const int first_step = static_cast<int>(optimizer.step_count()) + 1;
+  if (first_step > a.steps + 1)
+    throw std::runtime_error(load_optim + " is at step " + std::to_string(first_step - 1) +
+                             ", past --steps " + std::to_string(a.steps));
   const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
   const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
   const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
 
   const Eigen::Index n_params = mf::parameter_count(params);
-  const double unigram = unigram_bpc(train_ids, vocab.size());
-  std::cerr << "train_char_lm: " << a.arch << ", " << a.layers << " layers, d_model " << a.d_model << ", "
-            << a.heads << " heads"
-            << (a.arch == "memoryformer" ? ", tau " + std::to_string(a.tau) + ", e " +
-                                               std::to_string(a.expand_bits) + ", score " + a.score
-                                         : std::string())
+  const double unigram = unigram_bpc(train_ids, kVocab);
+  const mf::ModelConfig& c = model.config();
+  std::cerr << "train_char_lm: " << a.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
+            << c.n_heads << " heads"
+            << (a.arch == "memoryformer"
+                    ? ", tau " + std::to_string(c.tau) + ", e " + std::to_string(c.expand_bits) + ", score " +
+                          mf::to_string(c.score)
+                    : std::string())
             << "; " << n_params << " parameters (" << mf::table_bytes(params) / 1048576.0
             << " MiB of tables)\n"
-            << "corpus: " << ids.size() << " bytes, " << vocab.size() << " symbols, " << train_ids.size()
-            << " train / " << val_ids.size() << " validation; unigram entropy " << unigram << " bpc\n"
+            << "corpus: " << ids.size() << " bytes, " << distinct_bytes(text) << " distinct, "
+            << train_ids.size() << " train / " << val_ids.size() << " validation; unigram entropy " << unigram
+            << " bpc\n"
             << "kernels: " << mf::to_string(mf::kernel_path()) << ", " << mf::num_threads() << " threads; lr "
             << peak_lr << ", warmup " << warmup << ", " << a.steps << " steps of " << a.batch << " x "
             << a.seq << " tokens\n";
@@ -274,17 +264,21 @@ int train(const Args& a, mf::ModelConfig config) {
   };
 
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  mf::detail::Rng rng(static_cast<std::uint64_t>(a.seed) ^ 0xba7c4ULL);
   std::vector<std::size_t> starts(static_cast<std::size_t>(a.batch));
   mf::TokenMatrix tokens, targets;
   std::vector<Point> curve;
   double train_seconds = 0, recent_loss = 0, val_loss = std::nan("");
   int recent_steps = 0;
   auto tokens_per_s = [&](int step) {
-    return train_seconds > 0 ? static_cast<double>(step) * a.batch * a.seq / train_seconds : 0.0;
+    return train_seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / train_seconds
+                             : 0.0;
   };
-  for (int step = 1; step <= a.steps; ++step) {
+  if (resume) std::cerr << "resuming " << a.load << " at step " << first_step << '\n';
+  for (int step = first_step; step <= a.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
+    // Batches are a function of (seed, step), so a resumed run sees the batches it would have seen.
+    mf::detail::Rng rng(
+        mf::detail::derive_seed(static_cast<std::uint64_t>(a.seed), "batch." + std::to_string(step)));
     for (std::size_t& s : starts)
       s = static_cast<std::size_t>(rng.uniform() * static_cast<double>(train_ids.size() - window + 1));
     fill_batch(train_ids, starts, a.seq, tokens, targets);
@@ -315,9 +309,13 @@ int train(const Args& a, mf::ModelConfig config) {
       recent_loss = 0;
       recent_steps = 0;
       if (!a.log.empty()) write_log(a.log, curve, a.arch);
+      if (!a.save.empty()) {
+        mf::io::save_model(model, a.save, {{"tokenizer", "bytes"}});
+        mf::io::save_optimizer(optimizer, params, a.save + ".optim");
+      }
     }
   }
-  if (a.steps == 0) val_loss = validate();
+  if (curve.empty()) val_loss = validate();
 
   if (a.sample > 0) {
     mf::SamplingOptions sampling;
@@ -325,8 +323,7 @@ int train(const Args& a, mf::ModelConfig config) {
     sampling.top_k = a.top_k;
     sampling.seed = static_cast<std::uint64_t>(a.seed);
     std::string sample;
-    for (std::int32_t t : mf::generate(model, prompt, a.sample, sampling))
-      sample += static_cast<char>(vocab.bytes[static_cast<std::size_t>(t)]);
+    for (std::int32_t t : mf::generate(model, prompt, a.sample, sampling)) sample += static_cast<char>(t);
     std::cout << sample << '\n';
   }
 
@@ -337,12 +334,12 @@ int train(const Args& a, mf::ModelConfig config) {
        << ", \"val_loss\": " << val_loss << ", \"val_bpc\": " << val_loss / std::log(2.0)
        << ", \"unigram_bpc\": " << unigram << ", \"tokens_per_s\": " << tokens_per_s(a.steps)
        << ", \"params\": " << n_params << ", \"table_bytes\": " << mf::table_bytes(params)
-       << ", \"layers\": " << a.layers << ", \"d_model\": " << a.d_model << ", \"heads\": " << a.heads
-       << ", \"tau\": " << a.tau << ", \"expand_bits\": " << a.expand_bits << ", \"score\": \"" << a.score
-       << "\", \"temperature\": " << a.temperature << ", \"seq\": " << a.seq << ", \"batch\": " << a.batch
+       << ", \"layers\": " << c.n_layers << ", \"d_model\": " << c.d_model << ", \"heads\": " << c.n_heads
+       << ", \"tau\": " << c.tau << ", \"expand_bits\": " << c.expand_bits << ", \"score\": \"" << c.score
+       << "\", \"temperature\": " << c.temperature << ", \"seq\": " << a.seq << ", \"batch\": " << a.batch
        << ", \"lr\": " << peak_lr << ", \"seed\": " << a.seed << ", \"threads\": " << mf::num_threads()
-       << ", \"vocab\": " << vocab.size() << ", \"corpus\": \""
-       << json_escape(a.corpus.empty() ? kFortunesDir : a.corpus) << "\"}";
+       << ", \"vocab\": " << kVocab
+       << ", \"corpus\": " << mf::io::json_quote(a.corpus.empty() ? kFortunesDir : a.corpus) << "}";
   std::cout << json.str() << std::endl;
   return 0;
 }

@@ -89,6 +89,7 @@ template <class ScalarType>
 class MemoryFormerBlock {
  public:
   using Scalar = ScalarType;
+  static constexpr const char* kArch = "memoryformer";  // the "arch" of weight files
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
 
   struct Saved {
@@ -195,6 +196,7 @@ template <class ScalarType>
 class DenseBlock {
  public:
   using Scalar = ScalarType;
+  static constexpr const char* kArch = "dense";
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
 
   struct Saved {

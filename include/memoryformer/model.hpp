@@ -19,9 +19,10 @@
 namespace memoryformer {
 inline namespace v0 {
 
-template <class Block>
+template <class BlockType>
 class Model {
  public:
+  using Block = BlockType;
   using Scalar = typename Block::Scalar;
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
 

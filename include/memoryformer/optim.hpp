@@ -49,10 +49,31 @@ class AdamW {
 
   const AdamWOptions& options() const { return options_; }
   long step_count() const { return steps_; }
+  const std::vector<std::string>& parameter_names() const { return names_; }  // as at construction
 
   // Moments of parameter i, in the order of the list given to the constructor.
   const std::vector<Scalar>& first_moment(std::size_t i) const { return first_.at(i); }
   const std::vector<Scalar>& second_moment(std::size_t i) const { return second_.at(i); }
+
+  // Replaces the state with a saved one (io::load_optimizer): `steps` taken and both moments of
+  // every parameter, each of the size it has now.
+  void restore(long steps, std::vector<std::vector<Scalar>> first, std::vector<std::vector<Scalar>> second) {
+    const char* where = "AdamW::restore";
+    if (steps < 0) detail::fail(where, "steps", steps, "an integer >= 0");
+    for (const auto* moments : {&first, &second}) {
+      if (moments->size() != first_.size())
+        detail::fail(where, moments == &first ? "first" : "second",
+                     std::to_string(moments->size()) + " moments",
+                     "one per parameter (" + std::to_string(first_.size()) + ")");
+      for (std::size_t i = 0; i < first_.size(); ++i)
+        if ((*moments)[i].size() != first_[i].size())
+          detail::fail(where, names_[i].c_str(), std::to_string((*moments)[i].size()) + " values",
+                       std::to_string(first_[i].size()));
+    }
+    steps_ = steps;
+    first_ = std::move(first);
+    second_ = std::move(second);
+  }
 
   // One update with learning rate lr of every parameter from its gradient times grad_scale (the
   // factor of gradient clipping): with g = grad_scale * grad, m = b1 m + (1 - b1) g,
