@@ -17,6 +17,54 @@
 namespace memoryformer {
 inline namespace v0 {
 
+namespace detail {
+
+// Column slices handed to threads start on 64-byte boundaries of a row of y.
+template <class Scalar>
+constexpr Eigen::Index column_align() {
+  return 64 / sizeof(Scalar);
+}
+
+// Throws unless `b` holds [N, K] codes in [0, buckets) and [N, K] scores: a code out of range would
+// read another chunk's table, or past the end.
+template <class Scalar>
+void check_buckets(const char* where, const Buckets<Scalar>& b, int chunks, int buckets) {
+  const Eigen::Index n = b.codes.rows();
+  require_shape(where, "buckets.codes", b.codes.rows(), b.codes.cols(), n, chunks);
+  require_shape(where, "buckets.scores", b.scores.rows(), b.scores.cols(), n, chunks);
+  if (n > 0 && (b.codes.minCoeff() < 0 || b.codes.maxCoeff() >= buckets))
+    fail(
+        where, "buckets.codes",
+        "a value in [" + std::to_string(b.codes.minCoeff()) + ", " + std::to_string(b.codes.maxCoeff()) + "]",
+        "codes in [0, " + std::to_string(buckets) + ") (2^tau)");
+}
+
+// y [N, width] = bias, then gather(i, cols, y.row(i) + cols.begin) for every token i and column
+// slice: tokens across threads, and when there are fewer tokens than threads (decode), columns too.
+template <class Scalar, class Gather>
+RowMatrix<Scalar> gather_rows(const Buckets<Scalar>& buckets, const RowMatrix<Scalar>& bias, int width,
+                              const Gather& gather) {
+  const Eigen::Index n = buckets.codes.rows();
+  RowMatrix<Scalar> y(n, width);
+  if (bias.cols() > 0)
+    y.rowwise() = bias.row(0);
+  else
+    y.setZero();
+  const auto pool = thread_pool();
+  const double work = static_cast<double>(n) * buckets.codes.cols() * width;
+  const int row_tasks = task_count(work, n, pool->size());
+  const int col_tasks =
+      task_count(work, width / column_align<Scalar>(), (pool->size() + row_tasks - 1) / row_tasks);
+  pool->parallel_for(row_tasks * col_tasks, [&](int task) {
+    const Range rows = split_range(n, row_tasks, task / col_tasks);
+    const Range cols = split_range(width, col_tasks, task % col_tasks, column_align<Scalar>());
+    for (Eigen::Index i = rows.begin; i < rows.end; ++i) gather(i, cols, y.row(i).data() + cols.begin);
+  });
+  return y;
+}
+
+}  // namespace detail
+
 struct MemoryLayerOptions {
   int in_dim = 0;              // d, a multiple of tau
   int out_dim = 0;             // h
@@ -66,28 +114,13 @@ class MemoryLayer {
 
   // The same from a precomputed hash of the input (Q, K and V share one).
   RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
-    check_buckets("MemoryLayer::forward", buckets);
-    const Eigen::Index n = buckets.codes.rows();
-    RowMatrix<Scalar> y(n, out_dim());
-    if (has_bias())
-      y.rowwise() = bias_.row(0);
-    else
-      y.setZero();
-    const auto kernels = detail::active_kernels<Scalar>();
-    const auto pool = detail::thread_pool();
-    const double work = static_cast<double>(n) * num_chunks() * out_dim();
-    // Tokens across threads; when there are fewer tokens than threads (decode), columns too.
-    const int row_tasks = detail::task_count(work, n, pool->size());
-    const int col_tasks =
-        detail::task_count(work, out_dim() / kColumnAlign, (pool->size() + row_tasks - 1) / row_tasks);
-    pool->parallel_for(row_tasks * col_tasks, [&](int task) {
-      const detail::Range rows = detail::split_range(n, row_tasks, task / col_tasks);
-      const detail::Range cols = detail::split_range(out_dim(), col_tasks, task % col_tasks, kColumnAlign);
-      for (Eigen::Index i = rows.begin; i < rows.end; ++i)
-        kernels.gather(tables_.data() + cols.begin, selection(buckets, i), buckets.scores.row(i).data(),
-                       y.row(i).data() + cols.begin, static_cast<int>(cols.size()));
-    });
-    return y;
+    detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
+    const auto gather = detail::active_kernels<Scalar>().gather;
+    return detail::gather_rows<Scalar>(
+        buckets, bias_, out_dim(), [&](Eigen::Index i, const detail::Range& cols, Scalar* y) {
+          gather(tables_.data() + cols.begin, selection(buckets, i), buckets.scores.row(i).data(), y,
+                 static_cast<int>(cols.size()));
+        });
   }
 
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the
@@ -101,7 +134,7 @@ class MemoryLayer {
   // dL/dscores [N, K], for the caller to pass to SignHash::backward (summed over the layers that
   // share the hash).
   RowMatrix<Scalar> backward_scores(const Buckets<Scalar>& buckets, const Input& dy) {
-    check_buckets("MemoryLayer::backward", buckets);
+    detail::check_buckets("MemoryLayer::backward", buckets, num_chunks(), num_buckets());
     const Eigen::Index n = buckets.codes.rows();
     detail::require_shape("MemoryLayer::backward", "dy", dy.rows(), dy.cols(), n, out_dim());
     if (!grads_) zero_grad();
@@ -165,7 +198,7 @@ class MemoryLayer {
   };
 
   // Column slices handed to threads start on 64-byte boundaries of a row.
-  static constexpr Eigen::Index kColumnAlign = 64 / sizeof(Scalar);
+  static constexpr Eigen::Index kColumnAlign = detail::column_align<Scalar>();
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";
@@ -192,18 +225,6 @@ class MemoryLayer {
       tables_.data()[i] = static_cast<Scalar>(std_dev * rng.normal());
     for (Eigen::Index i = 0; i < bias_.size(); ++i)
       bias_.data()[i] = static_cast<Scalar>(0.001 * rng.normal());
-  }
-
-  void check_buckets(const char* where, const Buckets<Scalar>& b) const {
-    const Eigen::Index n = b.codes.rows();
-    detail::require_shape(where, "buckets.codes", b.codes.rows(), b.codes.cols(), n, num_chunks());
-    detail::require_shape(where, "buckets.scores", b.scores.rows(), b.scores.cols(), n, num_chunks());
-    // A code outside [0, 2^tau) would read another chunk's table or past the end.
-    if (n > 0 && (b.codes.minCoeff() < 0 || b.codes.maxCoeff() >= num_buckets()))
-      detail::fail(where, "buckets.codes",
-                   "a value in [" + std::to_string(b.codes.minCoeff()) + ", " +
-                       std::to_string(b.codes.maxCoeff()) + "]",
-                   "codes in [0, " + std::to_string(num_buckets()) + ") (2^tau)");
   }
 
   detail::RowSelection selection(const Buckets<Scalar>& b, Eigen::Index token) const {

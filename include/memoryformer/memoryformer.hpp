@@ -21,6 +21,7 @@
 #include "model_config.hpp"
 #include "norm.hpp"
 #include "optim.hpp"
+#include "packed_memory_layer.hpp"
 #include "parameter.hpp"
 #include "rotary.hpp"
 #include "threading.hpp"

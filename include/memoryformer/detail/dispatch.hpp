@@ -24,12 +24,28 @@ template <class T>
 GatherKernels<T> kernels_for(KernelPath path) {
   if constexpr (std::is_same<T, float>::value) {
 #if MF_HAVE_X86_SIMD
-    if (path == KernelPath::avx512) return {avx512::gather, avx512::scatter, avx512::dot};
-    if (path == KernelPath::avx2) return {avx2::gather, avx2::scatter, avx2::dot};
+    if (path == KernelPath::avx512) return {avx512::gather<float>, avx512::scatter, avx512::dot};
+    if (path == KernelPath::avx2) return {avx2::gather<float>, avx2::scatter, avx2::dot};
 #endif
   }
   (void)path;
-  return {scalar::gather<T>, scalar::scatter<T>, scalar::dot<T>};
+  return {scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>};
+}
+
+// The forward gather of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),
+// accumulated in float.
+template <class T>
+using PackedGather = void (*)(const T* table, const RowSelection& sel, const float* scores, float* y,
+                              int width);
+
+template <class T>
+PackedGather<T> packed_gather_for(KernelPath path) {
+#if MF_HAVE_X86_SIMD
+  if (path == KernelPath::avx512) return avx512::gather<T>;
+  if (path == KernelPath::avx2) return avx2::gather<T>;
+#endif
+  (void)path;
+  return scalar::gather<T, float>;
 }
 
 // The kernels of the path selected now (kernel_path()).

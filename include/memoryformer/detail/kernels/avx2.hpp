@@ -7,6 +7,7 @@
 
 #if MF_HAVE_X86_SIMD
 
+#include "../float16.hpp"
 #include "row_selection.hpp"
 
 #include <immintrin.h>
@@ -48,11 +49,33 @@ MF_TARGET_AVX2 inline void axpy(float s, const float* x, float* y, int width) {
   }
 }
 
+// 8 stored values as floats: bf16 is the upper half of a float, int8 converts exactly.
+MF_TARGET_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+MF_TARGET_AVX2 inline __m256 load8(const bf16* p) {
+  const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+MF_TARGET_AVX2 inline __m256 load8(const std::int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// y[0:width] += s * x[0:width] for compressed rows; the few tail values take the scalar route.
+template <class T>
+MF_TARGET_AVX2 inline void axpy(float s, const T* x, float* y, int width) {
+  const __m256 vs = _mm256_set1_ps(s);
+  const int full = width - width % kLanes;
+  for (int c = 0; c < full; c += kLanes)
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(vs, load8(x + c), _mm256_loadu_ps(y + c)));
+  for (int c = full; c < width; ++c) y[c] += s * widen(x[c]);
+}
+
 // y += sum_k scores[k] * row_k, in column pieces of kGatherColumns: each selected row is read as
 // one contiguous piece (rows prefetched ahead) into an aligned private accumulator, and y is
 // written once. (Updating y in place K times made two threads slicing one y fight over the cache
-// line at their boundary: 9 -> 17 us per token instead of faster.)
-MF_TARGET_AVX2 inline void gather(const float* table, const RowSelection& sel, const float* scores, float* y,
+// line at their boundary: 9 -> 17 us per token instead of faster.) T is the stored type: float,
+// bf16, or int8 (whose scores then carry the row scale).
+template <class T>
+MF_TARGET_AVX2 inline void gather(const T* table, const RowSelection& sel, const float* scores, float* y,
                                   int width) {
   alignas(64) float acc[kGatherColumns];
   for (int begin = 0; begin < width; begin += kGatherColumns) {

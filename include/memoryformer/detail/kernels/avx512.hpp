@@ -6,6 +6,7 @@
 
 #if MF_HAVE_X86_SIMD
 
+#include "../float16.hpp"
 #include "row_selection.hpp"
 
 #include <immintrin.h>
@@ -51,12 +52,38 @@ MF_TARGET_AVX512 inline void axpy(float s, const float* x, float* y, int width) 
   }
 }
 
+// 16 stored values as floats: bf16 is the upper half of a float, int8 converts exactly. (Zero-masked
+// forms with every lane on, for the reason given at horizontal_sum.)
+MF_TARGET_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+MF_TARGET_AVX512 inline __m512 load16(const bf16* p) {
+  const __mmask16 all = 0xFFFF;
+  const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, bits), 16));
+}
+MF_TARGET_AVX512 inline __m512 load16(const std::int8_t* p) {
+  const __mmask16 all = 0xFFFF;
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_maskz_cvtepi32_ps(all, _mm512_maskz_cvtepi8_epi32(all, bytes));
+}
+
+// y[0:width] += s * x[0:width] for compressed rows; the few tail values take the scalar route.
+template <class T>
+MF_TARGET_AVX512 inline void axpy(float s, const T* x, float* y, int width) {
+  const __m512 vs = _mm512_set1_ps(s);
+  const int full = width - width % kLanes;
+  for (int c = 0; c < full; c += kLanes)
+    _mm512_storeu_ps(y + c, _mm512_fmadd_ps(vs, load16(x + c), _mm512_loadu_ps(y + c)));
+  for (int c = full; c < width; ++c) y[c] += s * widen(x[c]);
+}
+
 // y += sum_k scores[k] * row_k, in column pieces of kGatherColumns: each selected row is read as
 // one contiguous piece (rows prefetched ahead) into an aligned private accumulator, and y is
 // written once. (Updating y in place K times made two threads slicing one y fight over the cache
-// line at their boundary: 9 -> 17 us per token instead of faster.)
-MF_TARGET_AVX512 inline void gather(const float* table, const RowSelection& sel, const float* scores,
-                                    float* y, int width) {
+// line at their boundary: 9 -> 17 us per token instead of faster.) T is the stored type: float,
+// bf16, or int8 (whose scores then carry the row scale).
+template <class T>
+MF_TARGET_AVX512 inline void gather(const T* table, const RowSelection& sel, const float* scores, float* y,
+                                    int width) {
   alignas(64) float acc[kGatherColumns];
   for (int begin = 0; begin < width; begin += kGatherColumns) {
     const int piece = std::min(kGatherColumns, width - begin);

@@ -29,10 +29,11 @@ inline constexpr int kPrefetchRows = 8;
 inline constexpr int kGatherColumns = 512;
 
 // Requests every cache line of row k + kPrefetchRows, if there is one.
-inline void prefetch_ahead(const float* table, const RowSelection& sel, int k, int width) {
+template <class T>
+inline void prefetch_ahead(const T* table, const RowSelection& sel, int k, int width) {
   if (k + kPrefetchRows >= sel.count) return;
   const char* row = reinterpret_cast<const char*>(table + sel.offset(k + kPrefetchRows));
-  for (std::size_t byte = 0; byte < sizeof(float) * static_cast<std::size_t>(width); byte += 64)
+  for (std::size_t byte = 0; byte < sizeof(T) * static_cast<std::size_t>(width); byte += 64)
     __builtin_prefetch(row + byte);
 }
 

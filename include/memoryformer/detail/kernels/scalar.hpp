@@ -2,6 +2,7 @@
 // tested against. Plain loops in the order of method.md §1, Eq. 11-12.
 #pragma once
 
+#include "../float16.hpp"
 #include "row_selection.hpp"
 
 namespace memoryformer {
@@ -9,13 +10,14 @@ inline namespace v0 {
 namespace detail {
 namespace scalar {
 
-// y[0:width] += sum_k scores[k] * row_k[0:width]   (Eq. 11)
-template <class T>
-void gather(const T* table, const RowSelection& sel, const T* scores, T* y, int width) {
+// y[0:width] += sum_k scores[k] * row_k[0:width]   (Eq. 11), for tables stored as T (float, double,
+// bf16 or int8) accumulated in Acc (float, or double for double tables).
+template <class T, class Acc>
+void gather(const T* table, const RowSelection& sel, const Acc* scores, Acc* y, int width) {
   for (int k = 0; k < sel.count; ++k) {
     const T* row = table + sel.offset(k);
-    const T s = scores[k];
-    for (int c = 0; c < width; ++c) y[c] += s * row[c];
+    const Acc s = scores[k];
+    for (int c = 0; c < width; ++c) y[c] += s * widen(row[c]);
   }
 }
 

@@ -1,0 +1,193 @@
+// PackedMemoryLayer: a trained MemoryLayer<float> with its tables stored in fewer bytes, for
+// inference. Where DRAM decides (batch-1 decoding reads K rows per token from memory), halving or
+// quartering the bytes per row is the lever (docs/performance.md):
+//  - bf16: each value rounded to bfloat16 (8 significant bits, relative error <= 2^-8);
+//  - int8: each row r scaled symmetrically, q = round(v / scale_r), scale_r = max|row r| / 127, so
+//    |v - q scale_r| <= scale_r / 2; the scale is folded into the chunk score (s_k scale_r), one
+//    multiply per selected row instead of one per value.
+// Accumulation stays in float. Hashing, scores and bias are the layer's own, unchanged.
+#pragma once
+
+#include "config.hpp"
+#include "detail/dispatch.hpp"
+#include "detail/float16.hpp"
+#include "hash_bucket.hpp"
+#include "memory_layer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <ostream>
+#include <vector>
+
+namespace memoryformer {
+inline namespace v0 {
+
+// How a PackedMemoryLayer stores its tables. The values are the benchmarks' `table` argument.
+enum class TableType { fp32 = 0, bf16 = 1, int8 = 2 };
+
+inline const char* to_string(TableType type) {
+  switch (type) {
+    case TableType::fp32:
+      return "fp32";
+    case TableType::bf16:
+      return "bf16";
+    case TableType::int8:
+      return "int8";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, TableType type) { return os << to_string(type); }
+
+// Bytes per table value.
+inline int table_value_bytes(TableType type) {
+  switch (type) {
+    case TableType::bf16:
+      return 2;
+    case TableType::int8:
+      return 1;
+    case TableType::fp32:
+      break;
+  }
+  return 4;
+}
+
+class PackedMemoryLayer {
+ public:
+  using Input = Eigen::Ref<const RowMatrix<float>>;
+
+  // Converts the layer's tables (a copy: later training of `layer` does not reach this one).
+  PackedMemoryLayer(const MemoryLayer<float>& layer, TableType type)
+      : hash_(layer.hash()),
+        bias_(layer.bias()),
+        type_(type),
+        rows_(layer.tables().rows()),
+        width_(layer.out_dim()) {
+    const auto t = layer.tables();
+    switch (type) {
+      case TableType::fp32:
+        fp32_.assign(t.data(), t.data() + t.size());
+        break;
+      case TableType::bf16:
+        bf16_.resize(static_cast<std::size_t>(t.size()));
+        for (Eigen::Index i = 0; i < t.size(); ++i)
+          bf16_[static_cast<std::size_t>(i)] = {detail::float_to_bf16(t.data()[i])};
+        break;
+      case TableType::int8:
+        quantise_rows(t);
+        break;
+      default:
+        detail::fail("PackedMemoryLayer", "type", static_cast<int>(type), "TableType::fp32, bf16 or int8");
+    }
+  }
+
+  TableType table_type() const { return type_; }
+  int in_dim() const { return hash_.in_dim(); }
+  int out_dim() const { return static_cast<int>(width_); }
+  int tau() const { return hash_.tau(); }
+  int num_chunks() const { return hash_.num_chunks(); }
+  int num_buckets() const { return hash_.num_buckets(); }
+  bool has_bias() const { return bias_.cols() > 0; }
+  const SignHash<float>& hash() const { return hash_; }
+  const RowMatrix<float>& bias() const { return bias_; }
+
+  // Bytes the tables occupy, row scales included.
+  std::size_t table_bytes() const {
+    return fp32_.size() * sizeof(float) + bf16_.size() * sizeof(detail::bf16) + int8_.size() +
+           row_scale_.size() * sizeof(float);
+  }
+
+  // The tables as forward() sees them, [K * 2^tau, out_dim] in float (for inspection and tests).
+  RowMatrix<float> tables() const {
+    RowMatrix<float> t(rows_, width_);
+    for (Eigen::Index r = 0; r < rows_; ++r)
+      for (Eigen::Index c = 0; c < width_; ++c) t(r, c) = value(r, c);
+    return t;
+  }
+
+  // [N, in_dim] -> [N, out_dim]. Const and safe to call from several threads at once.
+  RowMatrix<float> forward(const Input& x) const { return forward(hash_(x)); }
+
+  RowMatrix<float> forward(const Buckets<float>& buckets) const {
+    detail::check_buckets("PackedMemoryLayer::forward", buckets, num_chunks(), num_buckets());
+    const KernelPath path = kernel_path();
+    switch (type_) {
+      case TableType::bf16:
+        return gather(buckets, bf16_.data(), detail::packed_gather_for<detail::bf16>(path));
+      case TableType::int8:
+        return gather(buckets, int8_.data(), detail::packed_gather_for<std::int8_t>(path));
+      case TableType::fp32:
+        break;
+    }
+    return gather(buckets, fp32_.data(), detail::kernels_for<float>(path).gather);
+  }
+
+ private:
+  // Per-row symmetric int8 (see the top of this file); an all-zero row keeps scale 0.
+  void quantise_rows(const Eigen::Map<const RowMatrix<float>>& t) {
+    int8_.resize(static_cast<std::size_t>(t.size()));
+    row_scale_.resize(static_cast<std::size_t>(t.rows()));
+    for (Eigen::Index r = 0; r < t.rows(); ++r) {
+      const float max_abs = t.row(r).cwiseAbs().maxCoeff();
+      const float scale = max_abs / 127.0f;
+      row_scale_[static_cast<std::size_t>(r)] = scale;
+      for (Eigen::Index c = 0; c < t.cols(); ++c) {
+        const float q = scale > 0 ? std::nearbyint(t(r, c) / scale) : 0.0f;
+        int8_[static_cast<std::size_t>(r * t.cols() + c)] =
+            static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+      }
+    }
+  }
+
+  float value(Eigen::Index r, Eigen::Index c) const {
+    const auto i = static_cast<std::size_t>(r * width_ + c);
+    switch (type_) {
+      case TableType::bf16:
+        return detail::widen(bf16_[i]);
+      case TableType::int8:
+        return row_scale_[static_cast<std::size_t>(r)] * detail::widen(int8_[i]);
+      case TableType::fp32:
+        break;
+    }
+    return fp32_[i];
+  }
+
+  // The gather of `table` for every token; int8 scores are first multiplied by their rows' scales.
+  template <class T, class Kernel>
+  RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, Kernel kernel) const {
+    const int k_chunks = num_chunks();
+    return detail::gather_rows<float>(
+        buckets, bias_, out_dim(), [&](Eigen::Index i, const detail::Range& cols, float* y) {
+          const detail::RowSelection sel{buckets.codes.row(i).data(), k_chunks, num_buckets(), width_};
+          const float* scores = buckets.scores.row(i).data();
+          float scaled[kMaxStackChunks];
+          std::vector<float> scaled_heap;
+          if (!row_scale_.empty()) {
+            float* out = scaled;
+            if (k_chunks > kMaxStackChunks) {
+              scaled_heap.resize(static_cast<std::size_t>(k_chunks));
+              out = scaled_heap.data();
+            }
+            for (int k = 0; k < k_chunks; ++k)
+              out[k] = scores[k] * row_scale_[static_cast<std::size_t>(sel.offset(k) / width_)];
+            scores = out;
+          }
+          kernel(table + cols.begin, sel, scores, y, static_cast<int>(cols.size()));
+        });
+  }
+
+  static constexpr int kMaxStackChunks = 512;  // K up to this keeps the scaled scores on the stack
+
+  SignHash<float> hash_;
+  RowMatrix<float> bias_;
+  TableType type_;
+  Eigen::Index rows_, width_;
+  std::vector<float> fp32_;
+  std::vector<detail::bf16> bf16_;
+  std::vector<std::int8_t> int8_;
+  std::vector<float> row_scale_;  // int8 only, one per table row
+};
+
+}  // namespace v0
+}  // namespace memoryformer
