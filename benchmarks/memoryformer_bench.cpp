@@ -24,8 +24,9 @@
 //   us_per_token  elapsed / (iterations * N), in microseconds
 //   tokens_per_s  N per call
 //   FLOP_per_s    as above
-//   bytes_per_s   weight bytes read: dense d h 4 per call; lookup N K h 4 (K = d / tau rows per
-//                 token; an upper bound, since tokens can pick the same row)
+//   bytes_per_s   weight bytes read: dense d h 4 per call; lookup N K h b (K = d / tau rows per
+//                 token, b = 4, 2, 1 bytes per fp32, bf16, int8 value; an upper bound, since tokens
+//                 can pick the same row)
 #include <memoryformer/memoryformer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -128,8 +129,7 @@ void set_counters(benchmark::State& state, double tokens, double macs, double we
       Counter(tokens * 1e-6, Counter::kIsIterationInvariantRate | Counter::kInvert);
   state.counters["tokens_per_s"] = Counter(tokens, Counter::kIsIterationInvariantRate);
   state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
-  state.counters["bytes_per_s"] =
-      Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
+  state.counters["bytes_per_s"] = Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
 }
 
 // ---- Dense y = xW -------------------------------------------------------------------------------
@@ -212,8 +212,8 @@ void BM_DenseBlas(benchmark::State& state) {
   Cycle r{static_cast<std::size_t>(inputs.ring())};
   for (auto _ : state) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, h, d, 1.0f,
-                inputs.data(static_cast<Index>(r.next())), d, c.weights[w.next()].data(), h, 0.0f,
-                y.data(), h);
+                inputs.data(static_cast<Index>(r.next())), d, c.weights[w.next()].data(), h, 0.0f, y.data(),
+                h);
     float* out = y.data();
     benchmark::DoNotOptimize(out);
     benchmark::ClobberMemory();
@@ -224,51 +224,10 @@ void BM_DenseBlas(benchmark::State& state) {
 
 // ---- MemoryLayer --------------------------------------------------------------------------------
 
-// Table storage types, by the `table` argument. Only fp32 exists so far.
-enum TableType : std::int64_t { kTableFp32 = 0 };
-
-void BM_MemoryLayer(benchmark::State& state) {
-  const Index n = state.range(0);
-  const Index d = state.range(1);
-  const Index h = state.range(2);
-  const int tau = static_cast<int>(state.range(3));
-  const std::int64_t table = state.range(4);
-  const bool cold = state.range(5) != 0;
-  const int threads = static_cast<int>(state.range(6));
-  if (table != kTableFp32) {
-    state.SkipWithError("table: only 0 (fp32) is implemented so far");
-    return;
-  }
-  if (n < 1 || threads < 1) {
-    state.SkipWithError("N and threads must be >= 1");
-    return;
-  }
-
-  const Inputs inputs(n, d);
-  std::vector<mf::MemoryLayer<float>> layers;
-  std::size_t sets = 0;
-  try {
-    sets = weight_sets(cold, mf::memory_layer_table_bytes(d, h, tau, sizeof(float)), inputs.ring());
-    mf::MemoryLayerOptions opt;
-    opt.in_dim = static_cast<int>(d);
-    opt.out_dim = static_cast<int>(h);
-    opt.tau = tau;
-    layers.reserve(sets);  // no reallocation: copies below are taken from front()
-    layers.emplace_back(opt);
-    mf::set_num_threads(threads);
-  } catch (const mf::Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  // The constructor's Box-Muller initialisation takes ~1 s per 128 MiB; the other cold sets are
-  // copies given fresh values by the fast generator (same spread as the default init).
-  const float scale = std::sqrt(6.0f / (5.0f * static_cast<float>(d)));
-  while (layers.size() < sets) {
-    layers.push_back(layers.front());
-    auto t = layers.back().tables();
-    fill_uniform(t.data(), t.size(), 0x7ab1e000ULL + layers.size(), scale);
-  }
-
+// The layers of one BM_MemoryLayer run: `sets` independent weight sets (1 when hot). fp32 runs the
+// MemoryLayer itself; bf16 and int8 its PackedMemoryLayer (table: 1, 2 = mf::TableType).
+template <class Layer>
+void run_layers(benchmark::State& state, const std::vector<Layer>& layers, const Inputs& inputs) {
   // forward() returns a new matrix: its allocation is part of what a caller pays, so it is timed.
   Cycle w{layers.size()};
   Cycle r{static_cast<std::size_t>(inputs.ring())};
@@ -278,10 +237,65 @@ void BM_MemoryLayer(benchmark::State& state) {
     benchmark::DoNotOptimize(out);
     benchmark::ClobberMemory();
   }
+}
+
+void BM_MemoryLayer(benchmark::State& state) {
+  const Index n = state.range(0);
+  const Index d = state.range(1);
+  const Index h = state.range(2);
+  const int tau = static_cast<int>(state.range(3));
+  const std::int64_t table = state.range(4);
+  const bool cold = state.range(5) != 0;
+  const int threads = static_cast<int>(state.range(6));
+  if (table < 0 || table > 2) {
+    state.SkipWithError("table: 0 (fp32), 1 (bf16) or 2 (int8)");
+    return;
+  }
+  if (n < 1 || threads < 1) {
+    state.SkipWithError("N and threads must be >= 1");
+    return;
+  }
+  const auto type = static_cast<mf::TableType>(table);
+  const int value_bytes = mf::table_value_bytes(type);
+
+  const Inputs inputs(n, d);
+  std::vector<mf::MemoryLayer<float>> layers;
+  std::vector<mf::PackedMemoryLayer> packed;
+  std::size_t sets = 0;
+  try {
+    sets = weight_sets(cold, mf::memory_layer_table_bytes(d, h, tau, value_bytes), inputs.ring());
+    mf::MemoryLayerOptions opt;
+    opt.in_dim = static_cast<int>(d);
+    opt.out_dim = static_cast<int>(h);
+    opt.tau = tau;
+    layers.reserve(type == mf::TableType::fp32 ? sets : 1);  // no reallocation: copies come from front()
+    layers.emplace_back(opt);
+    mf::set_num_threads(threads);
+  } catch (const mf::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  // The constructor's Box-Muller initialisation takes ~1 s per 128 MiB; the other cold sets get
+  // fresh values from the fast generator (same spread as the default init). Packed sets are
+  // converted one at a time from a single float layer.
+  const float scale = std::sqrt(6.0f / (5.0f * static_cast<float>(d)));
+  for (std::size_t set = 0; set < sets; ++set) {
+    if (type != mf::TableType::fp32) {
+      if (set > 0)
+        fill_uniform(layers[0].tables().data(), layers[0].tables().size(), 0x7ab1e000ULL + set, scale);
+      packed.emplace_back(layers[0], type);
+    } else if (set > 0) {
+      layers.push_back(layers.front());
+      fill_uniform(layers.back().tables().data(), layers.back().tables().size(), 0x7ab1e000ULL + set, scale);
+    }
+  }
+  if (type == mf::TableType::fp32)
+    run_layers(state, layers, inputs);
+  else
+    run_layers(state, packed, inputs);
   const std::int64_t k = d / tau;
-  set_counters(
-      state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
-      static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * sizeof(float));
+  set_counters(state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
+               static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * value_bytes);
 }
 
 // ---- Default grid -------------------------------------------------------------------------------
@@ -308,7 +322,7 @@ void dense_grid(benchmark::internal::Benchmark* b) {
 void lookup_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "d", "h", "tau", "table", "cold", "threads"});
   for_each_point([b](std::int64_t n, std::int64_t cold, std::int64_t threads) {
-    b->Args({n, kDim, kDim, kTau, kTableFp32, cold, threads});
+    for (std::int64_t table = 0; table <= 2; ++table) b->Args({n, kDim, kDim, kTau, table, cold, threads});
   });
 }
 

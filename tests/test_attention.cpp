@@ -110,6 +110,13 @@ TEST(Attention, DecodeInPiecesEqualsFullForward) {
   EXPECT_EQ(cache.size(), 7);
   test::expect_error([&] { attention.decode(in.q.topRows(1), in.k.topRows(1), in.v.topRows(1), cache); },
                      {"KVCache::append", "capacity 7", "7 used"});
+  // Rewinding to 5 and decoding positions 5, 6 again gives the same rows.
+  cache.truncate(5);
+  EXPECT_LT(test::relative_error(
+                attention.decode(in.q.bottomRows(2), in.k.bottomRows(2), in.v.bottomRows(2), cache),
+                full.bottomRows(2)),
+            1e-14);
+  test::expect_error([&] { cache.truncate(8); }, {"KVCache::truncate", "size = 8", "[0, 7]"});
   cache.clear();
   EXPECT_EQ(cache.size(), 0);
 }

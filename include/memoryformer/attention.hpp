@@ -55,6 +55,13 @@ class KVCache {
   auto keys() const { return keys_.topRows(size_); }
   auto values() const { return values_.topRows(size_); }
 
+  // Forgets every position from `size` on (0 empties the cache): to rewind a sequence and branch.
+  void truncate(Eigen::Index size) {
+    if (size < 0 || size > size_)
+      detail::fail("KVCache::truncate", "size", size,
+                   "a value in [0, " + std::to_string(size_) + "] (positions stored)");
+    size_ = size;
+  }
   void clear() { size_ = 0; }
 
  private:

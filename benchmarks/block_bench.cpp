@@ -1,0 +1,157 @@
+// Whole-block benchmarks: one MemoryFormerBlock against one DenseBlock of the same shape
+// (docs/performance.md). Both run on the library's thread pool with Eigen's GEMM single-threaded
+// inside it, so that neither side gets a threading scheme the other lacks.
+//   BM_BlockForward/arch:{0 dense, 1 memoryformer}/s/d/threads: one forward over a sequence of s tokens.
+//   BM_BlockDecode/arch/s/d/threads: one new token through the block, its KV cache holding s tokens.
+// Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
+// memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
+#include <memoryformer/memoryformer.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <string>
+
+namespace mf = memoryformer;
+
+namespace {
+
+using Matrix = mf::RowMatrix<float>;
+using Index = Eigen::Index;
+
+mf::ModelConfig block_config(Index d) {
+  mf::ModelConfig c;
+  c.d_model = static_cast<int>(d);
+  c.n_heads = static_cast<int>(d / 64);
+  c.tau = 8;
+  c.expand_bits = 2;
+  return c;
+}
+
+// The block under test, kept between benchmark points of the same (arch, d): building a
+// MemoryFormer block at d 1024 initialises ~1 GiB of tables.
+template <class Block>
+Block& cached_block(Index d) {
+  static std::unique_ptr<Block> block;
+  static Index built_for = 0;
+  if (!block || built_for != d) {
+    block.reset();
+    block = std::make_unique<Block>(block_config(d), 1);
+    built_for = d;
+  }
+  return *block;
+}
+
+Matrix random_rows(Index rows, Index d, unsigned seed) {
+  Matrix m(rows, d);
+  mf::detail::Rng rng(seed);
+  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(rng.normal());
+  return m;
+}
+
+void set_counters(benchmark::State& state, double tokens, double macs) {
+  using Counter = benchmark::Counter;
+  state.counters["us_per_token"] =
+      Counter(tokens * 1e-6, Counter::kIsIterationInvariantRate | Counter::kInvert);
+  state.counters["tokens_per_s"] = Counter(tokens, Counter::kIsIterationInvariantRate);
+  state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
+}
+
+struct BlockCase {
+  bool memoryformer;
+  Index s, d;
+  int threads;
+  explicit BlockCase(const benchmark::State& state)
+      : memoryformer(state.range(0) != 0),
+        s(state.range(1)),
+        d(state.range(2)),
+        threads(static_cast<int>(state.range(3))) {
+    mf::set_num_threads(threads);
+    Eigen::setNbThreads(1);
+  }
+};
+
+template <class Block>
+void forward(benchmark::State& state, Index s, Index d) {
+  const Block& block = cached_block<Block>(d);
+  const Matrix x = random_rows(s, d, 7);
+  for (auto _ : state) {
+    Matrix y = block.forward(x, s);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+}
+
+void BM_BlockForward(benchmark::State& state) {
+  const BlockCase c(state);
+  try {
+    if (c.memoryformer)
+      forward<mf::MemoryFormerBlock<float>>(state, c.s, c.d);
+    else
+      forward<mf::DenseBlock<float>>(state, c.s, c.d);
+  } catch (const mf::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  const double macs =
+      c.memoryformer ? mf::memoryformer_block_macs(c.s, c.d, 8) : mf::dense_block_macs(c.s, c.d);
+  set_counters(state, static_cast<double>(c.s), macs);
+}
+
+// The cache holds s positions; every iteration decodes position s, then rewinds to s. Fresh inputs
+// come from a ring so that the hash codes differ between iterations.
+template <class Block>
+void decode(benchmark::State& state, Index s, Index d) {
+  const Block& block = cached_block<Block>(d);
+  mf::KVCache<float> cache(static_cast<int>(d), s + 1);
+  block.decode(random_rows(s, d, 11), cache);
+  constexpr Index kRing = 61;
+  const Matrix tokens = random_rows(kRing, d, 13);
+  Index next = 0;
+  for (auto _ : state) {
+    Matrix y = block.decode(tokens.row(next), cache);
+    benchmark::DoNotOptimize(y.data());
+    cache.truncate(s);
+    if (++next == kRing) next = 0;
+  }
+}
+
+void BM_BlockDecode(benchmark::State& state) {
+  const BlockCase c(state);
+  try {
+    if (c.memoryformer)
+      decode<mf::MemoryFormerBlock<float>>(state, c.s, c.d);
+    else
+      decode<mf::DenseBlock<float>>(state, c.s, c.d);
+  } catch (const mf::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  // One query against s + 1 keys (QK^T and AV), plus the projections of one token.
+  const double attention = 2.0 * static_cast<double>(c.s + 1) * static_cast<double>(c.d);
+  const double rest = c.memoryformer ? mf::memoryformer_block_macs_without_attention(1, c.d, 8)
+                                     : mf::dense_block_macs_without_attention(1, c.d);
+  set_counters(state, 1.0, attention + rest);
+}
+
+// d outermost so that each cached block serves all its points before the next is built.
+void block_grid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"arch", "s", "d", "threads"});
+  for (std::int64_t d : {512, 1024})
+    for (std::int64_t arch : {0, 1})
+      for (std::int64_t s : {128, 512, 2048})
+        for (std::int64_t threads : {1, 2}) b->Args({arch, s, d, threads});
+}
+
+BENCHMARK(BM_BlockForward)
+    ->Apply(block_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BlockDecode)
+    ->Apply(block_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
