@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: optimised build, the Memory Layer example, and the dense-vs-lookup benchmark.
-# Extra arguments go to the benchmark binary (e.g. --benchmark_filter=N:1/).
+# The main job: optimised build, the Memory Layer example, the dense-vs-lookup benchmark, and a short
+# training demo: the same small character LM as MemoryFormer and as a dense Transformer on Debian's
+# fortunes (docs/training.md). Extra arguments go to the benchmark binary (e.g. --benchmark_filter=N:1/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +17,11 @@ echo "=== example: memory_layer"
 if grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"; fi
 echo "=== benchmark: dense GEMM vs Memory Layer (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
 "$build/benchmarks/memoryformer_bench" --benchmark_min_time=0.2 "$@"
+
+# Each architecture at its best learning rate on this task (docs/training.md). Validation curves go
+# to build/release/train_<arch>.csv; the last line of each run is its JSON summary.
+for run in "memoryformer 5e-2" "dense 3e-3"; do
+  set -- $run
+  echo "=== training demo: $1 (lr $2), 2 layers, d_model 128, 300 steps of 16 x 64 characters"
+  "$build/examples/train_char_lm" --arch "$1" --lr "$2" --steps 300 --sample 160 --log "$build/train_$1.csv"
+done
