@@ -298,32 +298,51 @@ void BM_MemoryLayer(benchmark::State& state) {
                static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * value_bytes);
 }
 
-// ---- Default grid -------------------------------------------------------------------------------
+// ---- Grids -----------------------------------------------------------------------------------
 
-// Quick by design (the full grid comes later): d = h = 1024, tau = 8; N = 1 (decode), 64, 4096;
-// cold and hot at N = 1, hot otherwise; 1 thread and 2 (all cores of the reference machine).
-constexpr std::int64_t kDim = 1024;
-constexpr std::int64_t kTau = 8;
+// Quick (default): d = h = 1024, tau = 8; N = 1 (decode), 64, 4096; cold and hot at N = 1, hot
+// otherwise; 1 thread and 2 (all cores of the reference machine).
+// Full (MF_BENCH_GRID=full, benchmarks/run.sh --full): N in {1, 8, 64, 256, 1024, 4096},
+// d = h in {512, 1024, 2048}, tau in {4, 8, 10} (10 only where it divides d: never for these d, so
+// tau 10 runs at d = h = 1020), cold and hot everywhere.
+struct GridPoint {
+  std::int64_t n, dim, cold, threads;
+};
 
-template <class AddArgs>
-void for_each_point(AddArgs add) {
-  for (std::int64_t n : {1, 64, 4096})
-    for (std::int64_t cold = 0; cold <= (n == 1 ? 1 : 0); ++cold)
-      for (std::int64_t threads : {1, 2}) add(n, cold, threads);
+bool full_grid() {
+  const char* grid = std::getenv("MF_BENCH_GRID");
+  return grid != nullptr && std::string(grid) == "full";
+}
+
+std::vector<GridPoint> grid_points() {
+  std::vector<GridPoint> points;
+  const bool full = full_grid();
+  const std::vector<std::int64_t> ns =
+      full ? std::vector<std::int64_t>{1, 8, 64, 256, 1024, 4096} : std::vector<std::int64_t>{1, 64, 4096};
+  const std::vector<std::int64_t> dims =
+      full ? std::vector<std::int64_t>{512, 1024, 2048} : std::vector<std::int64_t>{1024};
+  for (std::int64_t dim : dims)
+    for (std::int64_t n : ns)
+      for (std::int64_t cold = 0; cold <= (full || n == 1 ? 1 : 0); ++cold)
+        for (std::int64_t threads : {1, 2}) points.push_back({n, dim, cold, threads});
+  return points;
 }
 
 void dense_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "d", "h", "cold", "threads"});
-  for_each_point([b](std::int64_t n, std::int64_t cold, std::int64_t threads) {
-    b->Args({n, kDim, kDim, cold, threads});
-  });
+  for (const GridPoint& p : grid_points()) b->Args({p.n, p.dim, p.dim, p.cold, p.threads});
 }
 
 void lookup_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "d", "h", "tau", "table", "cold", "threads"});
-  for_each_point([b](std::int64_t n, std::int64_t cold, std::int64_t threads) {
-    for (std::int64_t table = 0; table <= 2; ++table) b->Args({n, kDim, kDim, kTau, table, cold, threads});
-  });
+  const std::vector<std::int64_t> taus =
+      full_grid() ? std::vector<std::int64_t>{4, 8, 10} : std::vector<std::int64_t>{8};
+  for (const GridPoint& p : grid_points())
+    for (std::int64_t tau : taus)
+      for (std::int64_t table = 0; table <= 2; ++table) {
+        const std::int64_t dim = p.dim - p.dim % tau;  // tau 10: the largest multiple of 10 below d
+        b->Args({p.n, dim, dim, tau, table, p.cold, p.threads});
+      }
 }
 
 // Real time decides (the work runs on several threads); the CPU column then counts every thread

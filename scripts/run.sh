@@ -12,11 +12,8 @@ build=build/release
 echo "=== example: memory_layer"
 "$build/examples/memory_layer"
 
-# Debian's OpenBLAS mis-detects this CPU and runs several times slower unless told its core type
-# (docs/performance.md); the dense baseline must not be crippled.
-if grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"; fi
-echo "=== benchmark: dense GEMM vs Memory Layer (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
-"$build/benchmarks/memoryformer_bench" --benchmark_min_time=0.2 "$@"
+echo "=== benchmark: dense GEMM vs Memory Layer, and dense vs MemoryFormer block"
+bash benchmarks/run.sh --quick --out "$build/benchmark.json" -- "$@"
 
 # Each architecture at its best learning rate on this task (docs/training.md). Validation curves go
 # to build/release/train_<arch>.csv; the last line of each run is its JSON summary.

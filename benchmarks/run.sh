@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs memoryformer_bench by the protocol of docs/performance.md and writes the results as JSON.
+#
+#   benchmarks/run.sh [--quick | --full] [--reps N] [--out FILE] [-- extra benchmark flags]
+#
+#   --quick  the default grid (d = h = 1024, tau 8, N in {1, 64, 4096}) and the block benchmarks;
+#            one repetition, the main job's choice (scripts/run.sh)
+#   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
+#   default  the default grid with 5 repetitions, medians reported
+# Builds the release preset first if the binary is missing. Compare two result files with
+# compare.py from Debian's libbenchmark-tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+grid=default reps=5 out=build/release/benchmark.json
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) grid=quick; reps=1; shift ;;
+    --full) grid=full; shift ;;
+    --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
+    --out) out="${2:?--out needs a file}"; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "benchmarks/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$reps" =~ ^[1-9][0-9]*$ ]] || { echo "benchmarks/run.sh: --reps '$reps': expected a positive integer" >&2; exit 2; }
+
+bin=build/release/benchmarks/memoryformer_bench
+[[ -x "$bin" ]] || cmake --workflow --preset release
+
+# Debian's OpenBLAS mis-detects this CPU and runs several times slower unless told its core type;
+# the dense baseline must not be crippled. It reads the variable when it is loaded, so set it here.
+if grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"; fi
+[[ "$grid" == full ]] && export MF_BENCH_GRID=full
+
+echo "memoryformer_bench: grid $grid, $reps repetition(s), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} -> $out"
+mkdir -p "$(dirname "$out")"
+flags=(--benchmark_out="$out" --benchmark_out_format=json --benchmark_counters_tabular=true)
+if [[ "$reps" -gt 1 ]]; then flags+=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true); fi
+if [[ "$grid" == quick ]]; then flags+=(--benchmark_min_time=0.2); fi
+"$bin" "${flags[@]}" "$@"
