@@ -130,7 +130,6 @@ std::string read_fortunes() {
   return text;
 }
 
-// Bytes -> token ids over the bytes that occur, in byte order.
 // Tokens are bytes: a model file works for any text, and the command-line tool can prompt it.
 constexpr int kVocab = 256;
 

@@ -92,15 +92,9 @@ void check_gradients(mf::Score score, float t) {
       xm(n, i) -= eps;
       expect_fd(dx(n, i), (loss(layer, xp, g) - loss(layer, xm, g)) / (2 * eps), "dx");
     }
-  // (L(w + eps) - L(w - eps)) / 2 eps for one parameter w of the layer, restored afterwards.
+  // Central differences of the loss in one parameter w of the layer (test::central_difference, h = eps).
   const auto central_difference = [&](double& w) {
-    const double saved = w;
-    w = saved + eps;
-    const double up = loss(layer, x, g);
-    w = saved - eps;
-    const double down = loss(layer, x, g);
-    w = saved;
-    return (up - down) / (2 * eps);
+    return test::central_difference(w, [&] { return loss(layer, x, g); }, eps);
   };
   // Every table entry, selected or not: unselected rows must get exactly zero.
   for (Eigen::Index i = 0; i < layer.tables().size(); ++i)

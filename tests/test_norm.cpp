@@ -39,20 +39,11 @@ Eigen::MatrixXd reference_layer(const mf::RowMatrix<Scalar>& x, const mf::LayerN
   return y;
 }
 
-// Central differences of L = sum(f() .* g) with respect to every entry of p.
+// Central differences of loss() with respect to every entry of p.
 template <class Loss>
 mf::RowMatrix<double> numeric_grad(mf::RowMatrix<double>& p, const Loss& loss) {
-  const double h = 1e-6;
   mf::RowMatrix<double> grad(p.rows(), p.cols());
-  for (Eigen::Index i = 0; i < p.size(); ++i) {
-    const double keep = p.data()[i];
-    p.data()[i] = keep + h;
-    const double up = loss();
-    p.data()[i] = keep - h;
-    const double down = loss();
-    p.data()[i] = keep;
-    grad.data()[i] = (up - down) / (2 * h);
-  }
+  for (Eigen::Index i = 0; i < p.size(); ++i) grad.data()[i] = test::central_difference(p.data()[i], loss);
   return grad;
 }
 

@@ -100,11 +100,15 @@ class MemoryFormerBlock {
     typename MemoryBlock<Scalar>::Saved mlp;
   };
 
+  // Q/K/V tables N(0, sqrt(2 / (5 d))) (init_std 0: the layer's default) and biases 0.001 N(0, 1) (§3).
   MemoryFormerBlock(const ModelConfig& config, std::uint64_t seed)
       : attn_norm_(config.d_model, config.norm_eps),
-        q_(qkv_options(config, detail::derive_seed(seed, "attn.q"))),
-        k_(qkv_options(config, detail::derive_seed(seed, "attn.k"))),
-        v_(qkv_options(config, detail::derive_seed(seed, "attn.v"))),
+        q_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
+                                        detail::derive_seed(seed, "attn.q"))),
+        k_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
+                                        detail::derive_seed(seed, "attn.k"))),
+        v_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
+                                        detail::derive_seed(seed, "attn.v"))),
         attention_(config),
         mlp_norm_(config.d_model, config.norm_eps),
         mlp_(config, detail::derive_seed(seed, "mlp")) {}
@@ -173,18 +177,6 @@ class MemoryFormerBlock {
   }
 
  private:
-  // Q/K/V tables N(0, sqrt(2 / (5 d))) (the layer's default) and biases 0.001 N(0, 1) (§3).
-  static MemoryLayerOptions qkv_options(const ModelConfig& c, std::uint64_t seed) {
-    MemoryLayerOptions o;
-    o.in_dim = c.d_model;
-    o.out_dim = c.d_model;
-    o.tau = c.tau;
-    o.score = c.score;
-    o.temperature = static_cast<float>(c.temperature);
-    o.seed = seed;
-    return o;
-  }
-
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
   detail::RotaryAttention<Scalar> attention_;

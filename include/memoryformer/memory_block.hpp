@@ -17,6 +17,24 @@
 
 namespace memoryformer {
 inline namespace v0 {
+namespace detail {
+
+// The options of one Memory Layer of a model: its shape and bits, the config's score and
+// temperature, its own seed; init_std 0 keeps the layer's default N(0, sqrt(2 / (5 in_dim))).
+inline MemoryLayerOptions memory_layer_options(const ModelConfig& c, int in_dim, int out_dim, int bits,
+                                               float init_std, std::uint64_t seed) {
+  MemoryLayerOptions o;
+  o.in_dim = in_dim;
+  o.out_dim = out_dim;
+  o.tau = bits;
+  o.score = c.score;
+  o.temperature = static_cast<float>(c.temperature);
+  o.init_std = init_std;
+  o.seed = seed;
+  return o;
+}
+
+}  // namespace detail
 
 template <class Scalar>
 class MemoryBlock {
@@ -35,11 +53,12 @@ class MemoryBlock {
   // Tables N(0, 0.02) and biases 0.001 N(0, 1), as the released code initialises them (§3);
   // `seed` gives each layer its own stream.
   MemoryBlock(const ModelConfig& config, std::uint64_t seed)
-      : up_(layer_options(config, config.d_model, config.memory_block_width(), config.tau,
-                          detail::derive_seed(seed, "up"))),
+      : up_(detail::memory_layer_options(config, config.d_model, config.memory_block_width(), config.tau,
+                                         kTableInitStd, detail::derive_seed(seed, "up"))),
         norm_(config.memory_block_width(), config.layernorm_eps),
-        down_(layer_options(config, config.memory_block_width(), config.d_model,
-                            config.tau + config.expand_bits, detail::derive_seed(seed, "down"))) {}
+        down_(detail::memory_layer_options(config, config.memory_block_width(), config.d_model,
+                                           config.tau + config.expand_bits, kTableInitStd,
+                                           detail::derive_seed(seed, "down"))) {}
 
   int d_model() const { return up_.in_dim(); }
   int hidden_width() const { return up_.out_dim(); }
@@ -87,19 +106,6 @@ class MemoryBlock {
 
  private:
   static constexpr float kTableInitStd = 0.02f;
-
-  static MemoryLayerOptions layer_options(const ModelConfig& c, int in_dim, int out_dim, int bits,
-                                          std::uint64_t seed) {
-    MemoryLayerOptions o;
-    o.in_dim = in_dim;
-    o.out_dim = out_dim;
-    o.tau = bits;
-    o.score = c.score;
-    o.temperature = static_cast<float>(c.temperature);
-    o.init_std = kTableInitStd;
-    o.seed = seed;
-    return o;
-  }
 
   MemoryLayer<Scalar> up_;
   LayerNorm<Scalar> norm_;

@@ -96,16 +96,15 @@ inline std::string shape_string(const std::vector<std::int64_t>& shape) {
   return s + "]";
 }
 
-// Copies tensor `name` of `file` into p, which it must match in shape (any float or int dtype).
+// Converts tensor `name` of `file` (any float or int dtype) into out, once its shape is `want`.
 template <class Scalar>
 void read_into(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& want,
-               Scalar* out, Eigen::Index size) {
+               Scalar* out) {
   const TensorInfo& t = file.info(name);
   if (t.shape != want)
     memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' shape").c_str(),
                                shape_string(t.shape), shape_string(want));
-  const RowMatrix<Scalar> m = file.matrix<Scalar>(name);
-  Eigen::Map<RowMatrix<Scalar>>(out, 1, size) = Eigen::Map<const RowMatrix<Scalar>>(m.data(), 1, size);
+  file.read(name, out);
 }
 
 // Fails if the file holds a tensor not in `expected`.
@@ -161,7 +160,7 @@ Model load_model(const std::string& path) {
   Model model(config);
   std::set<std::string> names;
   for (const auto& p : model.parameters()) {
-    detail::read_into(file, p.name, file_shape(p, config), p.value, p.size());
+    detail::read_into(file, p.name, file_shape(p, config), p.value);
     names.insert(p.name);
   }
   detail::reject_extra_tensors(file, names);
@@ -201,7 +200,7 @@ void load_optimizer(AdamW<Scalar>& optimizer, const ParameterList<Scalar>& param
     for (auto* moments : {&first, &second}) {
       const std::string name = p.name + (moments == &first ? ".exp_avg" : ".exp_avg_sq");
       moments->emplace_back(static_cast<std::size_t>(p.size()));
-      detail::read_into(file, name, {static_cast<std::int64_t>(p.size())}, moments->back().data(), p.size());
+      detail::read_into(file, name, {static_cast<std::int64_t>(p.size())}, moments->back().data());
       names.insert(name);
     }
   }

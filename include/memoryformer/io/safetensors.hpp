@@ -195,13 +195,19 @@ class SafetensorsFile {
   // [shape[0], product of the other dims] (1-D: [1, n], 0-D: [1, 1]), converted to Scalar.
   template <class Scalar>
   RowMatrix<Scalar> matrix(const std::string& name) const {
-    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                  "matrix<float> or matrix<double>");
-    const TensorInfo& t = info(name);
-    const auto [rows, cols] = matrix_shape(t);
+    const auto [rows, cols] = matrix_shape(info(name));
     RowMatrix<Scalar> m(rows, cols);
+    read(name, m.data());
+    return m;
+  }
+
+  // The tensor's numel() values, converted to Scalar, into out (no intermediate copy).
+  template <class Scalar>
+  void read(const std::string& name, Scalar* out) const {
+    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                  "read into float or double");
+    const TensorInfo& t = info(name);
     const std::uint8_t* p = data_ + t.begin;
-    Scalar* out = m.data();
     const auto n = static_cast<std::size_t>(t.numel());
     switch (t.dtype) {
       case DType::F64:
@@ -235,7 +241,6 @@ class SafetensorsFile {
         convert<std::uint8_t>(p, out, n, [](std::uint8_t v) { return v != 0 ? 1 : 0; });
         break;
     }
-    return m;
   }
 
   // Zero-copy view with the same [rows, cols] as matrix(); only when the stored dtype is Scalar's
