@@ -5,6 +5,8 @@
 //   BM_BlockDecode/arch/s/d/threads: one new token through the block, its KV cache holding s tokens.
 // Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
 // memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
+#include "counters.hpp"
+
 #include <memoryformer/memoryformer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -49,14 +51,6 @@ Matrix random_rows(Index rows, Index d, unsigned seed) {
   return m;
 }
 
-void set_counters(benchmark::State& state, double tokens, double macs) {
-  using Counter = benchmark::Counter;
-  state.counters["us_per_token"] =
-      Counter(tokens * 1e-6, Counter::kIsIterationInvariantRate | Counter::kInvert);
-  state.counters["tokens_per_s"] = Counter(tokens, Counter::kIsIterationInvariantRate);
-  state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
-}
-
 struct BlockCase {
   bool memoryformer;
   Index s, d;
@@ -95,7 +89,7 @@ void BM_BlockForward(benchmark::State& state) {
   }
   const double macs =
       c.memoryformer ? mf::memoryformer_block_macs(c.s, c.d, 8) : mf::dense_block_macs(c.s, c.d);
-  set_counters(state, static_cast<double>(c.s), macs);
+  mf_bench::set_token_counters(state, static_cast<double>(c.s), macs);
 }
 
 // The cache holds s positions; every iteration decodes position s, then rewinds to s. Fresh inputs
@@ -131,7 +125,7 @@ void BM_BlockDecode(benchmark::State& state) {
   const double attention = 2.0 * static_cast<double>(c.s + 1) * static_cast<double>(c.d);
   const double rest = c.memoryformer ? mf::memoryformer_block_macs_without_attention(1, c.d, 8)
                                      : mf::dense_block_macs_without_attention(1, c.d);
-  set_counters(state, 1.0, attention + rest);
+  mf_bench::set_token_counters(state, 1.0, attention + rest);
 }
 
 // d outermost so that each cached block serves all its points before the next is built.

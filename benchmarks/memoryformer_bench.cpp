@@ -9,10 +9,10 @@
 // setting it here would be too late: run `OPENBLAS_CORETYPE=SkylakeX memoryformer_bench`. The
 // value, or a warning that it is unset, goes into the benchmark context (and the JSON output).
 //
-// Eigen: built without -march flags (the library picks SIMD at run time, and a global -mavx2 would
-// change Eigen's alignment ABI), so Eigen's GEMM uses SSE only; the context records the instruction
-// sets Eigen was compiled for. Eigen threads its GEMM only through OpenMP (the build adds it to
-// this target), and never its matrix-vector product, i.e. N = 1.
+// Eigen: the binary is built with -march=native (MF_BENCH_NATIVE, on by default) so that Eigen's GEMM
+// uses this CPU's widest vectors; the context records the instruction sets Eigen was compiled for.
+// Eigen threads its GEMM only through OpenMP (the build adds it to this target), and never its
+// matrix-vector product, i.e. N = 1.
 //
 // Arguments: cold:1 cycles through independent weight sets of >= 512 MiB in all, so that every
 // call starts from DRAM as in a deep model; cold:0 reuses one set. Batches of N <= 64 cycle through
@@ -21,12 +21,14 @@
 //
 // Counters (rates over real time; FLOPs count 2 per multiply-accumulate, the MACs of flops.hpp:
 // dense 2 N d h, lookup 2 N (d / tau) h, hashing not counted):
-//   us_per_token  elapsed / (iterations * N), in microseconds
+//   time_per_token  elapsed / (iterations * N), in seconds (printed as e.g. "19.6us")
 //   tokens_per_s  N per call
 //   FLOP_per_s    as above
 //   bytes_per_s   weight bytes read: dense d h 4 per call; lookup N K h b (K = d / tau rows per
 //                 token, b = 4, 2, 1 bytes per fp32, bf16, int8 value; an upper bound, since tokens
 //                 can pick the same row)
+#include "counters.hpp"
+
 #include <memoryformer/memoryformer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -124,11 +126,7 @@ struct Cycle {
 
 void set_counters(benchmark::State& state, double tokens, double macs, double weight_bytes) {
   using Counter = benchmark::Counter;
-  // kInvert turns the rate into time per unit: tokens * 1e-6 per call gives microseconds per token.
-  state.counters["us_per_token"] =
-      Counter(tokens * 1e-6, Counter::kIsIterationInvariantRate | Counter::kInvert);
-  state.counters["tokens_per_s"] = Counter(tokens, Counter::kIsIterationInvariantRate);
-  state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
+  mf_bench::set_token_counters(state, tokens, macs);
   state.counters["bytes_per_s"] = Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
 }
 

@@ -7,8 +7,9 @@
 #            one repetition, the main job's choice (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
 #   default  the default grid with 5 repetitions, medians reported
-# Builds the release preset first if the binary is missing. Compare two result files with
-# compare.py from Debian's libbenchmark-tools.
+# Builds the release preset first if the binary is missing. Then draws the results with plot.py
+# (PNGs and the headline table beside the JSON). Compare two result files with compare.py from
+# Debian's libbenchmark-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +41,4 @@ flags=(--benchmark_out="$out" --benchmark_out_format=json --benchmark_counters_t
 if [[ "$reps" -gt 1 ]]; then flags+=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true); fi
 if [[ "$grid" == quick ]]; then flags+=(--benchmark_min_time=0.2); fi
 "$bin" "${flags[@]}" "$@"
+/usr/bin/python3 benchmarks/plot.py "$out" --out-dir "$(dirname "$out")" --markdown

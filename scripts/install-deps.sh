@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev libxxhash-dev                                # the library's dependencies
   libgtest-dev libgmock-dev                                  # tests
   libbenchmark-dev libbenchmark-tools libopenblas-dev        # benchmarks and the BLAS baseline
+  python3-matplotlib                                         # benchmarks/plot.py
   fortunes                                                   # text corpus for the training demo
 )
 
