@@ -3,6 +3,8 @@
 // inside it, so that neither side gets a threading scheme the other lacks.
 //   BM_BlockForward/arch:{0 dense, 1 memoryformer}/s/d/threads: one forward over a sequence of s tokens.
 //   BM_BlockDecode/arch/s/d/threads: one new token through the block, its KV cache holding s tokens.
+//   BM_Block{Forward,Decode}Compressed/table:{1 bf16, 2 int8}/s/d/threads: the MemoryFormer block
+//   reading compressed copies of its tables (Model::compress_tables).
 // Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
 // memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
 #include "counters.hpp"
@@ -51,12 +53,14 @@ Matrix random_rows(Index rows, Index d, unsigned seed) {
   return m;
 }
 
+// Arguments (first, s, d, threads): first is arch for BM_Block{Forward,Decode} and the table type
+// for their *Compressed variants.
 struct BlockCase {
-  bool memoryformer;
+  std::int64_t first;
   Index s, d;
   int threads;
   explicit BlockCase(const benchmark::State& state)
-      : memoryformer(state.range(0) != 0),
+      : first(state.range(0)),
         s(state.range(1)),
         d(state.range(2)),
         threads(static_cast<int>(state.range(3))) {
@@ -65,9 +69,16 @@ struct BlockCase {
   }
 };
 
+// The cached MemoryFormer block of width d, reading its tables as `type` (compressed only when the
+// type changes: packing ~1 GiB of tables at d 1024 takes a while).
+const mf::MemoryFormerBlock<float>& memoryformer_block(Index d, mf::TableType type) {
+  auto& block = cached_block<mf::MemoryFormerBlock<float>>(d);
+  if (block.table_type() != type) block.compress_tables(type);
+  return block;
+}
+
 template <class Block>
-void forward(benchmark::State& state, Index s, Index d) {
-  const Block& block = cached_block<Block>(d);
+void forward(benchmark::State& state, const Block& block, Index s, Index d) {
   const Matrix x = random_rows(s, d, 7);
   for (auto _ : state) {
     Matrix y = block.forward(x, s);
@@ -76,27 +87,10 @@ void forward(benchmark::State& state, Index s, Index d) {
   }
 }
 
-void BM_BlockForward(benchmark::State& state) {
-  const BlockCase c(state);
-  try {
-    if (c.memoryformer)
-      forward<mf::MemoryFormerBlock<float>>(state, c.s, c.d);
-    else
-      forward<mf::DenseBlock<float>>(state, c.s, c.d);
-  } catch (const mf::Error& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
-  const double macs =
-      c.memoryformer ? mf::memoryformer_block_macs(c.s, c.d, 8) : mf::dense_block_macs(c.s, c.d);
-  mf_bench::set_token_counters(state, static_cast<double>(c.s), macs);
-}
-
 // The cache holds s positions; every iteration decodes position s, then rewinds to s. Fresh inputs
 // come from a ring so that the hash codes differ between iterations.
 template <class Block>
-void decode(benchmark::State& state, Index s, Index d) {
-  const Block& block = cached_block<Block>(d);
+void decode(benchmark::State& state, const Block& block, Index s, Index d) {
   mf::KVCache<float> cache(static_cast<int>(d), s + 1);
   block.decode(random_rows(s, d, 11), cache);
   constexpr Index kRing = 61;
@@ -110,22 +104,69 @@ void decode(benchmark::State& state, Index s, Index d) {
   }
 }
 
-void BM_BlockDecode(benchmark::State& state) {
-  const BlockCase c(state);
+// Runs `body` (forward or decode) on the block the case asks for; a library error skips the point.
+template <class Body>
+bool run_block(benchmark::State& state, bool memoryformer, mf::TableType type, const BlockCase& c,
+               Body body) {
   try {
-    if (c.memoryformer)
-      decode<mf::MemoryFormerBlock<float>>(state, c.s, c.d);
+    if (memoryformer)
+      body(state, memoryformer_block(c.d, type), c.s, c.d);
     else
-      decode<mf::DenseBlock<float>>(state, c.s, c.d);
+      body(state, cached_block<mf::DenseBlock<float>>(c.d), c.s, c.d);
   } catch (const mf::Error& e) {
     state.SkipWithError(e.what());
-    return;
+    return false;
   }
-  // One query against s + 1 keys (QK^T and AV), plus the projections of one token.
+  return true;
+}
+
+const auto kForward = [](benchmark::State& st, const auto& block, Index s, Index d) {
+  forward(st, block, s, d);
+};
+const auto kDecode = [](benchmark::State& st, const auto& block, Index s, Index d) {
+  decode(st, block, s, d);
+};
+
+void set_forward_counters(benchmark::State& state, bool memoryformer, const BlockCase& c) {
+  const double macs =
+      memoryformer ? mf::memoryformer_block_macs(c.s, c.d, 8) : mf::dense_block_macs(c.s, c.d);
+  mf_bench::set_token_counters(state, static_cast<double>(c.s), macs);
+}
+
+// One query against s + 1 keys (QK^T and AV), plus the projections of one token.
+void set_decode_counters(benchmark::State& state, bool memoryformer, const BlockCase& c) {
   const double attention = 2.0 * static_cast<double>(c.s + 1) * static_cast<double>(c.d);
-  const double rest = c.memoryformer ? mf::memoryformer_block_macs_without_attention(1, c.d, 8)
-                                     : mf::dense_block_macs_without_attention(1, c.d);
+  const double rest = memoryformer ? mf::memoryformer_block_macs_without_attention(1, c.d, 8)
+                                   : mf::dense_block_macs_without_attention(1, c.d);
   mf_bench::set_token_counters(state, 1.0, attention + rest);
+}
+
+void BM_BlockForward(benchmark::State& state) {
+  const BlockCase c(state);
+  const bool memoryformer = c.first != 0;
+  if (run_block(state, memoryformer, mf::TableType::fp32, c, kForward))
+    set_forward_counters(state, memoryformer, c);
+}
+
+void BM_BlockDecode(benchmark::State& state) {
+  const BlockCase c(state);
+  const bool memoryformer = c.first != 0;
+  if (run_block(state, memoryformer, mf::TableType::fp32, c, kDecode))
+    set_decode_counters(state, memoryformer, c);
+}
+
+// The MemoryFormer block with bf16 (table:1) or int8 (table:2) copies of its tables
+// (Model::compress_tables), the inference setting where DRAM traffic decides.
+void BM_BlockForwardCompressed(benchmark::State& state) {
+  const BlockCase c(state);
+  if (run_block(state, true, static_cast<mf::TableType>(c.first), c, kForward))
+    set_forward_counters(state, true, c);
+}
+
+void BM_BlockDecodeCompressed(benchmark::State& state) {
+  const BlockCase c(state);
+  if (run_block(state, true, static_cast<mf::TableType>(c.first), c, kDecode))
+    set_decode_counters(state, true, c);
 }
 
 // d outermost so that each cached block serves all its points before the next is built.
@@ -144,6 +185,25 @@ BENCHMARK(BM_BlockForward)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BlockDecode)
     ->Apply(block_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+
+void compressed_grid(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"table", "s", "d", "threads"});
+  for (std::int64_t d : {512, 1024})
+    for (std::int64_t table : {1, 2})
+      for (std::int64_t s : {128, 512, 2048})
+        for (std::int64_t threads : {1, 2}) b->Args({table, s, d, threads});
+}
+
+BENCHMARK(BM_BlockForwardCompressed)
+    ->Apply(compressed_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BlockDecodeCompressed)
+    ->Apply(compressed_grid)
     ->UseRealTime()
     ->MeasureProcessCPUTime()
     ->Unit(benchmark::kMicrosecond);

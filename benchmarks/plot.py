@@ -6,7 +6,8 @@
 - layer_latency.png: time per token against N, for the dense baselines (Eigen, BLAS) and the
   lookup with each table type, at d = h = 1024 and tau 8 (or the largest d present), cold and hot
   weights side by side, at T threads (default: the most in the file).
-- block_speedup.png: dense block time / MemoryFormer block time, forward and decode, per (d, s).
+- block_speedup.png: dense block time / MemoryFormer block time, forward and decode, per (d, s),
+  with fp32 tables and (when measured) bf16 and int8 copies.
 --markdown also prints the headline table (the README's) to stdout.
 
 With repetitions, the medians are used. Needs python3-matplotlib (Debian), nothing else.
@@ -111,15 +112,23 @@ def plot_layer(plt, rows, threads, out_dir):
 
 
 def block_speedups(rows, threads):
-    """[(label, speedup)] for every (kind, d, s) with both architectures measured."""
+    """[(label, speedup)]: dense block time over MemoryFormer block time (fp32 tables, and the
+    compressed bf16 and int8 variants when measured), per (kind, d, s) at `threads`."""
     out = []
-    for family, kind in (("BM_BlockForward", "forward"), ("BM_BlockDecode", "decode")):
-        keys = sorted({(a["d"], a["s"]) for f, a, _ in rows if f == family})
-        for d, s in keys:
-            times = {a["arch"]: t for f, a, t in rows
-                     if f == family and a["d"] == d and a["s"] == s and a["threads"] == threads}
-            if 0 in times and 1 in times:
-                out.append((f"{kind}\nd {d} s {s}", times[0] / times[1]))
+    for kind in ("Forward", "Decode"):
+        dense = {(a["d"], a["s"]): t for f, a, t in rows
+                 if f == "BM_Block" + kind and a["arch"] == 0 and a["threads"] == threads}
+        variants = {}
+        for f, a, t in rows:
+            if a.get("threads") != threads:
+                continue
+            if f == "BM_Block" + kind and a["arch"] == 1:
+                variants[(a["d"], a["s"], "fp32")] = t
+            elif f == "BM_Block" + kind + "Compressed":
+                variants[(a["d"], a["s"], TABLES[a["table"]])] = t
+        for (d, s, table), t in sorted(variants.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+            if (d, s) in dense:
+                out.append((f"{kind.lower()} {table}\nd {d} s {s}", dense[(d, s)] / t))
     return out
 
 

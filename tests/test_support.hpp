@@ -90,9 +90,8 @@ double relative_error(const A& a, const B& b) {
   return (a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff() / scale;
 }
 
-inline  // Expects `call` to throw Error whose message contains every one of `parts`.
-    void
-    expect_error(const std::function<void()>& call, std::initializer_list<const char*> parts) {
+// Expects `call` to throw Error whose message contains every one of `parts`.
+inline void expect_error(const std::function<void()>& call, std::initializer_list<const char*> parts) {
   try {
     call();
     ADD_FAILURE() << "expected memoryformer::Error";

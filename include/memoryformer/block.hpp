@@ -9,6 +9,7 @@
 #pragma once
 
 #include "attention.hpp"
+#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "linear.hpp"
@@ -120,12 +121,16 @@ class MemoryFormerBlock {
   MemoryBlock<Scalar>& mlp() { return mlp_; }
 
   // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (method.md §2).
+  // Saving activations for backward() needs the fp32 tables (compress_tables).
   RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
+    if (saved != nullptr)
+      detail::require_uncompressed_for_training("MemoryFormerBlock::forward", table_type());
     RowMatrix<Scalar> a = attn_norm_.forward(x);
     Buckets<Scalar> hash = q_.hash()(a);  // one hash for the three layers that read a
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
-    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash),
-                                                 seq_len, attention_saved);
+    RowMatrix<Scalar> z =
+        x + attention_.forward(q_compressed_.forward(q_, hash), k_compressed_.forward(k_, hash),
+                               v_compressed_.forward(v_, hash), seq_len, attention_saved);
     RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
     if (saved != nullptr) {
       saved->x = x;
@@ -153,9 +158,20 @@ class MemoryFormerBlock {
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
     const Buckets<Scalar> hash = q_.hash()(attn_norm_.forward(x));
     const RowMatrix<Scalar> z =
-        x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
+        x + attention_.decode(q_compressed_.forward(q_, hash), k_compressed_.forward(k_, hash),
+                              v_compressed_.forward(v_, hash), cache);
     return z + mlp_.forward(mlp_norm_.forward(z));
   }
+
+  // Inference from bf16 or int8 copies of every table of the block; fp32 returns to the trained
+  // tables (compressed_tables.hpp).
+  void compress_tables(TableType type) {
+    q_compressed_.compress(q_, type);
+    k_compressed_.compress(k_, type);
+    v_compressed_.compress(v_, type);
+    mlp_.compress_tables(type);
+  }
+  TableType table_type() const { return q_compressed_.type(); }
 
   void zero_grad() {
     attn_norm_.zero_grad();
@@ -179,6 +195,7 @@ class MemoryFormerBlock {
  private:
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
+  detail::CompressedTables<Scalar> q_compressed_, k_compressed_, v_compressed_;
   detail::RotaryAttention<Scalar> attention_;
   RMSNorm<Scalar> mlp_norm_;
   MemoryBlock<Scalar> mlp_;

@@ -6,6 +6,7 @@
 // 2^(tau + e) rows per table (Table 5: more bits, lower perplexity, larger tables).
 #pragma once
 
+#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "memory_layer.hpp"
@@ -70,13 +71,14 @@ class MemoryBlock {
   MemoryLayer<Scalar>& down() { return down_; }
   const MemoryLayer<Scalar>& down() const { return down_; }
 
-  // m [N, d] -> [N, d]. Fills `saved` for backward() when given.
+  // m [N, d] -> [N, d]. Fills `saved` for backward() when given (fp32 tables only).
   RowMatrix<Scalar> forward(const Input& m, Saved* saved = nullptr) const {
+    if (saved != nullptr) detail::require_uncompressed_for_training("MemoryBlock::forward", table_type());
     Buckets<Scalar> up_hash = up_.hash()(m);
-    RowMatrix<Scalar> u = up_.forward(up_hash);
+    RowMatrix<Scalar> u = up_compressed_.forward(up_, up_hash);
     RowMatrix<Scalar> u_norm = norm_.forward(u);
     Buckets<Scalar> down_hash = down_.hash()(u_norm);
-    RowMatrix<Scalar> y = down_.forward(down_hash);
+    RowMatrix<Scalar> y = down_compressed_.forward(down_, down_hash);
     if (saved != nullptr)
       *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(down_hash)};
     return y;
@@ -97,6 +99,14 @@ class MemoryBlock {
     down_.zero_grad();
   }
 
+  // Inference from bf16 or int8 copies of both layers' tables; fp32 returns to the trained ones
+  // (compressed_tables.hpp).
+  void compress_tables(TableType type) {
+    up_compressed_.compress(up_, type);
+    down_compressed_.compress(down_, type);
+  }
+  TableType table_type() const { return up_compressed_.type(); }
+
   // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     up_.append_parameters(prefix + ".up", out);
@@ -110,6 +120,7 @@ class MemoryBlock {
   MemoryLayer<Scalar> up_;
   LayerNorm<Scalar> norm_;
   MemoryLayer<Scalar> down_;
+  detail::CompressedTables<Scalar> up_compressed_, down_compressed_;
 };
 
 }  // namespace v0

@@ -3,6 +3,7 @@
 
 #include "attention.hpp"
 #include "block.hpp"
+#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "embedding.hpp"
 #include "flops.hpp"

@@ -124,6 +124,13 @@ class Model {
     return lm_head_.forward(final_norm_.forward(x));
   }
 
+  // MemoryFormer models: inference (forward without `saved`, decode, generate) from bf16 or int8
+  // copies of every table; fp32 returns to the trained tables. See compressed_tables.hpp.
+  void compress_tables(TableType type) {
+    for (Block& b : blocks_) b.compress_tables(type);
+  }
+  TableType table_type() const { return blocks_.empty() ? TableType::fp32 : blocks_.front().table_type(); }
+
   void zero_grad() {
     embed_.zero_grad();
     for (Block& b : blocks_) b.zero_grad();
