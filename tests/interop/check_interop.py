@@ -123,7 +123,8 @@ def compare(model, tokens, targets, result, label):
             raise CheckFailed(f"{label}: gradient names differ between C++ and the reference: {sorted(missing)}")
     else:
         worst = None
-    line = f"{label}: logits {errors['logits']:.2e}"
+    margin, site = hash_margin(model, tokens)
+    line = f"{label}: hash margin {margin:.1e} ({site})\n    logits {errors['logits']:.2e}"
     if "loss" in errors:
         line += f"  loss {errors['loss']:.2e}  grad {errors['grad']:.2e} ({worst})"
     print(line, flush=True)
