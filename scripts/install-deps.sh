@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything the build, tests, benchmarks and examples need, from Debian only.
+# --interop adds PyTorch and numpy for the cross-checks against tools/memoryformer_ref.py (the dev
+# preset's MF_INTEROP_TESTS); scripts/test.sh asks for them, scripts/run.sh does not.
 set -euo pipefail
+
+interop=0
+for arg in "$@"; do
+  case "$arg" in
+    --interop) interop=1 ;;
+    *) echo "install-deps: unknown argument '$arg', expected --interop or nothing" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   cmake ninja-build g++ clang libclang-rt-14-dev pkg-config  # toolchain; clang runs the sanitizer build
@@ -10,6 +20,9 @@ packages=(
   python3-matplotlib                                         # benchmarks/plot.py
   fortunes                                                   # text corpus for the training demo
 )
+if [ "$interop" -eq 1 ]; then
+  packages+=(python3-torch python3-numpy)  # for /usr/bin/python3: the PyTorch reference and its checks
+fi
 
 sudo_if_needed=()
 if [ "$(id -u)" -ne 0 ]; then sudo_if_needed=(sudo); fi

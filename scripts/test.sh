@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --interop  # the interop tests need PyTorch (tests/interop)
 for preset in dev asan scalar; do
   echo "=== preset: $preset"
   cmake --workflow --preset "$preset"
