@@ -13,6 +13,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -169,43 +171,35 @@ void BM_BlockDecodeCompressed(benchmark::State& state) {
     set_decode_counters(state, true, c);
 }
 
-// d outermost so that each cached block serves all its points before the next is built.
-void block_grid(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"arch", "s", "d", "threads"});
+// (first, s, d, threads) for every s, d and thread count; d outermost so that each cached block
+// serves all its points before the next is built.
+void grid(benchmark::internal::Benchmark* b, const char* first, std::initializer_list<std::int64_t> values) {
+  b->ArgNames({first, "s", "d", "threads"});
   for (std::int64_t d : {512, 1024})
-    for (std::int64_t arch : {0, 1})
+    for (std::int64_t v : values)
       for (std::int64_t s : {128, 512, 2048})
-        for (std::int64_t threads : {1, 2}) b->Args({arch, s, d, threads});
+        for (std::int64_t threads : {1, 2}) b->Args({v, s, d, threads});
+}
+void arch_grid(benchmark::internal::Benchmark* b) { grid(b, "arch", {0, 1}); }
+void table_grid(benchmark::internal::Benchmark* b) { grid(b, "table", {1, 2}); }
+
+// Forward times are milliseconds, decode steps microseconds.
+void register_block_benchmark(benchmark::internal::Benchmark* b,
+                              void (*args)(benchmark::internal::Benchmark*), benchmark::TimeUnit unit) {
+  b->Apply(args)->UseRealTime()->MeasureProcessCPUTime()->Unit(unit);
 }
 
-BENCHMARK(BM_BlockForward)
-    ->Apply(block_grid)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_BlockDecode)
-    ->Apply(block_grid)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
-    ->Unit(benchmark::kMicrosecond);
-
-void compressed_grid(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"table", "s", "d", "threads"});
-  for (std::int64_t d : {512, 1024})
-    for (std::int64_t table : {1, 2})
-      for (std::int64_t s : {128, 512, 2048})
-        for (std::int64_t threads : {1, 2}) b->Args({table, s, d, threads});
-}
-
-BENCHMARK(BM_BlockForwardCompressed)
-    ->Apply(compressed_grid)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_BlockDecodeCompressed)
-    ->Apply(compressed_grid)
-    ->UseRealTime()
-    ->MeasureProcessCPUTime()
-    ->Unit(benchmark::kMicrosecond);
+const bool kRegistered = [] {
+  register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockForward", BM_BlockForward), arch_grid,
+                           benchmark::kMillisecond);
+  register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockDecode", BM_BlockDecode), arch_grid,
+                           benchmark::kMicrosecond);
+  register_block_benchmark(
+      benchmark::RegisterBenchmark("BM_BlockForwardCompressed", BM_BlockForwardCompressed), table_grid,
+      benchmark::kMillisecond);
+  register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockDecodeCompressed", BM_BlockDecodeCompressed),
+                           table_grid, benchmark::kMicrosecond);
+  return true;
+}();
 
 }  // namespace

@@ -20,14 +20,6 @@ mf::ModelConfig small_config() {
   return c;
 }
 
-mf::TokenMatrix random_tokens(Eigen::Index rows, Eigen::Index cols, int vocab, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> token(0, vocab - 1);
-  mf::TokenMatrix t(rows, cols);
-  for (Eigen::Index i = 0; i < t.size(); ++i) t.data()[i] = token(gen);
-  return t;
-}
-
 // Every Memory Layer of a MemoryFormer block.
 std::vector<mf::MemoryLayer<float>*> layers_of(mf::MemoryFormerBlock<float>& b) {
   return {&b.q(), &b.k(), &b.v(), &b.mlp().up(), &b.mlp().down()};
@@ -47,7 +39,7 @@ TEST_P(CompressTables, ForwardReadsTheCompressedValues) {
   mf::MemoryFormerModel<float> model(small_config());
   mf::MemoryFormerModel<float> reference(small_config());
   overwrite_with_compressed_values(reference, type);
-  const mf::TokenMatrix tokens = random_tokens(2, 9, small_config().vocab_size, 3u);
+  const mf::TokenMatrix tokens = test::random_tokens(2, 9, small_config().vocab_size, 3u);
   const mf::RowMatrix<float> exact = model.forward(tokens);
 
   model.compress_tables(type);
@@ -67,7 +59,7 @@ TEST_P(CompressTables, ForwardReadsTheCompressedValues) {
 TEST_P(CompressTables, DecodeMatchesTheCompressedForward) {
   mf::MemoryFormerModel<float> model(small_config());
   model.compress_tables(GetParam());
-  const mf::TokenMatrix tokens = random_tokens(1, 8, small_config().vocab_size, 4u);
+  const mf::TokenMatrix tokens = test::random_tokens(1, 8, small_config().vocab_size, 4u);
   const mf::RowMatrix<float> full = model.forward(tokens);
   auto state = model.start_decoding(8);
   Eigen::Index begin = 0;
@@ -84,7 +76,7 @@ TEST_P(CompressTables, TrainingForwardIsRefused) {
   mf::MemoryFormerModel<float> model(small_config());
   model.compress_tables(GetParam());
   decltype(model)::Saved saved;
-  const mf::TokenMatrix tokens = random_tokens(1, 4, small_config().vocab_size, 5u);
+  const mf::TokenMatrix tokens = test::random_tokens(1, 4, small_config().vocab_size, 5u);
   test::expect_error(
       [&] { model.forward(tokens, &saved); },
       {"MemoryFormerBlock::forward", "saved", mf::to_string(GetParam()), "compress_tables(TableType::fp32)"});

@@ -22,18 +22,10 @@ mf::ModelConfig small_config(mf::Score score = mf::Score::paper) {
   return c;
 }
 
-mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> pick(0, vocab - 1);
-  mf::TokenMatrix t(batch, seq);
-  for (Eigen::Index i = 0; i < t.size(); ++i) t.data()[i] = pick(gen);
-  return t;
-}
-
 template <class Model>
 void check_loss_gradients(Model& model) {
   const int vocab = model.config().vocab_size;
-  const mf::TokenMatrix tokens = random_tokens(2, 5, vocab, 1u), targets = random_tokens(2, 5, vocab, 2u);
+  const mf::TokenMatrix tokens = test::random_tokens(2, 5, vocab, 1u), targets = test::random_tokens(2, 5, vocab, 2u);
   auto loss = [&] { return mf::cross_entropy<double>(model.forward(tokens), targets); };
   model.zero_grad();
   typename Model::Saved saved;
@@ -57,7 +49,7 @@ TEST(Model, DenseLossGradientsMatchFiniteDifferences) {
 
 template <class Model>
 void check_causal(const Model& model) {
-  const mf::TokenMatrix tokens = random_tokens(1, 9, model.config().vocab_size, 3u);
+  const mf::TokenMatrix tokens = test::random_tokens(1, 9, model.config().vocab_size, 3u);
   const auto logits = model.forward(tokens);
   for (Eigen::Index t = 1; t < tokens.cols(); ++t) {
     mf::TokenMatrix changed = tokens;
@@ -75,7 +67,7 @@ TEST(Model, ChangingALaterTokenNeverChangesEarlierLogits) {
 
 template <class Model>
 void check_decode(const Model& model) {
-  const mf::TokenMatrix tokens = random_tokens(1, 10, model.config().vocab_size, 4u);
+  const mf::TokenMatrix tokens = test::random_tokens(1, 10, model.config().vocab_size, 4u);
   const auto full = model.forward(tokens);
   auto state = model.start_decoding(10);
   Eigen::Index begin = 0;

@@ -32,6 +32,15 @@ mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsign
   return m;
 }
 
+// Token ids uniform in [0, vocab).
+inline mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> pick(0, vocab - 1);
+  mf::TokenMatrix t(batch, seq);
+  for (Eigen::Index i = 0; i < t.size(); ++i) t.data()[i] = pick(gen);
+  return t;
+}
+
 // MSB-first code of z[tau]: element j contributes 2^(tau-1-j) when z_j >= 0.
 inline long reference_code(const double* z, int tau) {
   long code = 0;
