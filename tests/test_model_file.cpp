@@ -4,7 +4,9 @@
 
 #include <memoryformer/io/model_file.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 
 namespace {
 
@@ -153,3 +155,197 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
 }
 
 }  // namespace
+
+// ---- Compressed tables (io/model_file.hpp, table_storage.hpp)
+
+namespace compressed {
+
+const mf::TableType kTypes[] = {mf::TableType::bf16, mf::TableType::int8};
+
+// Every Memory Layer of the model, by the name of its tables.
+template <class Model>
+std::vector<std::pair<std::string, const mf::MemoryLayer<float>*>> memory_layers(Model& m) {
+  std::vector<std::pair<std::string, const mf::MemoryLayer<float>*>> out;
+  for (int i = 0; i < m.n_layers(); ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    auto& block = m.block(i);
+    out.push_back({b + "attn.q.tables", &block.q()});
+    out.push_back({b + "attn.k.tables", &block.k()});
+    out.push_back({b + "attn.v.tables", &block.v()});
+    out.push_back({b + "mlp.up.tables", &block.mlp().up()});
+    out.push_back({b + "mlp.down.tables", &block.mlp().down()});
+  }
+  return out;
+}
+
+TEST(ModelFileCompressed, LoadsToExactlyThePackedLayersValues) {
+  mf::MemoryFormerModel<float> model(tiny_config());
+  for (const mf::TableType type : kTypes) {
+    const std::string file = temp_path(std::string("exact_") + mf::to_string(type) + ".safetensors");
+    mf::io::save_model(model, file, {{"tokenizer", "bytes"}}, type);
+    const auto st = mf::io::SafetensorsFile::open(file);
+    EXPECT_EQ(st.metadata().at("tables"), mf::to_string(type));
+    EXPECT_EQ(st.metadata().at("tokenizer"), "bytes");
+    auto loaded = mf::io::load_model<mf::MemoryFormerModel<float>>(file);
+    const auto original = memory_layers(model), reread = memory_layers(loaded);
+    for (std::size_t i = 0; i < original.size(); ++i) {
+      const auto& [name, layer] = original[i];
+      const mf::PackedMemoryLayer packed(*layer, type);
+      EXPECT_EQ(reread[i].second->tables(), packed.tables()) << type << " " << name;
+      EXPECT_NE(reread[i].second->tables(), layer->tables()) << type << " " << name << " was not rounded";
+      const auto& info = st.info(name);
+      EXPECT_EQ(info.dtype, type == mf::TableType::bf16 ? mf::io::DType::BF16 : mf::io::DType::I8) << name;
+      EXPECT_EQ(st.contains(name + ".scale"), type == mf::TableType::int8) << name;
+      if (type == mf::TableType::int8) {
+        EXPECT_EQ(st.info(name + ".scale").dtype, mf::io::DType::F32);
+        EXPECT_EQ(st.info(name + ".scale").shape, (std::vector<std::int64_t>{info.shape[0], info.shape[1]}));
+      }
+    }
+    // Everything but the tables is stored as it was.
+    auto a = model.parameters(), b = loaded.parameters();
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (!mf::detail::is_table_name(a[i].name)) {
+        EXPECT_EQ(a[i].value_map(), b[i].value_map()) << a[i].name;
+      }
+  }
+}
+
+TEST(ModelFileCompressed, FilesShrinkByTheBytesOfTheirTables) {
+  mf::MemoryFormerModel<float> model(tiny_config());
+  Eigen::Index table_values = 0, table_rows = 0, other_values = 0;
+  for (const auto& p : model.parameters()) {
+    if (mf::detail::is_table_name(p.name)) {
+      table_values += p.size();
+      table_rows += p.rows;
+    } else {
+      other_values += p.size();
+    }
+  }
+  auto data_bytes = [&](mf::TableType type) {
+    const std::string file = temp_path(std::string("size_") + mf::to_string(type) + ".safetensors");
+    mf::io::save_model(model, file, {}, type);
+    return static_cast<Eigen::Index>(mf::io::SafetensorsFile::open(file).data_size());
+  };
+  EXPECT_EQ(data_bytes(mf::TableType::fp32), 4 * (other_values + table_values));
+  EXPECT_EQ(data_bytes(mf::TableType::bf16), 4 * other_values + 2 * table_values);
+  EXPECT_EQ(data_bytes(mf::TableType::int8), 4 * other_values + table_values + 4 * table_rows);
+  EXPECT_EQ(mf::io::SafetensorsFile::open(temp_path("size_fp32.safetensors")).metadata().count("tables"), 0u);
+}
+
+// The logits of a converted model stay within what its tables' rounding allows. Per Memory Layer,
+// the packed tests prove |dy| <= eps sum_k |s_k| max|row_k| for a relative table error eps (bf16:
+// 2^-8 of each value; int8: 1/254 of the row's largest), as long as no hash code changes. Through
+// the network these first-order errors add over the 5 n_layers Memory Layers, and the norms rescale
+// rather than amplify them: the bound is 5 n_layers eps (measured: about 1/4 of it for int8, 1/20
+// for bf16). A rounding can flip a sign bit of a later hash, which selects another row, and no
+// bound of this kind holds there: such a position and, through causal attention, the rest of its
+// sequence are left out (at least a third of the positions must remain).
+TEST(ModelFileCompressed, LogitsStayWithinTheQuantisationBound) {
+  mf::MemoryFormerModel<float> model(tiny_config());
+  const Eigen::Index batch = 12, seq = 8;
+  mf::TokenMatrix tokens(batch, seq);
+  for (Eigen::Index i = 0; i < tokens.size(); ++i)
+    tokens.data()[i] = static_cast<std::int32_t>((i * 7 + i / 5) % 13);
+  mf::MemoryFormerModel<float>::Saved saved;
+  const mf::RowMatrix<float> logits = model.forward(tokens, &saved);
+  const double gain = 5 * model.n_layers();
+  for (const mf::TableType type : kTypes) {
+    const std::string file = temp_path(std::string("bound_") + mf::to_string(type) + ".safetensors");
+    mf::io::save_model(model, file, {}, type);
+    const auto loaded = mf::io::load_model<mf::MemoryFormerModel<float>>(file);
+    mf::MemoryFormerModel<float>::Saved saved_q;
+    const mf::RowMatrix<float> logits_q = loaded.forward(tokens, &saved_q);
+    // Per sequence, the first position where any hash code differs.
+    std::vector<Eigen::Index> first_flip(static_cast<std::size_t>(batch), seq);
+    auto note_flips = [&](const mf::CodeMatrix& a, const mf::CodeMatrix& b) {
+      for (Eigen::Index r = 0; r < a.rows(); ++r)
+        if (a.row(r) != b.row(r)) {
+          Eigen::Index& f = first_flip[static_cast<std::size_t>(r / seq)];
+          f = std::min(f, r % seq);
+        }
+    };
+    for (std::size_t i = 0; i < saved.blocks.size(); ++i) {
+      note_flips(saved.blocks[i].qkv_hash.codes, saved_q.blocks[i].qkv_hash.codes);
+      note_flips(saved.blocks[i].mlp.up_hash.codes, saved_q.blocks[i].mlp.up_hash.codes);
+      note_flips(saved.blocks[i].mlp.down_hash.codes, saved_q.blocks[i].mlp.down_hash.codes);
+    }
+    std::vector<Eigen::Index> rows;
+    for (Eigen::Index b = 0; b < batch; ++b)
+      for (Eigen::Index t = 0; t < first_flip[static_cast<std::size_t>(b)]; ++t) rows.push_back(b * seq + t);
+    ASSERT_GE(rows.size() * 3, static_cast<std::size_t>(batch * seq)) << type << ": too many flipped codes";
+    const double eps = type == mf::TableType::bf16 ? std::ldexp(1.0, -8) : 1.0 / 254.0;
+    const double error = test::relative_error(logits_q(rows, Eigen::all), logits(rows, Eigen::all));
+    EXPECT_GT(error, 0.0) << type;
+    EXPECT_LE(error, gain * eps) << type << " on " << rows.size() << " positions";
+  }
+}
+
+TEST(ModelFileCompressed, FilesThatDoNotFitAreNamed) {
+  const std::string file = temp_path("bad_int8.safetensors");
+  mf::MemoryFormerModel<float> model(tiny_config());
+  auto params = model.parameters();
+  // A float table, an int8 one with its scale, and every other tensor as saved.
+  const mf::RowMatrix<std::int8_t> q = mf::RowMatrix<std::int8_t>::Zero(64, 16);
+  const mf::RowMatrix<float> scale = mf::RowMatrix<float>::Ones(4, 16);
+  const std::string name = "blocks.0.attn.q.tables";
+  auto write = [&](const std::string& tables, auto edit) {
+    std::vector<mf::io::TensorData> tensors;
+    for (const auto& p : params)
+      if (p.name != name)
+        tensors.push_back(mf::io::tensor(p.name, p.value, mf::io::file_shape(p, model.config())));
+    tensors.push_back({name, mf::io::DType::I8, {4, 16, 16}, q.data()});
+    tensors.push_back({name + ".scale", mf::io::DType::F32, {4, 16}, scale.data()});
+    edit(tensors);
+    std::map<std::string, std::string> metadata{{"format", "memoryformer"},
+                                                {"arch", "memoryformer"},
+                                                {"config", mf::io::config_to_json(model.config())}};
+    if (!tables.empty()) metadata["tables"] = tables;
+    mf::io::write_safetensors(file, tensors, metadata);
+  };
+  auto load = [&] { mf::io::load_model<mf::MemoryFormerModel<float>>(file); };
+  auto none = [](auto&) {};
+  // Every other table is F32, so "int8" fails at the first of them that is not I8.
+  write("int8", none);
+  test::expect_error(load, {"tensor 'blocks.0.attn.k.tables' dtype", "F32", "I8", "\"int8\""});
+  write("", none);
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' dtype", "I8", "int8"});
+  write("int4", none);
+  test::expect_error(load, {"tables", "\"int4\"", "\"bf16\" or \"int8\""});
+  write("bf16", none);
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' dtype", "I8", "BF16", "\"bf16\""});
+
+  // A whole int8 file, then one edit at a time.
+  const std::string good = temp_path("good_int8.safetensors");
+  mf::io::save_model(model, good, {}, mf::TableType::int8);
+  const auto st = mf::io::SafetensorsFile::open(good);
+  auto rewrite = [&](auto edit) {
+    std::vector<mf::io::TensorData> tensors;
+    for (const auto& t : st.tensors()) tensors.push_back({t.name, t.dtype, t.shape, st.data(t.name)});
+    edit(tensors);
+    auto metadata = st.metadata();
+    metadata.erase("checksums");
+    mf::io::write_safetensors(file, tensors, metadata);
+  };
+  auto find = [](std::vector<mf::io::TensorData>& t, const std::string& n) {
+    return std::find_if(t.begin(), t.end(), [&](const auto& x) { return x.name == n; });
+  };
+  rewrite(none);
+  EXPECT_NO_THROW(load());
+  rewrite([&](auto& t) { t.erase(find(t, name + ".scale")); });
+  test::expect_error(load, {"no tensor named 'blocks.0.attn.q.tables.scale'"});
+  rewrite([&](auto& t) { find(t, name + ".scale")->shape = {16, 4}; });
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale' shape", "[16, 4]", "[4, 16]"});
+  rewrite([&](auto& t) { find(t, name)->shape = {4, 16, 8, 2}; });
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' shape", "[4, 16, 8, 2]", "[4, 16, 16]"});
+  rewrite([&](auto& t) { find(t, name + ".scale")->dtype = mf::io::DType::I32; });
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale' dtype", "I32", "F32"});
+  const float extra = 1;
+  rewrite([&](auto& t) { t.push_back(mf::io::tensor("blocks.0.attn.q.bias.scale", &extra, {1})); });
+  test::expect_error(load, {"'blocks.0.attn.q.bias.scale'", "unknown"});
+
+  mf::DenseModel<float> dense(tiny_config());
+  test::expect_error([&] { mf::io::save_model(dense, file, {}, mf::TableType::int8); },
+                     {"tables", "int8", "no hash tables"});
+}
+
+}  // namespace compressed

@@ -405,6 +405,16 @@ TEST(Safetensors, ChecksumsAreVerified) {
   test::expect_error(
       [&] { io::SafetensorsFile::open(path); },
       {("file '" + path + "'").c_str(), "tensor 'b'", "checksum mismatch", "header says", "data hashes to"});
+  {
+    // Checksums::report opens the file anyway and names every mismatch.
+    const auto file = io::SafetensorsFile::open(path, io::Checksums::report);
+    EXPECT_EQ(file.checksum_count(), 2u);
+    const auto bad = file.checksum_mismatches();
+    ASSERT_EQ(bad.size(), 1u);
+    EXPECT_EQ(bad[0].tensor, "b");
+    EXPECT_EQ(bad[0].stored, io::parse_json(file.metadata().at("checksums"), "t").at("b").as_string());
+    EXPECT_NE(bad[0].actual, bad[0].stored);
+  }
 
   // Without checksums, the same corruption goes unnoticed.
   io::write_safetensors(path, {io::tensor("a", a), io::tensor("b", b)}, {{"x", "y"}}, false);
@@ -414,6 +424,8 @@ TEST(Safetensors, ChecksumsAreVerified) {
   write_bytes(path, raw);
   const auto file = io::SafetensorsFile::open(path);
   EXPECT_FALSE(file.has_checksums());
+  EXPECT_EQ(file.checksum_count(), 0u);
+  EXPECT_TRUE(file.checksum_mismatches().empty());
   EXPECT_EQ(file.metadata().size(), 1u);
   EXPECT_NE(file.matrix<float>("b"), b);
 }

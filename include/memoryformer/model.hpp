@@ -181,12 +181,9 @@ Eigen::Index parameter_count(const ParameterList<Scalar>& params) {
 
 template <class Scalar>
 Eigen::Index table_bytes(const ParameterList<Scalar>& params) {
-  const std::string suffix = ".tables";
   Eigen::Index n = 0;
   for (const auto& p : params)
-    if (p.name.size() >= suffix.size() &&
-        p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0)
-      n += p.size();
+    if (detail::is_table_name(p.name)) n += p.size();
   return n * static_cast<Eigen::Index>(sizeof(Scalar));
 }
 

@@ -1,10 +1,8 @@
 // PackedMemoryLayer: a trained MemoryLayer<float> with its tables stored in fewer bytes, for
 // inference. Where DRAM decides (batch-1 decoding reads K rows per token from memory), halving or
-// quartering the bytes per row is the lever (docs/performance.md):
-//  - bf16: each value rounded to bfloat16 (8 significant bits, relative error <= 2^-8);
-//  - int8: each row r scaled symmetrically, q = round(v / scale_r), scale_r = max|row r| / 127, so
-//    |v - q scale_r| <= scale_r / 2; the scale is folded into the chunk score (s_k scale_r), one
-//    multiply per selected row instead of one per value.
+// quartering the bytes per row is the lever (docs/performance.md). The roundings are those of
+// table_storage.hpp (bf16; int8 with one symmetric scale per row); the int8 scale is folded into the
+// chunk score (s_k scale_r), one multiply per selected row instead of one per value.
 // Accumulation stays in float. Hashing, scores and bias are the layer's own, unchanged.
 #pragma once
 
@@ -13,6 +11,7 @@
 #include "detail/float16.hpp"
 #include "hash_bucket.hpp"
 #include "memory_layer.hpp"
+#include "table_storage.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -22,36 +21,6 @@
 
 namespace memoryformer {
 inline namespace v0 {
-
-// How a PackedMemoryLayer stores its tables. The values are the benchmarks' `table` argument.
-enum class TableType { fp32 = 0, bf16 = 1, int8 = 2 };
-
-inline const char* to_string(TableType type) {
-  switch (type) {
-    case TableType::fp32:
-      return "fp32";
-    case TableType::bf16:
-      return "bf16";
-    case TableType::int8:
-      return "int8";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, TableType type) { return os << to_string(type); }
-
-// Bytes per table value.
-inline int table_value_bytes(TableType type) {
-  switch (type) {
-    case TableType::bf16:
-      return 2;
-    case TableType::int8:
-      return 1;
-    case TableType::fp32:
-      break;
-  }
-  return 4;
-}
 
 class PackedMemoryLayer {
  public:
@@ -124,20 +93,10 @@ class PackedMemoryLayer {
   }
 
  private:
-  // Per-row symmetric int8 (see the top of this file); an all-zero row keeps scale 0.
   void quantise_rows(const Eigen::Map<const RowMatrix<float>>& t) {
     int8_.resize(static_cast<std::size_t>(t.size()));
     row_scale_.resize(static_cast<std::size_t>(t.rows()));
-    for (Eigen::Index r = 0; r < t.rows(); ++r) {
-      const float max_abs = t.row(r).cwiseAbs().maxCoeff();
-      const float scale = max_abs / 127.0f;
-      row_scale_[static_cast<std::size_t>(r)] = scale;
-      for (Eigen::Index c = 0; c < t.cols(); ++c) {
-        const float q = scale > 0 ? std::nearbyint(t(r, c) / scale) : 0.0f;
-        int8_[static_cast<std::size_t>(r * t.cols() + c)] =
-            static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
-      }
-    }
+    quantise_int8_rows(t.data(), t.rows(), t.cols(), int8_.data(), row_scale_.data());
   }
 
   float value(Eigen::Index r, Eigen::Index c) const {
@@ -146,7 +105,7 @@ class PackedMemoryLayer {
       case TableType::bf16:
         return detail::widen(bf16_[i]);
       case TableType::int8:
-        return row_scale_[static_cast<std::size_t>(r)] * detail::widen(int8_[i]);
+        return dequantise_int8(int8_[i], row_scale_[static_cast<std::size_t>(r)]);
       case TableType::fp32:
         break;
     }

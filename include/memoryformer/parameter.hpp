@@ -31,6 +31,12 @@ using ParameterList = std::vector<Parameter<Scalar>>;
 
 namespace detail {
 
+// The hash tables of Memory Layers are the parameters whose method.md §5 names end in ".tables".
+inline bool is_table_name(const std::string& name) {
+  const std::string suffix = ".tables";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 // The views modules hand out of the matrices they own.
 template <class Scalar>
 Eigen::Map<RowMatrix<Scalar>> view(RowMatrix<Scalar>& m) {

@@ -11,7 +11,7 @@
 //       from the model in memory, before any file round trip.
 //
 // Tokens: ',' between the tokens of a sequence, '/' between sequences of equal length.
-#include "../../examples/cli.hpp"
+#include "cli.hpp"
 
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/loss.hpp>

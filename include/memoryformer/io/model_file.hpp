@@ -6,6 +6,17 @@
 // takes the config from the file, so a file is self-describing; every tensor must be present with
 // its shape, and nothing else may be. An optimizer file holds "<name>.exp_avg" and
 // "<name>.exp_avg_sq" per parameter and the step count: together they resume training exactly.
+//
+// Compressed tables (save_model(..., TableType), the `memoryformer convert` command). Metadata
+// "tables" says how every "*.tables" tensor is stored; all other tensors are unchanged:
+//  - no "tables" entry: float tables (F32 as written; F64, F16 and BF16 are read too);
+//  - "tables": "bf16": each table BF16 [K, 2^bits, width], rounded to nearest even;
+//  - "tables": "int8": each table I8 [K, 2^bits, width] plus an F32 tensor "<table name>.scale"
+//    [K, 2^bits] of per-row symmetric scales (value = scale[k, row] * q); quantise_int8_rows() of
+//    table_storage.hpp, the rounding PackedMemoryLayer uses.
+// Loading dequantises into the model's Scalar with the same functions PackedMemoryLayer uses, so
+// the loaded tables equal PackedMemoryLayer(layer, type).tables() exactly. A table whose dtype does
+// not match "tables" (or an int8 table without its scale) is an error naming the tensor.
 #pragma once
 
 #include "../config.hpp"
@@ -13,13 +24,17 @@
 #include "../model_config.hpp"
 #include "../optim.hpp"
 #include "../parameter.hpp"
+#include "../table_storage.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
+#include <cstdint>
 #include <cstdio>
+#include <list>
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace memoryformer {
@@ -77,10 +92,7 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
 // (norm scales, biases) [width]; the rest as stored.
 template <class Scalar>
 std::vector<std::int64_t> file_shape(const Parameter<Scalar>& p, const ModelConfig& config) {
-  const std::string suffix = ".tables";
-  const bool is_table = p.name.size() > suffix.size() &&
-                        p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  if (is_table) {
+  if (memoryformer::detail::is_table_name(p.name)) {
     const std::int64_t k = config.num_chunks();
     return {k, static_cast<std::int64_t>(p.rows) / k, static_cast<std::int64_t>(p.cols)};
   }
@@ -96,15 +108,77 @@ inline std::string shape_string(const std::vector<std::int64_t>& shape) {
   return s + "]";
 }
 
-// Converts tensor `name` of `file` (any float or int dtype) into out, once its shape is `want`.
-template <class Scalar>
-void read_into(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& want,
-               Scalar* out) {
+inline const TensorInfo& checked_info(const SafetensorsFile& file, const std::string& name,
+                                      const std::vector<std::int64_t>& want) {
   const TensorInfo& t = file.info(name);
   if (t.shape != want)
     memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' shape").c_str(),
                                shape_string(t.shape), shape_string(want));
+  return t;
+}
+
+inline void require_dtype(const SafetensorsFile& file, const TensorInfo& t, DType want,
+                          const std::string& why) {
+  if (t.dtype != want)
+    memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + t.name + "' dtype").c_str(),
+                               to_string(t.dtype), std::string(to_string(want)) + " " + why);
+}
+
+// Converts tensor `name` of `file` (any float or int dtype) into out, once its shape is `want`.
+template <class Scalar>
+void read_into(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& want,
+               Scalar* out) {
+  checked_info(file, name, want);
   file.read(name, out);
+}
+
+// Reads a table stored as `type` into out (float values, dequantised if need be); `names` gains the
+// tensors it used.
+template <class Scalar>
+void read_table(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& shape,
+                TableType type, Scalar* out, std::set<std::string>& names) {
+  const TensorInfo& t = checked_info(file, name, shape);
+  names.insert(name);
+  switch (type) {
+    case TableType::fp32:
+      if (t.dtype != DType::F32 && t.dtype != DType::F64 && t.dtype != DType::F16 && t.dtype != DType::BF16)
+        memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' dtype").c_str(),
+                                   to_string(t.dtype),
+                                   "a float dtype (F32, F64, F16, BF16); int8 tables need __metadata__ "
+                                   "\"tables\": \"int8\" and a .scale tensor");
+      file.read(name, out);
+      return;
+    case TableType::bf16:
+      require_dtype(file, t, DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
+      file.read(name, out);  // bf16_to_float, as PackedMemoryLayer widens
+      return;
+    case TableType::int8:
+      break;
+  }
+  require_dtype(file, t, DType::I8, "(__metadata__ \"tables\" is \"int8\")");
+  const std::string scale_name = name + ".scale";
+  const TensorInfo& s = checked_info(file, scale_name, {shape[0], shape[1]});
+  require_dtype(file, s, DType::F32, "(the per-row scales of an int8 table)");
+  names.insert(scale_name);
+  const auto rows = static_cast<std::size_t>(shape[0] * shape[1]), cols = static_cast<std::size_t>(shape[2]);
+  std::vector<float> scale(rows);
+  file.read(scale_name, scale.data());
+  const auto* q = reinterpret_cast<const std::int8_t*>(file.data(name));
+  for (std::size_t r = 0; r < rows; ++r)
+    for (std::size_t c = 0; c < cols; ++c)
+      out[r * cols + c] = static_cast<Scalar>(dequantise_int8(q[r * cols + c], scale[r]));
+}
+
+// A table's values as float, the type the roundings of table_storage.hpp are defined on (a copy
+// only when Scalar is not float).
+template <class Scalar>
+const float* table_as_float(const Parameter<Scalar>& p, std::vector<float>& buffer) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    return p.value;
+  } else {
+    buffer.assign(p.value, p.value + p.size());
+    return buffer.data();
+  }
 }
 
 // Fails if the file holds a tensor not in `expected`.
@@ -125,17 +199,53 @@ inline const std::string& metadata_entry(const SafetensorsFile& file, const std:
 
 }  // namespace detail
 
-// Writes every parameter of `model` (dtype of its Scalar) to `path`, atomically; `extra` adds
-// metadata entries of the caller's (e.g. the tokenizer).
+// Writes every parameter of `model` to `path`, atomically: tables stored as `tables` (see the top of
+// this file), everything else in the dtype of its Scalar. `extra` adds metadata entries of the
+// caller's (e.g. the tokenizer).
 template <class Model>
-void save_model(Model& model, const std::string& path, std::map<std::string, std::string> extra = {}) {
+void save_model(Model& model, const std::string& path, std::map<std::string, std::string> extra = {},
+                TableType tables = TableType::fp32) {
   using Scalar = typename Model::Scalar;
   const ParameterList<Scalar> params = model.parameters();
   std::vector<TensorData> tensors;
-  for (const auto& p : params) tensors.push_back(tensor(p.name, p.value, file_shape(p, model.config())));
+  // Compressed copies, alive until the write; lists, so that adding one moves no other.
+  std::list<std::vector<std::uint16_t>> bf16;
+  std::list<std::vector<std::int8_t>> int8;
+  std::list<std::vector<float>> scales;
+  std::vector<float> buffer;
+  bool has_tables = false;
+  for (const auto& p : params) {
+    const std::vector<std::int64_t> shape = file_shape(p, model.config());
+    if (tables == TableType::fp32 || !memoryformer::detail::is_table_name(p.name)) {
+      tensors.push_back(tensor(p.name, p.value, shape));
+      continue;
+    }
+    has_tables = true;
+    const float* values = detail::table_as_float(p, buffer);
+    const auto n = static_cast<std::size_t>(p.size());
+    if (tables == TableType::bf16) {
+      auto& out = bf16.emplace_back(n);
+      for (std::size_t i = 0; i < n; ++i) out[i] = float_to_bf16(values[i]);
+      tensors.push_back({p.name, DType::BF16, shape, out.data()});
+    } else {
+      auto& q = int8.emplace_back(n);
+      auto& s = scales.emplace_back(static_cast<std::size_t>(p.rows));
+      quantise_int8_rows(values, p.rows, p.cols, q.data(), s.data());
+      tensors.push_back({p.name, DType::I8, shape, q.data()});
+      tensors.push_back({p.name + ".scale", DType::F32, {shape[0], shape[1]}, s.data()});
+    }
+  }
+  if (tables != TableType::fp32 && !has_tables)
+    memoryformer::detail::fail(
+        "save_model", "tables", to_string(tables),
+        std::string("fp32: a model of arch \"") + Model::Block::kArch + "\" has no hash tables to compress");
   extra["format"] = "memoryformer";
   extra["arch"] = Model::Block::kArch;
   extra["config"] = config_to_json(model.config());
+  if (tables == TableType::fp32)
+    extra.erase("tables");
+  else
+    extra["tables"] = to_string(tables);
   write_safetensors(path, tensors, std::move(extra));
 }
 
@@ -147,24 +257,50 @@ inline ModelConfig load_config(const SafetensorsFile& file) {
   return config_from_json(detail::metadata_entry(file, "config"), "load " + file.path() + ": config");
 }
 
-// A model of type Model (its block type must be the file's "arch") with the file's config and weights.
-template <class Model>
-Model load_model(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  const ModelConfig config = load_config(file);
+// The block type of a model file: its "arch" entry, "memoryformer" when there is none.
+inline std::string load_arch(const SafetensorsFile& file) {
   const auto arch = file.metadata().find("arch");
-  const std::string file_arch = arch == file.metadata().end() ? "memoryformer" : arch->second;
+  return arch == file.metadata().end() ? "memoryformer" : arch->second;
+}
+
+// How the file stores its tables: its "tables" entry, fp32 (float tables) when there is none.
+inline TableType load_table_type(const SafetensorsFile& file) {
+  const auto it = file.metadata().find("tables");
+  if (it == file.metadata().end()) return TableType::fp32;
+  for (const TableType type : {TableType::bf16, TableType::int8})
+    if (it->second == to_string(type)) return type;
+  memoryformer::detail::fail(("load " + file.path()).c_str(), "tables", json_quote(it->second),
+                             "\"bf16\" or \"int8\" (or no entry, for float tables)");
+}
+
+// A model of type Model (its block type must be the file's "arch") with the file's config and
+// weights; compressed tables are dequantised into Scalar.
+template <class Model>
+Model load_model(const SafetensorsFile& file) {
+  const ModelConfig config = load_config(file);
+  const std::string file_arch = load_arch(file);
   if (file_arch != Model::Block::kArch)
-    memoryformer::detail::fail(("load " + path).c_str(), "arch", json_quote(file_arch),
+    memoryformer::detail::fail(("load " + file.path()).c_str(), "arch", json_quote(file_arch),
                                std::string("\"") + Model::Block::kArch + "\" for this model type");
+  const TableType tables = load_table_type(file);
   Model model(config);
   std::set<std::string> names;
   for (const auto& p : model.parameters()) {
-    detail::read_into(file, p.name, file_shape(p, config), p.value);
-    names.insert(p.name);
+    const std::vector<std::int64_t> shape = file_shape(p, config);
+    if (memoryformer::detail::is_table_name(p.name)) {
+      detail::read_table(file, p.name, shape, tables, p.value, names);
+    } else {
+      detail::read_into(file, p.name, shape, p.value);
+      names.insert(p.name);
+    }
   }
   detail::reject_extra_tensors(file, names);
   return model;
+}
+
+template <class Model>
+Model load_model(const std::string& path) {
+  return load_model<Model>(SafetensorsFile::open(path));
 }
 
 // Writes the optimizer's moments and step count for `params` (the list it was built with), atomically.

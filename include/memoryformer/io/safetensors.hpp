@@ -5,7 +5,9 @@
 // Files are untrusted: open() checks every field, every size product for overflow, every range
 // against the data section and the tensors against each other before any accessor can hand out a
 // pointer. Optional integrity: metadata "checksums" holds a JSON object {tensor: XXH3-64 as 16
-// lowercase hex digits}, verified by open() and written by write_safetensors by default.
+// lowercase hex digits}, verified by open() and written by write_safetensors by default. A tool
+// that wants to report every damaged tensor rather than stop at the first opens with
+// Checksums::report and asks checksum_mismatches().
 #pragma once
 
 #include "../config.hpp"
@@ -138,6 +140,15 @@ using memoryformer::detail::float_to_f16;
 
 // ---- Reading
 
+// What open() does with stored checksums: verify them (an Error names the first mismatch), or only
+// check their form and leave the hashing to checksum_mismatches().
+enum class Checksums { verify, report };
+
+// A tensor whose bytes do not hash to the checksum stored for it.
+struct ChecksumMismatch {
+  std::string tensor, stored, actual;  // name, the header's hex, the data's hex
+};
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
@@ -157,7 +168,7 @@ class SafetensorsFile {
   // length field can make us parse.
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
 
-  static SafetensorsFile open(const std::string& path);
+  static SafetensorsFile open(const std::string& path, Checksums checksums = Checksums::verify);
 
   SafetensorsFile(SafetensorsFile&& other) noexcept { take(other); }
   SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
@@ -175,6 +186,19 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // sorted by name
   bool has_checksums() const { return has_checksums_; }
+  // Tensors that have a stored checksum (a subset of tensors(), all of them when written by us).
+  std::size_t checksum_count() const { return checksums_.size(); }
+
+  // Every tensor whose data does not match its checksum, by name; empty without checksums.
+  std::vector<ChecksumMismatch> checksum_mismatches() const {
+    std::vector<ChecksumMismatch> out;
+    for (const auto& [name, stored] : checksums_) {
+      const TensorInfo& t = *lookup(name);  // parse_checksums() made sure it exists
+      std::string actual = hex64(XXH3_64bits(data_ + t.begin, t.end - t.begin));
+      if (actual != stored) out.push_back({name, stored, std::move(actual)});
+    }
+    return out;
+  }
   std::size_t data_size() const { return data_size_; }
 
   bool contains(const std::string& name) const { return lookup(name) != nullptr; }
@@ -303,6 +327,7 @@ class SafetensorsFile {
     metadata_ = std::move(other.metadata_);
     tensors_ = std::move(other.tensors_);
     has_checksums_ = std::exchange(other.has_checksums_, false);
+    checksums_ = std::move(other.checksums_);
   }
   void release() noexcept {
     if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
@@ -313,7 +338,8 @@ class SafetensorsFile {
   void parse_header(std::string_view header);
   TensorInfo parse_tensor(const std::string& name, const JsonValue& entry) const;
   void check_overlaps() const;
-  void verify_checksums();
+  void parse_checksums();
+  static std::string hex64(std::uint64_t v);
 
   std::string path_;
   void* mapping_ = nullptr;
@@ -323,6 +349,7 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
   bool has_checksums_ = false;
+  std::map<std::string, std::string> checksums_;  // tensor -> stored hex
 };
 
 namespace detail_bits {
@@ -345,7 +372,9 @@ inline bool multiply(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
 }
 }  // namespace detail_bits
 
-inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
+inline std::string SafetensorsFile::hex64(std::uint64_t v) { return detail_bits::hex64(v); }
+
+inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums checksums) {
   SafetensorsFile file;  // its destructor unmaps on every error below
   file.path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -391,7 +420,13 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
   file.check_overlaps();
   std::sort(file.tensors_.begin(), file.tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
-  file.verify_checksums();
+  file.parse_checksums();
+  if (checksums == Checksums::verify) {
+    const std::vector<ChecksumMismatch> bad = file.checksum_mismatches();
+    if (!bad.empty())
+      fail(path, "tensor '" + bad.front().tensor + "': checksum mismatch: header says " + bad.front().stored +
+                     ", data hashes to " + bad.front().actual);
+  }
   return file;
 }
 
@@ -517,7 +552,7 @@ inline void SafetensorsFile::check_overlaps() const {
   }
 }
 
-inline void SafetensorsFile::verify_checksums() {
+inline void SafetensorsFile::parse_checksums() {
   const auto it = metadata_.find("checksums");
   if (it == metadata_.end()) return;
   has_checksums_ = true;
@@ -528,8 +563,7 @@ inline void SafetensorsFile::verify_checksums() {
   for (std::size_t i = 0; i < sums.object_keys().size(); ++i) {
     const std::string& name = sums.object_keys()[i];
     const JsonValue& value = sums.object_values()[i];
-    const TensorInfo* t = lookup(name);
-    if (t == nullptr)
+    if (lookup(name) == nullptr)
       fail(path_, "__metadata__ checksums lists '" + name + "', which is not a tensor in the file");
     const bool hex = value.is_string() && value.as_string().size() == 16 &&
                      value.as_string().find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -538,10 +572,7 @@ inline void SafetensorsFile::verify_checksums() {
            "tensor '" + name + "': checksum " +
                (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
                " is not 16 lowercase hex digits");
-    const std::string actual = detail_bits::hex64(XXH3_64bits(data_ + t->begin, t->end - t->begin));
-    if (actual != value.as_string())
-      fail(path_, "tensor '" + name + "': checksum mismatch: header says " + value.as_string() +
-                      ", data hashes to " + actual);
+    checksums_[name] = value.as_string();
   }
 }
 

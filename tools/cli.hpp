@@ -1,5 +1,6 @@
-// A small command-line parser shared by the examples: typed flags with ranges, "--flag value" and
-// "--flag=value", --help, and errors that name the flag, the value and what was expected.
+// A small command-line parser shared by the examples and the memoryformer tool: typed flags with
+// ranges, "--flag value" and "--flag=value", positional arguments, required flags, --help, and
+// errors that name the flag, the value and what was expected.
 #pragma once
 
 #include <algorithm>
@@ -15,7 +16,7 @@
 
 namespace cli {
 
-// A bad command line: the example prints it with the usage and exits with status 2.
+// A bad command line: the program prints it and exits with status 2.
 class UsageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -74,13 +75,29 @@ class Flags {
     });
   }
 
+  // A positional argument (a word not starting with '-'), filled in the order they were added.
+  void add_positional(const std::string& name, std::string* target, const std::string& help) {
+    positionals_.push_back({name, "", help, [target](const std::string& value) { *target = value; }});
+  }
+
+  // The flag (or positional argument) must be given: parse() fails naming it otherwise.
+  void require(const std::string& name) { required_.push_back(name); }
+
   // Parses argv; returns false when --help was asked for (the usage is then on stdout).
   bool parse(int argc, char** argv) const {
+    seen_.clear();
+    std::size_t next_positional = 0;
     for (int i = 1; i < argc; ++i) {
       std::string name = argv[i];
       if (name == "--help" || name == "-h") {
         std::fputs(usage().c_str(), stdout);
         return false;
+      }
+      if (!name.empty() && name[0] != '-' && next_positional < positionals_.size()) {
+        const Flag& p = positionals_[next_positional++];
+        p.set(name);
+        seen_.push_back(p.name);
+        continue;
       }
       std::string value;
       const std::size_t eq = name.find('=');
@@ -90,18 +107,44 @@ class Flags {
         name.resize(eq);
       }
       const Flag* flag = find(name);
-      if (flag == nullptr) throw UsageError("unknown argument \"" + std::string(argv[i]) + "\"");
+      if (flag == nullptr && !name.empty() && name[0] != '-' && !positionals_.empty()) {
+        std::string names;
+        for (const Flag& p : positionals_) names += (names.empty() ? "" : " ") + p.name;
+        throw UsageError("unexpected argument \"" + name + "\", expected only " + names + " besides flags");
+      }
+      if (flag == nullptr) {
+        std::string known;
+        for (const Flag& f : flags_) known += (known.empty() ? "" : ", ") + f.name;
+        throw UsageError("unknown argument \"" + std::string(argv[i]) + "\", expected one of " + known +
+                         (known.empty() ? "--help" : " or --help"));
+      }
       if (!inline_value) {
         if (i + 1 >= argc) throw UsageError(name + ": missing value");
         value = argv[++i];
       }
       flag->set(value);
+      seen_.push_back(name);
     }
+    for (const std::string& name : required_)
+      if (!given(name)) {
+        const Flag* f = find(name);
+        throw UsageError(name + ": missing, expected " + (f ? f->help : lookup_positional(name)));
+      }
     return true;
+  }
+
+  // Whether the last parse() met this flag or positional argument.
+  bool given(const std::string& name) const {
+    return std::find(seen_.begin(), seen_.end(), name) != seen_.end();
   }
 
   std::string usage() const {
     std::string out = "usage: " + synopsis_ + "\n";
+    for (const Flag& f : positionals_) {
+      std::string left = "  " + f.name;
+      left.resize(std::max<std::size_t>(left.size() + 1, 24), ' ');
+      out += left + f.help + "\n";
+    }
     for (const Flag& f : flags_) {
       std::string left = "  " + f.name + " " + f.metavar;
       left.resize(std::max<std::size_t>(left.size() + 1, 24), ' ');
@@ -127,8 +170,16 @@ class Flags {
     return nullptr;
   }
 
+  std::string lookup_positional(const std::string& name) const {
+    for (const Flag& f : positionals_)
+      if (f.name == name) return f.help;
+    return "a value";
+  }
+
   std::string synopsis_;
-  std::vector<Flag> flags_;
+  std::vector<Flag> flags_, positionals_;
+  std::vector<std::string> required_;
+  mutable std::vector<std::string> seen_;  // what the last parse() met, for given()
 };
 
 }  // namespace cli
