@@ -5,6 +5,8 @@
 #include <memoryformer/io/model_file.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 namespace {
 
@@ -46,6 +48,21 @@ TEST(ModelFile, RoundTripReproducesLogits) {
   expect_round_trip<mf::MemoryFormerModel<float>>(temp_path("mf.safetensors"));
   expect_round_trip<mf::DenseModel<float>>(temp_path("dense.safetensors"));
   expect_round_trip<mf::MemoryFormerModel<double>>(temp_path("mf64.safetensors"));
+}
+
+TEST(ModelFile, LoadsFromAnOpenOrInMemoryFile) {
+  const std::string file = temp_path("open.safetensors");
+  mf::MemoryFormerModel<float> model(tiny_config());
+  mf::io::save_model(model, file);
+  const auto open = mf::io::SafetensorsFile::open(file);
+  EXPECT_EQ(mf::io::load_model<mf::MemoryFormerModel<float>>(open).forward(tokens()), model.forward(tokens()));
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const auto memory = mf::io::SafetensorsFile::from_memory(bytes.data(), bytes.size(), "in memory");
+  EXPECT_EQ(mf::io::load_model<mf::MemoryFormerModel<float>>(memory).forward(tokens()),
+            model.forward(tokens()));
+  test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(memory); },
+                     {"load in memory", "arch = \"memoryformer\""});
 }
 
 TEST(ModelFile, NamesShapesAndMetadataFollowMethodSection5) {

@@ -147,10 +147,11 @@ inline ModelConfig load_config(const SafetensorsFile& file) {
   return config_from_json(detail::metadata_entry(file, "config"), "load " + file.path() + ": config");
 }
 
-// A model of type Model (its block type must be the file's "arch") with the file's config and weights.
+// A model of type Model (its block type must be the file's "arch") with the file's config and
+// weights; `file` comes from SafetensorsFile::open or, for bytes in memory, from_memory.
 template <class Model>
-Model load_model(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+Model load_model(const SafetensorsFile& file) {
+  const std::string& path = file.path();
   const ModelConfig config = load_config(file);
   const auto arch = file.metadata().find("arch");
   const std::string file_arch = arch == file.metadata().end() ? "memoryformer" : arch->second;
@@ -165,6 +166,12 @@ Model load_model(const std::string& path) {
   }
   detail::reject_extra_tensors(file, names);
   return model;
+}
+
+// The same from a path.
+template <class Model>
+Model load_model(const std::string& path) {
+  return load_model<Model>(SafetensorsFile::open(path));
 }
 
 // Writes the optimizer's moments and step count for `params` (the list it was built with), atomically.

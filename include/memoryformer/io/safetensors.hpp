@@ -158,6 +158,9 @@ class SafetensorsFile {
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
 
   static SafetensorsFile open(const std::string& path);
+  // The same checks on bytes already in memory, read in place (not copied): they must outlive the
+  // returned object. `name` stands for the path in messages.
+  static SafetensorsFile from_memory(const void* bytes, std::size_t size, std::string name = "<memory>");
 
   SafetensorsFile(SafetensorsFile&& other) noexcept { take(other); }
   SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
@@ -310,6 +313,7 @@ class SafetensorsFile {
     mapping_size_ = 0;
   }
 
+  void parse(const std::uint8_t* bytes, std::uint64_t size);
   void parse_header(std::string_view header);
   TensorInfo parse_tensor(const std::string& name, const JsonValue& entry) const;
   void check_overlaps() const;
@@ -374,8 +378,23 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
   if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(saved));
   file.mapping_ = mapping;
   file.mapping_size_ = static_cast<std::size_t>(size);
+  file.parse(static_cast<const std::uint8_t*>(mapping), size);
+  return file;
+}
 
-  const auto* bytes = static_cast<const std::uint8_t*>(mapping);
+inline SafetensorsFile SafetensorsFile::from_memory(const void* bytes, std::size_t size, std::string name) {
+  SafetensorsFile file;
+  file.path_ = std::move(name);
+  if (size < 8)
+    fail(file.path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
+  if (bytes == nullptr) fail(file.path_, std::to_string(size) + " bytes at nullptr");
+  file.parse(static_cast<const std::uint8_t*>(bytes), size);
+  return file;
+}
+
+// Everything after the bytes are in memory: header length, JSON, tensors, overlaps, checksums.
+inline void SafetensorsFile::parse(const std::uint8_t* bytes, std::uint64_t size) {
+  const std::string& path = path_;
   std::uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
   if (header_bytes > size - 8)
@@ -384,15 +403,14 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path) {
   if (header_bytes > max_header_bytes)
     fail(path, "header length " + std::to_string(header_bytes) + " exceeds the limit of " +
                    std::to_string(max_header_bytes) + " bytes");
-  file.data_ = bytes + 8 + header_bytes;
-  file.data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
-  file.parse_header(
+  data_ = bytes + 8 + header_bytes;
+  data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
+  parse_header(
       std::string_view(reinterpret_cast<const char*>(bytes + 8), static_cast<std::size_t>(header_bytes)));
-  file.check_overlaps();
-  std::sort(file.tensors_.begin(), file.tensors_.end(),
+  check_overlaps();
+  std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
-  file.verify_checksums();
-  return file;
+  verify_checksums();
 }
 
 inline void SafetensorsFile::parse_header(std::string_view header) {
