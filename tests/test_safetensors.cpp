@@ -525,6 +525,10 @@ TEST(Safetensors, RejectsHostileFiles) {
       {"dims overflow in bytes only",
        file_bytes("{" + entry("a", "F64", "[4611686018427387904]", "[0,8]") + "}", eight),
        "overflows 64 bits"},
+      {"empty with overflowing dims",  // numel() and matrix() used to overflow int64 (UB)
+       file_bytes("{" + entry("z", "F32", "[0,4611686018427387904,4]", "[0,0]") + "}", ""),
+       "tensor 'z': shape [0, 4611686018427387904, 4] is empty, but the product of its non-zero dims "
+       "overflows 63 bits"},
       {"deep nesting",
        file_bytes("{\"__metadata__\":" + std::string(70, '[') + std::string(70, ']') + "}", ""),
        "nested deeper than 64 levels"},

@@ -130,6 +130,8 @@ int main(int argc, char** argv) {
                                     "}",
                                 std::string(5, '\x01'))},
       {"zero_dim_huge_shape", by_hand("{" + entry("z", "F64", "[0,9223372036854775807]", "[0,0]") + "}", "")},
+      // Empty, but numel() of the other dims overflowed int64 (UBSan) before the reader refused it.
+      {"zero_dim_overflow", by_hand("{" + entry("z", "F32", "[0,4611686018427387904,4]", "[0,0]") + "}", "")},
       {"overlap", by_hand("{" + entry("a", "F32", "[2]", "[0,8]") + "," + entry("b", "F32", "[1]", "[4,8]") + "}",
                           eight)},
       {"offsets_past_end", by_hand("{" + entry("a", "F32", "[2]", "[0,8]") + "}", four)},

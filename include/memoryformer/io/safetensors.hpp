@@ -495,7 +495,16 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   if (overflow && !has_zero)
     fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) +
                     " overflows 64 bits of bytes");
-  if (has_zero) bytes = 0;
+  if (has_zero) {
+    // Empty, but numel() and matrix() still multiply the other dims in 63 bits.
+    std::uint64_t elements = 1;
+    for (const std::int64_t d : t.shape)
+      if (d != 0 && (!detail_bits::multiply(elements, static_cast<std::uint64_t>(d), elements) ||
+                     elements > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())))
+        fail(path_, where + "shape " + detail_bits::dims(t.shape) +
+                        " is empty, but the product of its non-zero dims overflows 63 bits");
+    bytes = 0;
+  }
 
   const auto& offsets = field("data_offsets", JsonValue::Type::array).as_array();
   if (offsets.size() != 2)
