@@ -65,6 +65,29 @@ TEST(ModelFile, LoadsFromAnOpenOrInMemoryFile) {
                      {"load in memory", "arch = \"memoryformer\""});
 }
 
+// Loaders compare it with the file before building a model, so it must match parameters().
+TEST(ModelFile, ParameterValuesMatchTheModel) {
+  auto count = [](auto&& model) {
+    std::int64_t n = 0;
+    for (const auto& p : model.parameters()) n += p.size();
+    return n;
+  };
+  mf::ModelConfig c = tiny_config();
+  for (const int expand_bits : {0, 1, 3}) {
+    c.expand_bits = expand_bits;
+    EXPECT_EQ(mf::MemoryFormerModel<float>::parameter_values(c), count(mf::MemoryFormerModel<float>(c)));
+    EXPECT_EQ(mf::DenseModel<double>::parameter_values(c), count(mf::DenseModel<double>(c)));
+  }
+  c.n_layers = 0;
+  EXPECT_EQ(mf::MemoryFormerModel<float>::parameter_values(c), 2 * 13 * 16 + 16);
+  c.n_layers = 1 << 30;
+  c.d_model = 1 << 20;
+  c.tau = 16;
+  c.expand_bits = 0;
+  c.n_heads = 1;
+  test::expect_error([&] { mf::MemoryFormerModel<float>::parameter_values(c); }, {"parameter_values", "2^63"});
+}
+
 TEST(ModelFile, NamesShapesAndMetadataFollowMethodSection5) {
   const std::string file = temp_path("names.safetensors");
   mf::MemoryFormerModel<float> model(tiny_config());
@@ -165,6 +188,13 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
   bad_config["config"] = mf::io::config_to_json(model.config()).insert(1, "\"colour\": 1, ");
   write([](auto&) {}, bad_config);
   test::expect_error(load, {"config key", "colour"});
+  // A config far larger than the file is refused before the model is allocated (before, a
+  // changed vocab_size made load_model allocate 4 GB for a file of a few KB).
+  bad_config = good;
+  bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "1000000");
+  write([](auto&) {}, bad_config);
+  test::expect_error(load, {"load ", "config = {\"vocab_size\": 1000000", "needs 32013128 parameter values",
+                            "the data section holds only 54176 bytes"});
   test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(temp_path("missing.safetensors")); },
                      {"missing.safetensors"});
 }

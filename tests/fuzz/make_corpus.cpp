@@ -152,6 +152,17 @@ int main(int argc, char** argv) {
                           {{"format", "memoryformer"}, {"arch", "memoryformer"}, {"config", config}});
   }
 
+  // A config far bigger than the file (8 GB of embeddings): load_model used to allocate it before
+  // looking at the tensors.
+  {
+    mf::ModelConfig huge = tiny_config();
+    huge.vocab_size = 1 << 28;
+    const float x[1] = {0};
+    io::write_safetensors((st / "hostile_model_huge_config.safetensors").string(),
+                          {io::tensor("embed.weight", x, {1})},
+                          {{"format", "memoryformer"}, {"arch", "memoryformer"}, {"config", io::config_to_json(huge)}});
+  }
+
   const std::map<std::string, std::string> json = {
       {"config", io::config_to_json(tiny_config())},
       {"header", "{\"__metadata__\":{\"format\":\"pt\"}," + entry("a", "F16", "[1,2]", "[0,4]") + "}"},

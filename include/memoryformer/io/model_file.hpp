@@ -158,6 +158,14 @@ Model load_model(const SafetensorsFile& file) {
   if (file_arch != Model::Block::kArch)
     memoryformer::detail::fail(("load " + path).c_str(), "arch", json_quote(file_arch),
                                std::string("\"") + Model::Block::kArch + "\" for this model type");
+  // A hostile config could ask for terabytes: the file must have a byte (the smallest dtype) for
+  // every parameter value before the model is built. Missing tensors are named further down.
+  const std::int64_t needed = Model::parameter_values(config);
+  if (static_cast<std::uint64_t>(needed) > file.data_size())
+    memoryformer::detail::fail(("load " + path).c_str(), "config", config_to_json(config),
+                               "a model the file can hold: it needs " + std::to_string(needed) +
+                                   " parameter values, but the data section holds only " +
+                                   std::to_string(file.data_size()) + " bytes");
   Model model(config);
   std::set<std::string> names;
   for (const auto& p : model.parameters()) {
