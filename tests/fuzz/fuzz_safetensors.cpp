@@ -1,8 +1,8 @@
 // libFuzzer target: bytes -> SafetensorsFile::from_memory (header length, JSON, tensor entries,
 // overlaps, checksums) -> every tensor read through each conversion -> load_model as a
-// MemoryFormer and as a dense model (config and shape validation). Error is the expected outcome
-// for bad input; anything else escaping (another exception, a sanitizer report, a broken
-// invariant) is a finding.
+// MemoryFormer and as a dense model (config and shape validation), then a forward pass on the
+// loaded weights. Error is the expected outcome for bad input; anything else escaping (another
+// exception, a sanitizer report, a broken invariant) is a finding.
 #include <memoryformer/io/model_file.hpp>
 
 #include <cstdint>
@@ -53,6 +53,11 @@ void try_load(const io::SafetensorsFile& file) {
   try {
     const Model model = io::load_model<Model>(file);
     if (model.n_layers() != model.config().n_layers) std::abort();
+    // Whatever the weights (NaN, inf, denormals), inference on them must stay defined.
+    mf::TokenMatrix tokens(1, 2);
+    tokens << 0, model.config().vocab_size - 1;
+    const mf::RowMatrix<float> logits = model.forward(tokens);
+    if (logits.rows() != 2 || logits.cols() != model.config().vocab_size) std::abort();
   } catch (const mf::Error&) {
   }
 }
