@@ -188,6 +188,9 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
   bad_config["config"] = mf::io::config_to_json(model.config()).insert(1, "\"colour\": 1, ");
   write([](auto&) {}, bad_config);
   test::expect_error(load, {"config key", "colour"});
+  bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "0");
+  write([](auto&) {}, bad_config);
+  test::expect_error(load, {"memoryformer: load ", "bad.safetensors: config: ModelConfig: vocab_size = 0"});
   // A config far larger than the file is refused before the model is allocated (before, a
   // changed vocab_size made load_model allocate 4 GB for a file of a few KB).
   bad_config = good;

@@ -69,7 +69,12 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     c.score = Score::l1;
   else
     detail::fail(what.c_str(), "score", json_quote(score), "\"paper\" or \"l1\"");
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {  // say which file the bad config came from
+    const std::string message = e.what(), prefix = "memoryformer: ";
+    throw Error(prefix + what + ": " + message.substr(message.rfind(prefix, 0) == 0 ? prefix.size() : 0));
+  }
   return c;
 }
 
