@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: dependencies, then configure, build and ctest
-# for the Debug (gcc), ASan+UBSan (clang) and scalar-only builds.
+# for the Debug (gcc), ASan+UBSan (clang) and scalar-only builds, then 60 s of libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +10,5 @@ for preset in dev asan scalar; do
   cmake --workflow --preset "$preset"
 done
 echo "=== all test presets passed: dev asan scalar"
+# Bounded fuzzing (about 30 s per target plus a short build): a crash fails CI.
+bash scripts/fuzz.sh 30

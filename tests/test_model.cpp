@@ -217,6 +217,13 @@ TEST(ModelConfig, ErrorsNameTheField) {
   test::expect_error(with([](mf::ModelConfig& c) { c.rotary_pct = 1.5; }), {"rotary_pct", "1.5"});
   test::expect_error(with([](mf::ModelConfig& c) { c.norm_eps = -1; }), {"norm_eps", "-1"});
   test::expect_error(with([](mf::ModelConfig& c) { c.n_layers = -1; }), {"n_layers", "-1"});
+  // (tau + e) K overflowing int was undefined behaviour in memory_block_width().
+  mf::ModelConfig wide = small_config();
+  wide.d_model = wide.n_heads = 1 << 30;
+  wide.tau = 1;
+  wide.expand_bits = 15;
+  test::expect_error([&] { wide.validate(); },
+                     {"ModelConfig", "d_model = 1073741824", "Memory Block width", "17179869184 fits in int"});
   const mf::MemoryFormerModel<float> model(small_config());
   test::expect_error([&] { model.forward(mf::TokenMatrix(1, 0)); }, {"Model::forward", "tokens", "1 x 0"});
   test::expect_error([&] { model.forward(mf::TokenMatrix::Constant(1, 2, 11)); }, {"11"});

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 namespace {
@@ -48,6 +50,44 @@ TEST(ModelFile, RoundTripReproducesLogits) {
   expect_round_trip<mf::MemoryFormerModel<float>>(temp_path("mf.safetensors"));
   expect_round_trip<mf::DenseModel<float>>(temp_path("dense.safetensors"));
   expect_round_trip<mf::MemoryFormerModel<double>>(temp_path("mf64.safetensors"));
+}
+
+TEST(ModelFile, LoadsFromAnOpenOrInMemoryFile) {
+  const std::string file = temp_path("open.safetensors");
+  mf::MemoryFormerModel<float> model(tiny_config());
+  mf::io::save_model(model, file);
+  const auto open = mf::io::SafetensorsFile::open(file);
+  EXPECT_EQ(mf::io::load_model<mf::MemoryFormerModel<float>>(open).forward(tokens()), model.forward(tokens()));
+  std::ifstream in(file, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const auto memory = mf::io::SafetensorsFile::from_memory(bytes.data(), bytes.size(), "in memory");
+  EXPECT_EQ(mf::io::load_model<mf::MemoryFormerModel<float>>(memory).forward(tokens()),
+            model.forward(tokens()));
+  test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(memory); },
+                     {"load in memory", "arch = \"memoryformer\""});
+}
+
+// Loaders compare it with the file before building a model, so it must match parameters().
+TEST(ModelFile, ParameterValuesMatchTheModel) {
+  auto count = [](auto&& model) {
+    std::int64_t n = 0;
+    for (const auto& p : model.parameters()) n += p.size();
+    return n;
+  };
+  mf::ModelConfig c = tiny_config();
+  for (const int expand_bits : {0, 1, 3}) {
+    c.expand_bits = expand_bits;
+    EXPECT_EQ(mf::MemoryFormerModel<float>::parameter_values(c), count(mf::MemoryFormerModel<float>(c)));
+    EXPECT_EQ(mf::DenseModel<double>::parameter_values(c), count(mf::DenseModel<double>(c)));
+  }
+  c.n_layers = 0;
+  EXPECT_EQ(mf::MemoryFormerModel<float>::parameter_values(c), 2 * 13 * 16 + 16);
+  c.n_layers = 1 << 30;
+  c.d_model = 1 << 20;
+  c.tau = 16;
+  c.expand_bits = 0;
+  c.n_heads = 1;
+  test::expect_error([&] { mf::MemoryFormerModel<float>::parameter_values(c); }, {"parameter_values", "2^63"});
 }
 
 TEST(ModelFile, NamesShapesAndMetadataFollowMethodSection5) {
@@ -150,6 +190,16 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
   bad_config["config"] = mf::io::config_to_json(model.config()).insert(1, "\"colour\": 1, ");
   write([](auto&) {}, bad_config);
   test::expect_error(load, {"config key", "colour"});
+  bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "0");
+  write([](auto&) {}, bad_config);
+  test::expect_error(load, {"memoryformer: load ", "bad.safetensors: config: ModelConfig: vocab_size = 0"});
+  // A config far larger than the file is refused before the model is allocated (before, a
+  // changed vocab_size made load_model allocate 4 GB for a file of a few KB).
+  bad_config = good;
+  bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "1000000");
+  write([](auto&) {}, bad_config);
+  test::expect_error(load, {"load ", "config = {\"vocab_size\": 1000000", "needs 32013128 parameter values",
+                            "the data section holds only 54176 bytes"});
   test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(temp_path("missing.safetensors")); },
                      {"missing.safetensors"});
 }

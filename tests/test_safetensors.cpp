@@ -537,6 +537,10 @@ TEST(Safetensors, RejectsHostileFiles) {
       {"dims overflow in bytes only",
        file_bytes("{" + entry("a", "F64", "[4611686018427387904]", "[0,8]") + "}", eight),
        "overflows 64 bits"},
+      {"empty with overflowing dims",  // numel() and matrix() used to overflow int64 (UB)
+       file_bytes("{" + entry("z", "F32", "[0,4611686018427387904,4]", "[0,0]") + "}", ""),
+       "tensor 'z': shape [0, 4611686018427387904, 4] is empty, but the product of its non-zero dims "
+       "overflows 63 bits"},
       {"deep nesting",
        file_bytes("{\"__metadata__\":" + std::string(70, '[') + std::string(70, ']') + "}", ""),
        "nested deeper than 64 levels"},
@@ -576,6 +580,29 @@ TEST(Safetensors, HeaderLengthIsCapped) {
   test::expect_error([&] { io::SafetensorsFile::open(path); },
                      {"header length 100000001 exceeds the limit of 100000000 bytes"});
   std::remove(path.c_str());
+}
+
+// from_memory runs the same checks as open() on bytes in place, and names them as asked.
+TEST(Safetensors, ReadsFromMemory) {
+  const std::string path = temp_path("memory.safetensors");
+  const mf::RowMatrix<float> w = test::random_matrix<float>(2, 3, 5);
+  io::write_safetensors(path, {io::tensor("w", w)}, {{"k", "v"}});
+  const std::string bytes = read_bytes(path);
+  const auto file = io::SafetensorsFile::from_memory(bytes.data(), bytes.size(), "weights in memory");
+  EXPECT_EQ(file.path(), "weights in memory");
+  EXPECT_TRUE(file.has_checksums());
+  EXPECT_EQ(file.metadata().at("k"), "v");
+  EXPECT_EQ(file.matrix<float>("w"), w);
+  EXPECT_EQ(file.data("w"), reinterpret_cast<const std::uint8_t*>(bytes.data()) + (bytes.size() - 24));
+
+  std::string corrupt = bytes;
+  corrupt.back() ^= 0x01;
+  test::expect_error([&] { io::SafetensorsFile::from_memory(corrupt.data(), corrupt.size(), "buf"); },
+                     {"file 'buf'", "tensor 'w': checksum mismatch"});
+  test::expect_error([&] { io::SafetensorsFile::from_memory(bytes.data(), 7); },
+                     {"file '<memory>'", "file of 7 bytes is shorter than the 8-byte header length"});
+  test::expect_error([] { io::SafetensorsFile::from_memory(nullptr, 16, "null"); },
+                     {"file 'null'", "16 bytes at nullptr"});
 }
 
 TEST(Safetensors, MissingTensorIsNamed) {

@@ -12,6 +12,7 @@
 #include "compressed_tables.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
+#include "flops.hpp"
 #include "linear.hpp"
 #include "memory_block.hpp"
 #include "memory_layer.hpp"
@@ -182,6 +183,22 @@ class MemoryFormerBlock {
     mlp_.zero_grad();
   }
 
+  // How many values append_parameters() hands out for `config` (validated), computed without
+  // building the block: loaders check it against a file before allocating. Throws on overflow.
+  static std::int64_t parameter_values(const ModelConfig& config) {
+    constexpr const char* where = "MemoryFormerBlock::parameter_values";
+    using detail::flops_add;
+    using detail::flops_mul;
+    const std::int64_t d = config.d_model, chunks = config.num_chunks(),
+                       hidden = flops_mul(where, config.tau + config.expand_bits, chunks);
+    const std::int64_t qkv = flops_add(where, flops_mul(where, chunks, std::int64_t{1} << config.tau, d), d);
+    const std::int64_t up = flops_add(where, flops_mul(where, chunks, std::int64_t{1} << config.tau, hidden),
+                                      3 * hidden);  // tables, bias, LayerNorm weight and bias
+    const std::int64_t down = flops_add(
+        where, flops_mul(where, chunks, std::int64_t{1} << (config.tau + config.expand_bits), d), d);
+    return flops_add(where, flops_add(where, flops_mul(where, 3, qkv), up), flops_add(where, down, 2 * d));
+  }
+
   // Names of method.md §5 below prefix ("blocks.{i}").
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     attn_norm_.append_parameters(prefix + ".attn_norm", out);
@@ -271,6 +288,15 @@ class DenseBlock {
     attn_norm_.zero_grad();
     for (Linear<Scalar>* l : {&q_, &k_, &v_, &o_, &up_, &down_}) l->zero_grad();
     mlp_norm_.zero_grad();
+  }
+
+  // As MemoryFormerBlock::parameter_values: 4 d x d projections and the d x 4d MLP, with biases.
+  static std::int64_t parameter_values(const ModelConfig& config) {
+    constexpr const char* where = "DenseBlock::parameter_values";
+    const std::int64_t d = config.d_model, ffn = kFfnMultiple * d;
+    const std::int64_t attention = detail::flops_mul(where, 4, detail::flops_add(where, d * d, d));
+    const std::int64_t mlp = detail::flops_add(where, detail::flops_mul(where, 2, d, ffn), ffn + d);
+    return detail::flops_add(where, detail::flops_add(where, attention, mlp), 2 * d);
   }
 
   // blocks.{i}.attn_norm.weight, .attn.{q,k,v,o}.{weight,bias}, .mlp_norm.weight,

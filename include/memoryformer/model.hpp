@@ -138,6 +138,16 @@ class Model {
     lm_head_.zero_grad();
   }
 
+  // The number of values parameters() holds for `config`, without building the model: what a
+  // loader checks against a file before it allocates. Throws Error on overflow.
+  static std::int64_t parameter_values(const ModelConfig& config) {
+    constexpr const char* where = "Model::parameter_values";
+    config.validate();
+    const std::int64_t d = config.d_model;
+    const std::int64_t ends = detail::flops_add(where, detail::flops_mul(where, 2, config.vocab_size, d), d);
+    return detail::flops_add(where, ends, detail::flops_mul(where, config.n_layers, Block::parameter_values(config)));
+  }
+
   // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag.
   ParameterList<Scalar> parameters() {
     ParameterList<Scalar> out;

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 namespace memoryformer {
@@ -51,6 +52,11 @@ struct ModelConfig {
     if (expand_bits < 0 || tau + expand_bits > kMaxTau)
       detail::fail(where, "expand_bits", expand_bits,
                    "an integer >= 0 with tau + expand_bits <= 16 (tau = " + std::to_string(tau) + ")");
+    if (static_cast<std::int64_t>(tau + expand_bits) * num_chunks() > std::numeric_limits<int>::max())
+      detail::fail(where, "d_model", d_model,
+                   "a size whose Memory Block width (tau + expand_bits) * d_model / tau = " +
+                       std::to_string(static_cast<std::int64_t>(tau + expand_bits) * num_chunks()) +
+                       " fits in int");
     if (score != Score::paper && score != Score::l1)
       detail::fail(where, "score", static_cast<int>(score), "Score::paper or Score::l1");
     if (!(rotary_pct >= 0.0 && rotary_pct <= 1.0))

@@ -84,7 +84,12 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     c.score = Score::l1;
   else
     detail::fail(what.c_str(), "score", json_quote(score), "\"paper\" or \"l1\"");
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {  // say which file the bad config came from
+    const std::string message = e.what(), prefix = "memoryformer: ";
+    throw Error(prefix + what + ": " + message.substr(message.rfind(prefix, 0) == 0 ? prefix.size() : 0));
+  }
   return c;
 }
 
@@ -283,6 +288,14 @@ Model load_model(const SafetensorsFile& file) {
     memoryformer::detail::fail(("load " + file.path()).c_str(), "arch", json_quote(file_arch),
                                std::string("\"") + Model::Block::kArch + "\" for this model type");
   const TableType tables = load_table_type(file);
+  // A hostile config could ask for terabytes: the file must have a byte (the smallest dtype) for
+  // every parameter value before the model is built. Missing tensors are named further down.
+  const std::int64_t needed = Model::parameter_values(config);
+  if (static_cast<std::uint64_t>(needed) > file.data_size())
+    memoryformer::detail::fail(("load " + file.path()).c_str(), "config", config_to_json(config),
+                               "a model the file can hold: it needs " + std::to_string(needed) +
+                                   " parameter values, but the data section holds only " +
+                                   std::to_string(file.data_size()) + " bytes");
   Model model(config);
   std::set<std::string> names;
   for (const auto& p : model.parameters()) {
@@ -298,6 +311,7 @@ Model load_model(const SafetensorsFile& file) {
   return model;
 }
 
+// The same from a path.
 template <class Model>
 Model load_model(const std::string& path) {
   return load_model<Model>(SafetensorsFile::open(path));

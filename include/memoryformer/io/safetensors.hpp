@@ -169,6 +169,9 @@ class SafetensorsFile {
   static constexpr std::uint64_t max_header_bytes = 100'000'000;
 
   static SafetensorsFile open(const std::string& path, Checksums checksums = Checksums::verify);
+  // The same checks on bytes already in memory, read in place (not copied): they must outlive the
+  // returned object. `name` stands for the path in messages.
+  static SafetensorsFile from_memory(const void* bytes, std::size_t size, std::string name = "<memory>");
 
   SafetensorsFile(SafetensorsFile&& other) noexcept { take(other); }
   SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
@@ -335,6 +338,7 @@ class SafetensorsFile {
     mapping_size_ = 0;
   }
 
+  void parse(const std::uint8_t* bytes, std::uint64_t size, Checksums checksums);
   void parse_header(std::string_view header);
   TensorInfo parse_tensor(const std::string& name, const JsonValue& entry) const;
   void check_overlaps() const;
@@ -403,8 +407,23 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums 
   if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(saved));
   file.mapping_ = mapping;
   file.mapping_size_ = static_cast<std::size_t>(size);
+  file.parse(static_cast<const std::uint8_t*>(mapping), size, checksums);
+  return file;
+}
 
-  const auto* bytes = static_cast<const std::uint8_t*>(mapping);
+inline SafetensorsFile SafetensorsFile::from_memory(const void* bytes, std::size_t size, std::string name) {
+  SafetensorsFile file;
+  file.path_ = std::move(name);
+  if (size < 8)
+    fail(file.path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
+  if (bytes == nullptr) fail(file.path_, std::to_string(size) + " bytes at nullptr");
+  file.parse(static_cast<const std::uint8_t*>(bytes), size, Checksums::verify);
+  return file;
+}
+
+// Everything after the bytes are in memory: header length, JSON, tensors, overlaps, checksums.
+inline void SafetensorsFile::parse(const std::uint8_t* bytes, std::uint64_t size, Checksums checksums) {
+  const std::string& path = path_;
   std::uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
   if (header_bytes > size - 8)
@@ -413,21 +432,20 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums 
   if (header_bytes > max_header_bytes)
     fail(path, "header length " + std::to_string(header_bytes) + " exceeds the limit of " +
                    std::to_string(max_header_bytes) + " bytes");
-  file.data_ = bytes + 8 + header_bytes;
-  file.data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
-  file.parse_header(
+  data_ = bytes + 8 + header_bytes;
+  data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
+  parse_header(
       std::string_view(reinterpret_cast<const char*>(bytes + 8), static_cast<std::size_t>(header_bytes)));
-  file.check_overlaps();
-  std::sort(file.tensors_.begin(), file.tensors_.end(),
+  check_overlaps();
+  std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
-  file.parse_checksums();
+  parse_checksums();
   if (checksums == Checksums::verify) {
-    const std::vector<ChecksumMismatch> bad = file.checksum_mismatches();
+    const std::vector<ChecksumMismatch> bad = checksum_mismatches();
     if (!bad.empty())
       fail(path, "tensor '" + bad.front().tensor + "': checksum mismatch: header says " + bad.front().stored +
                      ", data hashes to " + bad.front().actual);
   }
-  return file;
 }
 
 inline void SafetensorsFile::parse_header(std::string_view header) {
@@ -512,7 +530,16 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   if (overflow && !has_zero)
     fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) +
                     " overflows 64 bits of bytes");
-  if (has_zero) bytes = 0;
+  if (has_zero) {
+    // Empty, but numel() and matrix() still multiply the other dims in 63 bits.
+    std::uint64_t elements = 1;
+    for (const std::int64_t d : t.shape)
+      if (d != 0 && (!detail_bits::multiply(elements, static_cast<std::uint64_t>(d), elements) ||
+                     elements > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())))
+        fail(path_, where + "shape " + detail_bits::dims(t.shape) +
+                        " is empty, but the product of its non-zero dims overflows 63 bits");
+    bytes = 0;
+  }
 
   const auto& offsets = field("data_offsets", JsonValue::Type::array).as_array();
   if (offsets.size() != 2)
