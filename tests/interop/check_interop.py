@@ -12,6 +12,8 @@ Groups (each one ctest test, label "interop"):
   cpp-to-python   models initialised and written by C++ (interop_driver init) load in the
                   reference with the logits C++ computed from the model in memory, and the same
                   gradients.
+  cli-logits      `memoryformer logits` (the command-line tool, --cli) on models the reference
+                  wrote gives the reference's logits.
 
 Errors are relative to the tensor's scale: max|cpp - ref| / max|ref| per tensor; each case prints
 its logits, loss and worst gradient error. Hashing is discontinuous at z = 0, so a float32 rounding
@@ -199,6 +201,37 @@ def cpp_to_python(driver, work):
 # ---------------------------------------------------------------------------------------------
 # The reference against method.md itself: what makes it a reference rather than a second opinion.
 
+def cli_logits(cli, work):
+    worst = 0.0
+    for score, tau, e in (("paper", 8, 2), ("l1", 4, 1)):
+        config = tiny_config(score, tau, e, 1.0)
+        gen = torch.Generator().manual_seed(77 + tau)
+        for attempt in range(20):
+            model = ref.random_model(config, seed=int(torch.randint(2 ** 31, (1,), generator=gen)))
+            drawn = draw_tokens(model, gen, config.vocab_size)
+            if drawn:
+                break
+        else:
+            raise CheckFailed(f"no model and tokens with hash margin {MARGIN} in 20 x 50 draws")
+        tokens = drawn[0][:1]  # the CLI runs one sequence; the margin held for the whole batch
+        path = os.path.join(work, f"cli_{score}_{tau}_{e}.safetensors")
+        out = os.path.join(work, f"cli_{score}_{tau}_{e}.logits.safetensors")
+        ref.save_model(model, path, np.float32)
+        args = [cli, "logits", "--weights", path, "--tokens", ",".join(str(int(t)) for t in tokens[0]), "--out", out]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CheckFailed(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        result, _ = ref.read_safetensors(out)
+        with torch.no_grad():
+            want = model(tokens).numpy()
+        error = relative_error(result["logits"], want)
+        print(f"cli logits {score:5s} tau {tau} e {e}: relative error {error:.2e}", flush=True)
+        if not error <= TOLERANCE:
+            raise CheckFailed(f"cli logits {score} tau {tau} e {e}: relative error {error:.2e} exceeds {TOLERANCE}")
+        worst = max(worst, error)
+    print(f"cli-logits: worst relative error {worst:.2e} (tolerance {TOLERANCE})")
+
+
 def expect(ok, what):
     if not ok:
         raise CheckFailed(what)
@@ -295,19 +328,24 @@ def selftest(work):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("group", choices=["selftest", "python-to-cpp", "cpp-to-python"])
-    parser.add_argument("--driver", help="path of interop_driver (not needed by selftest)")
+    parser.add_argument("group", choices=["selftest", "python-to-cpp", "cpp-to-python", "cli-logits"])
+    parser.add_argument("--driver", help="path of interop_driver (python-to-cpp, cpp-to-python)")
+    parser.add_argument("--cli", help="path of the memoryformer executable (cli-logits)")
     parser.add_argument("--work", required=True, help="directory for the files exchanged")
     parser.add_argument("--score", choices=["paper", "l1"], default="paper", help="python-to-cpp only")
     args = parser.parse_args()
-    if args.group != "selftest" and not args.driver:
+    if args.group in ("python-to-cpp", "cpp-to-python") and not args.driver:
         parser.error(f"{args.group} needs --driver")
+    if args.group == "cli-logits" and not args.cli:
+        parser.error("cli-logits needs --cli")
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(1)  # tiny tensors; other tests share the cores
     start = time.time()
     try:
         if args.group == "selftest":
             selftest(args.work)
+        elif args.group == "cli-logits":
+            cli_logits(args.cli, args.work)
         elif args.group == "python-to-cpp":
             python_to_cpp(args.driver, args.work, args.score)
         else:
