@@ -113,6 +113,25 @@ TEST(Cli, LogitsEqualTheLibrarysForwardAndDecode) {
   expect_logits_match<mf::DenseModel<float>>("logits_dense");
 }
 
+// A file with compressed tables runs on them: the logits are those of the original model with
+// compress_tables(type), not those of its fp32 tables.
+TEST(Cli, LogitsOfACompressedFileUseTheCompressedTables) {
+  for (const mf::TableType type : {mf::TableType::bf16, mf::TableType::int8}) {
+    mf::MemoryFormerModel<float> model(tiny_config());
+    const std::string tag = std::string("compressed_") + mf::to_string(type);
+    const std::string weights = temp_path(tag + ".safetensors"), out = temp_path(tag + "_logits.safetensors");
+    mf::io::save_model(model, weights, {}, type);
+    const std::vector<std::int32_t> ids{3, 1, 4, 1, 5, 9, 2, 6};
+    const Result r = run({"logits", "--weights", weights, "--tokens", join(ids), "--out", out});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const mf::RowMatrix<float> logits = mf::io::SafetensorsFile::open(out).matrix<float>("logits");
+    const mf::RowMatrix<float> exact = model.forward(row(ids));
+    model.compress_tables(type);
+    EXPECT_LT(test::relative_error(logits, model.forward(row(ids))), kSamePrecision) << tag;
+    EXPECT_GT(test::relative_error(logits, exact), 1e-6) << tag;
+  }
+}
+
 TEST(Cli, GenerateEqualsTheLibrarysGenerate) {
   mf::MemoryFormerModel<float> model(tiny_config());
   const std::string weights = temp_path("generate.safetensors");
