@@ -80,6 +80,16 @@ def draw_tokens(model, gen, vocab):
     return None
 
 
+def draw_reference_model(config, gen, round_to):
+    """A random reference model (values rounded to round_to) with tokens and targets that keep MARGIN."""
+    for attempt in range(20):
+        model = ref.random_model(config, seed=int(torch.randint(2 ** 31, (1,), generator=gen)), round_to=round_to)
+        drawn = draw_tokens(model, gen, config.vocab_size)
+        if drawn:
+            return model, drawn
+    raise CheckFailed(f"no model and tokens with hash margin {MARGIN} in 20 x 50 draws")
+
+
 def run_driver(driver, *args):
     proc = subprocess.run([driver, *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -146,15 +156,7 @@ def python_to_cpp(driver, work, score):
         config = tiny_config(score, tau, e, temperature, rotary_pct)
         dtype = np.float64 if (tau, e) == (4, 2) else np.float32  # one file in F64: the loader converts
         gen = torch.Generator().manual_seed(1000 * tau + 10 * e + (score == "l1"))
-        for attempt in range(20):
-            model = ref.random_model(config, seed=int(torch.randint(2 ** 31, (1,), generator=gen)),
-                                     round_to=dtype)
-            drawn = draw_tokens(model, gen, config.vocab_size)
-            if drawn:
-                break
-        else:
-            raise CheckFailed(f"no model and tokens with hash margin {MARGIN} in 20 x 50 draws")
-        tokens, targets = drawn
+        model, (tokens, targets) = draw_reference_model(config, gen, dtype)
         label = f"python->cpp {score:5s} tau {tau} e {e} t {temperature} {np.dtype(dtype).name}"
         path = os.path.join(work, f"py_{score}_{tau}_{e}.safetensors")
         out = os.path.join(work, f"py_{score}_{tau}_{e}.result.safetensors")
@@ -206,14 +208,8 @@ def cli_logits(cli, work):
     for score, tau, e in (("paper", 8, 2), ("l1", 4, 1)):
         config = tiny_config(score, tau, e, 1.0)
         gen = torch.Generator().manual_seed(77 + tau)
-        for attempt in range(20):
-            model = ref.random_model(config, seed=int(torch.randint(2 ** 31, (1,), generator=gen)))
-            drawn = draw_tokens(model, gen, config.vocab_size)
-            if drawn:
-                break
-        else:
-            raise CheckFailed(f"no model and tokens with hash margin {MARGIN} in 20 x 50 draws")
-        tokens = drawn[0][:1]  # the CLI runs one sequence; the margin held for the whole batch
+        model, (tokens, _) = draw_reference_model(config, gen, np.float32)
+        tokens = tokens[:1]  # the CLI runs one sequence; the margin held for the whole batch
         path = os.path.join(work, f"cli_{score}_{tau}_{e}.safetensors")
         out = os.path.join(work, f"cli_{score}_{tau}_{e}.logits.safetensors")
         ref.save_model(model, path, np.float32)
