@@ -97,6 +97,48 @@ TEST_P(KernelsOnPath, ColumnSliceReadsOnlyItsColumns) {
   }
 }
 
+// A panel (gather_schedule.hpp): rows of kPanelColumns values. The panel kernel takes the full
+// width in registers and hands narrower last slices to the general gather.
+TEST_P(KernelsOnPath, PanelGatherMatchesScalar) {
+  const int columns = mf::detail::kPanelColumns;
+  for (int count : {1, 2, 7, 8})
+    for (int width : {columns, columns - 1, 17, 1}) {
+      Tables t(count, 16, columns, static_cast<unsigned>(count * 131 + width));
+      std::vector<float> expected(static_cast<std::size_t>(width), -0.5f), got = expected;
+      scalar().gather(t.table.data(), t.selection(), t.scores.data(), expected.data(), width);
+      kernels().panel(t.table.data(), t.selection(), t.scores.data(), got.data(), width);
+      for (int c = 0; c < width; ++c)
+        ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
+            << "K " << count << " width " << width << " col " << c;
+    }
+}
+
+template <class T>
+void expect_packed_panel_matches_scalar(mf::KernelPath path, T (*store)(float)) {
+  const int columns = mf::detail::kPanelColumns;
+  const auto kernels = mf::detail::packed_kernels_for<T>(path);
+  const auto scalar = mf::detail::packed_kernels_for<T>(mf::KernelPath::scalar);
+  for (int count : {1, 8, 9})
+    for (int width : {columns, 40}) {
+      const Tables t(count, 4, columns, static_cast<unsigned>(count + width));
+      std::vector<T> stored;
+      for (Eigen::Index i = 0; i < t.table.size(); ++i) stored.push_back(store(t.table.data()[i] * 100.0f));
+      std::vector<float> expected(static_cast<std::size_t>(width), 2.0f), got = expected;
+      scalar.gather(stored.data(), t.selection(), t.scores.data(), expected.data(), width);
+      kernels.panel(stored.data(), t.selection(), t.scores.data(), got.data(), width);
+      for (int c = 0; c < width; ++c)
+        ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
+            << "K " << count << " width " << width << " col " << c;
+    }
+}
+
+TEST_P(KernelsOnPath, CompressedPanelGatherMatchesScalar) {
+  expect_packed_panel_matches_scalar<mf::detail::bf16>(GetParam(), [](float v) { return mf::detail::bf16{mf::detail::float_to_bf16(v)}; });
+  expect_packed_panel_matches_scalar<std::int8_t>(GetParam(), [](float v) {
+    return static_cast<std::int8_t>(std::clamp(std::lround(v), -127L, 127L));
+  });
+}
+
 MF_INSTANTIATE_ON_ALL_PATHS(KernelsOnPath);
 
 TEST(KernelPath, ScalarIsAlwaysSupportedAndListedFirst) {

@@ -43,6 +43,14 @@ TEST_P(LayerOnPath, ForwardMatchesReference) {
   }
 }
 
+TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
+  const mf::MemoryLayer<float> layer(test::panel_layer_options());
+  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
+  ASSERT_LT(mf::detail::panel_group<float>(layer.num_chunks(), layer.num_buckets()), layer.num_chunks());
+  const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 31u, 0.0, 2.0);
+  EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
+}
+
 TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
   const mf::MemoryLayer<float> layer(options(48, 40, 6, mf::Score::l1));
   const auto x = test::random_matrix<float>(9, 48, 2u);

@@ -114,6 +114,19 @@ TEST_P(PackedOnPath, WideLayerAndSingleTokenMatchReference) {
   }
 }
 
+TEST_P(PackedOnPath, LargeBatchPanelScheduleMatchesReference) {
+  const mf::MemoryLayer<float> layer(test::panel_layer_options());
+  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
+  const mf::RowMatrix<float> x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 9, 0.05);
+  for (mf::TableType type : {mf::TableType::fp32, mf::TableType::bf16, mf::TableType::int8}) {
+    const mf::PackedMemoryLayer packed(layer, type);
+    EXPECT_LT(test::relative_error(packed.forward(x),
+                                   test::reference_forward(x, with_tables(layer, packed.tables()))),
+              1e-5)
+        << type;
+  }
+}
+
 MF_INSTANTIATE_ON_ALL_PATHS(PackedOnPath);
 
 }  // namespace

@@ -33,6 +33,19 @@ mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsign
 }
 
 // Token ids uniform in [0, vocab).
+// A layer that takes the panel schedule (gather_schedule.hpp) at kPanelTokens tokens: tau 4 (16
+// rows a table), three fp32 tables more than one panel group holds on this machine, and h = 200
+// (three full panel slices and a last one of 8 columns).
+inline constexpr Eigen::Index kPanelTokens = 100;
+inline mf::MemoryLayerOptions panel_layer_options() {
+  mf::MemoryLayerOptions o;
+  o.tau = 4;
+  o.in_dim = o.tau * (mf::detail::panel_group<float>(1 << 20, 1 << o.tau) + 3);
+  o.out_dim = 200;
+  o.temperature = 0.8f;
+  return o;
+}
+
 inline mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int> pick(0, vocab - 1);

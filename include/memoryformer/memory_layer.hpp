@@ -5,6 +5,7 @@
 
 #include "config.hpp"
 #include "detail/dispatch.hpp"
+#include "detail/gather_schedule.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "hash_bucket.hpp"
@@ -19,12 +20,6 @@ inline namespace v0 {
 
 namespace detail {
 
-// Column slices handed to threads start on 64-byte boundaries of a row of y.
-template <class Scalar>
-constexpr Eigen::Index column_align() {
-  return 64 / sizeof(Scalar);
-}
-
 // Throws unless `b` holds [N, K] codes in [0, buckets) and [N, K] scores: a code out of range would
 // read another chunk's table, or past the end.
 template <class Scalar>
@@ -37,30 +32,6 @@ void check_buckets(const char* where, const Buckets<Scalar>& b, int chunks, int 
         where, "buckets.codes",
         "a value in [" + std::to_string(b.codes.minCoeff()) + ", " + std::to_string(b.codes.maxCoeff()) + "]",
         "codes in [0, " + std::to_string(buckets) + ") (2^tau)");
-}
-
-// y [N, width] = bias, then gather(i, cols, y.row(i) + cols.begin) for every token i and column
-// slice: tokens across threads, and when there are fewer tokens than threads (decode), columns too.
-template <class Scalar, class Gather>
-RowMatrix<Scalar> gather_rows(const Buckets<Scalar>& buckets, const RowMatrix<Scalar>& bias, int width,
-                              const Gather& gather) {
-  const Eigen::Index n = buckets.codes.rows();
-  RowMatrix<Scalar> y(n, width);
-  if (bias.cols() > 0)
-    y.rowwise() = bias.row(0);
-  else
-    y.setZero();
-  const auto pool = thread_pool();
-  const double work = static_cast<double>(n) * buckets.codes.cols() * width;
-  const int row_tasks = task_count(work, n, pool->size());
-  const int col_tasks =
-      task_count(work, width / column_align<Scalar>(), (pool->size() + row_tasks - 1) / row_tasks);
-  pool->parallel_for(row_tasks * col_tasks, [&](int task) {
-    const Range rows = split_range(n, row_tasks, task / col_tasks);
-    const Range cols = split_range(width, col_tasks, task % col_tasks, column_align<Scalar>());
-    for (Eigen::Index i = rows.begin; i < rows.end; ++i) gather(i, cols, y.row(i).data() + cols.begin);
-  });
-  return y;
 }
 
 }  // namespace detail
@@ -115,12 +86,8 @@ class MemoryLayer {
   // The same from a precomputed hash of the input (Q, K and V share one).
   RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
     detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    const auto gather = detail::active_kernels<Scalar>().gather;
-    return detail::gather_rows<Scalar>(
-        buckets, bias_, out_dim(), [&](Eigen::Index i, const detail::Range& cols, Scalar* y) {
-          gather(tables_.data() + cols.begin, selection(buckets, i), buckets.scores.row(i).data(), y,
-                 static_cast<int>(cols.size()));
-        });
+    return detail::gather_tokens(tables_.data(), buckets.codes, buckets.scores, num_buckets(), bias_, out_dim(),
+                                 detail::active_kernels<Scalar>());
   }
 
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the

@@ -9,6 +9,7 @@
 #include "config.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/float16.hpp"
+#include "detail/gather_schedule.hpp"
 #include "hash_bucket.hpp"
 #include "memory_layer.hpp"
 #include "table_storage.hpp"
@@ -83,13 +84,13 @@ class PackedMemoryLayer {
     const KernelPath path = kernel_path();
     switch (type_) {
       case TableType::bf16:
-        return gather(buckets, bf16_.data(), detail::packed_gather_for<detail::bf16>(path));
+        return gather(buckets, bf16_.data(), detail::packed_kernels_for<detail::bf16>(path));
       case TableType::int8:
-        return gather(buckets, int8_.data(), detail::packed_gather_for<std::int8_t>(path));
+        return gather(buckets, int8_.data(), detail::packed_kernels_for<std::int8_t>(path));
       case TableType::fp32:
         break;
     }
-    return gather(buckets, fp32_.data(), detail::kernels_for<float>(path).gather);
+    return gather(buckets, fp32_.data(), detail::kernels_for<float>(path));
   }
 
  private:
@@ -114,29 +115,15 @@ class PackedMemoryLayer {
 
   // The gather of `table` for every token; int8 scores are first multiplied by their rows' scales.
   template <class T, class Kernel>
-  RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, Kernel kernel) const {
-    const int k_chunks = num_chunks();
-    return detail::gather_rows<float>(
-        buckets, bias_, out_dim(), [&](Eigen::Index i, const detail::Range& cols, float* y) {
-          const detail::RowSelection sel{buckets.codes.row(i).data(), k_chunks, num_buckets(), width_};
-          const float* scores = buckets.scores.row(i).data();
-          float scaled[kMaxStackChunks];
-          std::vector<float> scaled_heap;
-          if (!row_scale_.empty()) {
-            float* out = scaled;
-            if (k_chunks > kMaxStackChunks) {
-              scaled_heap.resize(static_cast<std::size_t>(k_chunks));
-              out = scaled_heap.data();
-            }
-            for (int k = 0; k < k_chunks; ++k)
-              out[k] = scores[k] * row_scale_[static_cast<std::size_t>(sel.offset(k) / width_)];
-            scores = out;
-          }
-          kernel(table + cols.begin, sel, scores, y, static_cast<int>(cols.size()));
-        });
+  RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, const Kernel& kernel) const {
+    if (row_scale_.empty())
+      return detail::gather_tokens(table, buckets.codes, buckets.scores, num_buckets(), bias_, out_dim(), kernel);
+    RowMatrix<float> scaled(buckets.scores.rows(), buckets.scores.cols());
+    for (Eigen::Index i = 0; i < scaled.rows(); ++i)
+      for (Eigen::Index k = 0; k < scaled.cols(); ++k)
+        scaled(i, k) = buckets.scores(i, k) * row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
+    return detail::gather_tokens(table, buckets.codes, scaled, num_buckets(), bias_, out_dim(), kernel);
   }
-
-  static constexpr int kMaxStackChunks = 512;  // K up to this keeps the scaled scores on the stack
 
   SignHash<float> hash_;
   RowMatrix<float> bias_;

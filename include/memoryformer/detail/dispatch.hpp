@@ -13,9 +13,15 @@ namespace memoryformer {
 inline namespace v0 {
 namespace detail {
 
+// Forward gather of one token: y[0:width] += sum_k scores[k] * row_k, rows stored as T and
+// accumulated as Acc.
+template <class T, class Acc>
+using GatherKernel = void (*)(const T* table, const RowSelection& sel, const Acc* scores, Acc* y, int width);
+
 template <class T>
 struct GatherKernels {
-  void (*gather)(const T* table, const RowSelection& sel, const T* scores, T* y, int width);
+  GatherKernel<T, T> gather;
+  GatherKernel<T, T> panel;  // the same on a packed panel (gather_schedule.hpp)
   void (*scatter)(T* grad, const RowSelection& sel, const T* scores, const T* dy, int width);
   void (*dot)(const T* table, const RowSelection& sel, const T* dy, int width, T* out);
 };
@@ -24,28 +30,31 @@ template <class T>
 GatherKernels<T> kernels_for(KernelPath path) {
   if constexpr (std::is_same<T, float>::value) {
 #if MF_HAVE_X86_SIMD
-    if (path == KernelPath::avx512) return {avx512::gather<float>, avx512::scatter, avx512::dot};
-    if (path == KernelPath::avx2) return {avx2::gather<float>, avx2::scatter, avx2::dot};
+    if (path == KernelPath::avx512)
+      return {avx512::gather<float>, avx512::gather_panel<float>, avx512::scatter, avx512::dot};
+    if (path == KernelPath::avx2) return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot};
 #endif
   }
   (void)path;
-  return {scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>};
+  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>};
 }
 
-// The forward gather of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),
+// The forward gathers of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),
 // accumulated in float.
 template <class T>
-using PackedGather = void (*)(const T* table, const RowSelection& sel, const float* scores, float* y,
-                              int width);
+struct PackedKernels {
+  GatherKernel<T, float> gather;
+  GatherKernel<T, float> panel;
+};
 
 template <class T>
-PackedGather<T> packed_gather_for(KernelPath path) {
+PackedKernels<T> packed_kernels_for(KernelPath path) {
 #if MF_HAVE_X86_SIMD
-  if (path == KernelPath::avx512) return avx512::gather<T>;
-  if (path == KernelPath::avx2) return avx2::gather<T>;
+  if (path == KernelPath::avx512) return {avx512::gather<T>, avx512::gather_panel<T>};
+  if (path == KernelPath::avx2) return {avx2::gather<T>, avx2::gather_panel<T>};
 #endif
   (void)path;
-  return scalar::gather<T, float>;
+  return {scalar::gather<T, float>, scalar::gather<T, float>};
 }
 
 // The kernels of the path selected now (kernel_path()).

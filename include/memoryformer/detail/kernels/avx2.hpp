@@ -89,6 +89,23 @@ MF_TARGET_AVX2 inline void gather(const T* table, const RowSelection& sel, const
   }
 }
 
+// The gather of one token from an L2-resident panel (gather_schedule.hpp): the 64-column piece of y
+// held in eight registers across the group's rows. A narrower last slice takes the general gather.
+template <class T>
+MF_TARGET_AVX2 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores, float* y,
+                                        int width) {
+  constexpr int kRegisters = kPanelColumns / kLanes;
+  if (width != kPanelColumns) return gather(panel, sel, scores, y, width);
+  __m256 acc[kRegisters];
+  for (int v = 0; v < kRegisters; ++v) acc[v] = _mm256_loadu_ps(y + v * kLanes);
+  for (int k = 0; k < sel.count; ++k) {
+    const T* row = panel + sel.offset(k);
+    const __m256 s = _mm256_set1_ps(scores[k]);
+    for (int v = 0; v < kRegisters; ++v) acc[v] = _mm256_fmadd_ps(s, load8(row + v * kLanes), acc[v]);
+  }
+  for (int v = 0; v < kRegisters; ++v) _mm256_storeu_ps(y + v * kLanes, acc[v]);
+}
+
 // row_k += scores[k] * dy for every selected row.
 MF_TARGET_AVX2 inline void scatter(float* grad, const RowSelection& sel, const float* scores, const float* dy,
                                    int width) {

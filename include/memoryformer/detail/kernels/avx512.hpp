@@ -96,6 +96,46 @@ MF_TARGET_AVX512 inline void gather(const T* table, const RowSelection& sel, con
   }
 }
 
+// The gather of one token from an L2-resident panel (gather_schedule.hpp): rows of kPanelColumns
+// values, the whole 64-column piece of y held in registers across the group's rows. Two sets of
+// accumulators (even and odd k) keep eight FMA chains in flight. A narrower last slice takes the
+// general gather.
+template <class T>
+MF_TARGET_AVX512 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores, float* y,
+                                          int width) {
+  static_assert(kPanelColumns == 4 * kLanes, "gather_panel holds a panel row in four registers");
+  if (width != kPanelColumns) return gather(panel, sel, scores, y, width);
+  __m512 a0 = _mm512_loadu_ps(y), a1 = _mm512_loadu_ps(y + 16), a2 = _mm512_loadu_ps(y + 32),
+         a3 = _mm512_loadu_ps(y + 48);
+  __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 1 < sel.count; k += 2) {
+    const T* even = panel + sel.offset(k);
+    const T* odd = panel + sel.offset(k + 1);
+    const __m512 se = _mm512_set1_ps(scores[k]), so = _mm512_set1_ps(scores[k + 1]);
+    a0 = _mm512_fmadd_ps(se, load16(even), a0);
+    a1 = _mm512_fmadd_ps(se, load16(even + 16), a1);
+    a2 = _mm512_fmadd_ps(se, load16(even + 32), a2);
+    a3 = _mm512_fmadd_ps(se, load16(even + 48), a3);
+    b0 = _mm512_fmadd_ps(so, load16(odd), b0);
+    b1 = _mm512_fmadd_ps(so, load16(odd + 16), b1);
+    b2 = _mm512_fmadd_ps(so, load16(odd + 32), b2);
+    b3 = _mm512_fmadd_ps(so, load16(odd + 48), b3);
+  }
+  if (k < sel.count) {
+    const T* row = panel + sel.offset(k);
+    const __m512 s = _mm512_set1_ps(scores[k]);
+    a0 = _mm512_fmadd_ps(s, load16(row), a0);
+    a1 = _mm512_fmadd_ps(s, load16(row + 16), a1);
+    a2 = _mm512_fmadd_ps(s, load16(row + 32), a2);
+    a3 = _mm512_fmadd_ps(s, load16(row + 48), a3);
+  }
+  _mm512_storeu_ps(y, _mm512_add_ps(a0, b0));
+  _mm512_storeu_ps(y + 16, _mm512_add_ps(a1, b1));
+  _mm512_storeu_ps(y + 32, _mm512_add_ps(a2, b2));
+  _mm512_storeu_ps(y + 48, _mm512_add_ps(a3, b3));
+}
+
 // row_k += scores[k] * dy for every selected row.
 MF_TARGET_AVX512 inline void scatter(float* grad, const RowSelection& sel, const float* scores,
                                      const float* dy, int width) {

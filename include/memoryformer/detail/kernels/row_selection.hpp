@@ -28,6 +28,10 @@ inline constexpr int kPrefetchRows = 8;
 // and rows read in contiguous pieces of at least 1 KiB).
 inline constexpr int kGatherColumns = 512;
 
+// Columns of one panel of the large-N schedule (gather_schedule.hpp): 256 bytes of fp32, four
+// AVX-512 or eight AVX2 registers.
+inline constexpr int kPanelColumns = 64;
+
 // Requests every cache line of row k + kPrefetchRows, if there is one.
 template <class T>
 inline void prefetch_ahead(const T* table, const RowSelection& sel, int k, int width) {
