@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """Draws the benchmark results of benchmarks/run.sh (Google Benchmark JSON) as PNGs.
 
-    benchmarks/plot.py RESULTS.json [--out-dir docs] [--threads T] [--markdown]
+    benchmarks/plot.py RESULTS.json [MORE.json ...] [--out-dir docs] [--threads T] [--markdown]
+
+Several files (memoryformer_bench's and memoryformer_bench_blas_block's) are merged, keeping the
+faster time of each benchmark: every block, dense or MemoryFormer, is shown with the faster of
+Eigen's GEMM and the system BLAS.
 
 - layer_latency.png: time per token against N, for the dense baselines (Eigen, BLAS) and the
   lookup with each table type, at d = h = 1024 and tau 8 (or the largest d present), cold and hot
@@ -49,6 +53,16 @@ def load(path):
         family, args = parse_name(r.get("run_name", r["name"]))
         rows.append((family, args, float(r["time_per_token"])))
     return data.get("context", {}), rows
+
+
+def merge_fastest(rows):
+    """One row per (family, arguments): the fastest of the files'."""
+    best = {}
+    for family, args, t in rows:
+        key = (family, tuple(sorted(args.items())))
+        if key not in best or t < best[key][2]:
+            best[key] = (family, args, t)
+    return list(best.values())
 
 
 def pick(rows, family, **want):
@@ -176,13 +190,13 @@ def markdown(rows, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="JSON written by benchmarks/run.sh")
+    parser.add_argument("results", nargs="+", help="JSON written by benchmarks/run.sh")
     parser.add_argument("--out-dir", default="docs", help="where the PNGs go (default: docs)")
     parser.add_argument("--threads", type=int, default=0, help="thread count to plot (default: the most)")
     parser.add_argument("--markdown", action="store_true", help="print the headline table")
     opts = parser.parse_args()
 
-    _, rows = load(opts.results)
+    rows = merge_fastest([row for path in opts.results for row in load(path)[1]])
     threads = opts.threads or max(a.get("threads", 1) for _, a, _ in rows)
     if opts.markdown:
         print(markdown(rows, threads))

@@ -7,9 +7,11 @@
 #            one repetition, the main job's choice (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
 #   default  the default grid with 5 repetitions, medians reported
-# Builds the release preset first if the binary is missing. Then draws the results with plot.py
-# (PNGs and the headline table beside the JSON). Compare two result files with compare.py from
-# Debian's libbenchmark-tools.
+# Without extra flags it also runs the dense and MemoryFormer blocks of memoryformer_bench_blas_block
+# (every Eigen product done by the system BLAS) into FILE_blas_block.json. Builds the release
+# preset first if the binary is missing. Then draws the results with plot.py (PNGs and the
+# headline table beside the JSON; each block at the faster of the two builds). Compare two result
+# files with compare.py from Debian's libbenchmark-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a file}"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "benchmarks/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,4 +43,16 @@ flags=(--benchmark_out="$out" --benchmark_out_format=json --benchmark_counters_t
 if [[ "$reps" -gt 1 ]]; then flags+=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true); fi
 if [[ "$grid" == quick ]]; then flags+=(--benchmark_min_time=0.2); fi
 "$bin" "${flags[@]}" "$@"
-/usr/bin/python3 benchmarks/plot.py "$out" --out-dir "$(dirname "$out")" --markdown
+
+# The block benchmarks again with every Eigen product done by the system BLAS (single-threaded
+# inside the library's pool): the dense block at its best. plot.py keeps the faster of the two.
+# Skipped when extra benchmark flags (a filter) were given.
+results=("$out")
+blas_bin=build/release/benchmarks/memoryformer_bench_blas_block
+if [[ -x "$blas_bin" && $# -eq 0 ]]; then
+  blas_out="${out%.json}_blas_block.json"
+  flags[0]=--benchmark_out="$blas_out"
+  OPENBLAS_NUM_THREADS=1 "$blas_bin" "${flags[@]}" --benchmark_filter='^BM_Block(Forward|Decode)/' "$@"
+  results+=("$blas_out")
+fi
+/usr/bin/python3 benchmarks/plot.py "${results[@]}" --out-dir "$(dirname "$out")" --markdown
