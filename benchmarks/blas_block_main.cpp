@@ -32,8 +32,9 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
     benchmark::AddCustomContext("OPENBLAS_CORETYPE",
                                 environment("OPENBLAS_CORETYPE", "unset (BLAS may run ~5x slow)"));
-    benchmark::AddCustomContext("OPENBLAS_NUM_THREADS",
-                                environment("OPENBLAS_NUM_THREADS", "unset (BLAS threads oversubscribe the pool)"));
+    benchmark::AddCustomContext(
+        "OPENBLAS_NUM_THREADS",
+        environment("OPENBLAS_NUM_THREADS", "unset (BLAS threads oversubscribe the pool)"));
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
   } catch (const std::exception& e) {

@@ -133,10 +133,10 @@ void expect_packed_panel_matches_scalar(mf::KernelPath path, T (*store)(float)) 
 }
 
 TEST_P(KernelsOnPath, CompressedPanelGatherMatchesScalar) {
-  expect_packed_panel_matches_scalar<mf::detail::bf16>(GetParam(), [](float v) { return mf::detail::bf16{mf::detail::float_to_bf16(v)}; });
-  expect_packed_panel_matches_scalar<std::int8_t>(GetParam(), [](float v) {
-    return static_cast<std::int8_t>(std::clamp(std::lround(v), -127L, 127L));
-  });
+  expect_packed_panel_matches_scalar<mf::detail::bf16>(
+      GetParam(), [](float v) { return mf::detail::bf16{mf::detail::float_to_bf16(v)}; });
+  expect_packed_panel_matches_scalar<std::int8_t>(
+      GetParam(), [](float v) { return static_cast<std::int8_t>(std::clamp(std::lround(v), -127L, 127L)); });
 }
 
 MF_INSTANTIATE_ON_ALL_PATHS(KernelsOnPath);

@@ -102,7 +102,8 @@ void check_gradients(mf::Score score, float t) {
     }
   // Central differences of the loss in one parameter w of the layer (test::central_difference, h = eps).
   const auto central_difference = [&](double& w) {
-    return test::central_difference(w, [&] { return loss(layer, x, g); }, eps);
+    return test::central_difference(
+        w, [&] { return loss(layer, x, g); }, eps);
   };
   // Every table entry, selected or not: unselected rows must get exactly zero.
   for (Eigen::Index i = 0; i < layer.tables().size(); ++i)

@@ -138,14 +138,16 @@ inline double central_difference(double& w, const std::function<double()>& loss,
 // Checks the accumulated gradient of every parameter against central differences of `loss` on a
 // sample of its entries: the `count` largest gradients (a table's gradient is mostly zeros) and
 // `count` evenly spaced ones (which checks zeros too).
-inline void expect_parameter_gradients(const mf::ParameterList<double>& params, const std::function<double()>& loss,
-                                       int count = 12, double tolerance = 1e-6) {
+inline void expect_parameter_gradients(const mf::ParameterList<double>& params,
+                                       const std::function<double()>& loss, int count = 12,
+                                       double tolerance = 1e-6) {
   for (const auto& p : params) {
     std::vector<Eigen::Index> order(static_cast<std::size_t>(p.size()));
     std::iota(order.begin(), order.end(), Eigen::Index{0});
     const std::size_t top = std::min(order.size(), static_cast<std::size_t>(count));
-    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
-                      [&](Eigen::Index a, Eigen::Index b) { return std::abs(p.grad[a]) > std::abs(p.grad[b]); });
+    std::partial_sort(
+        order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top), order.end(),
+        [&](Eigen::Index a, Eigen::Index b) { return std::abs(p.grad[a]) > std::abs(p.grad[b]); });
     std::vector<Eigen::Index> picks(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(top));
     for (int i = 0; i < count; ++i) picks.push_back(p.size() * i / count);
     for (Eigen::Index i : picks) {

@@ -14,10 +14,7 @@
 #include "memory_layer.hpp"
 #include "table_storage.hpp"
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <ostream>
 #include <vector>
 
 namespace memoryformer {
@@ -117,11 +114,13 @@ class PackedMemoryLayer {
   template <class T, class Kernel>
   RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, const Kernel& kernel) const {
     if (row_scale_.empty())
-      return detail::gather_tokens(table, buckets.codes, buckets.scores, num_buckets(), bias_, out_dim(), kernel);
+      return detail::gather_tokens(table, buckets.codes, buckets.scores, num_buckets(), bias_, out_dim(),
+                                   kernel);
     RowMatrix<float> scaled(buckets.scores.rows(), buckets.scores.cols());
     for (Eigen::Index i = 0; i < scaled.rows(); ++i)
       for (Eigen::Index k = 0; k < scaled.cols(); ++k)
-        scaled(i, k) = buckets.scores(i, k) * row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
+        scaled(i, k) = buckets.scores(i, k) *
+                       row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
     return detail::gather_tokens(table, buckets.codes, scaled, num_buckets(), bias_, out_dim(), kernel);
   }
 

@@ -32,7 +32,8 @@ GatherKernels<T> kernels_for(KernelPath path) {
 #if MF_HAVE_X86_SIMD
     if (path == KernelPath::avx512)
       return {avx512::gather<float>, avx512::gather_panel<float>, avx512::scatter, avx512::dot};
-    if (path == KernelPath::avx2) return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot};
+    if (path == KernelPath::avx2)
+      return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot};
 #endif
   }
   (void)path;

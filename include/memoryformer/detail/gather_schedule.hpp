@@ -110,8 +110,8 @@ void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>
 // row-major table, through the active path's kernels(table, selection, scores, y, width): `gather`
 // on the table, `panel` on packed panels. T is the stored type and Acc the accumulated one.
 template <class T, class Acc, class Kernels>
-RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets,
-                             const RowMatrix<Acc>& bias, int width, const Kernels& kernels) {
+RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores,
+                             int buckets, const RowMatrix<Acc>& bias, int width, const Kernels& kernels) {
   const Eigen::Index n = codes.rows();
   const int chunks = static_cast<int>(codes.cols());
   RowMatrix<Acc> y(n, width);
@@ -126,7 +126,8 @@ RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowM
   const auto pool = thread_pool();
   const double work = static_cast<double>(n) * chunks * width;
   const int row_tasks = task_count(work, n, pool->size());
-  const int col_tasks = task_count(work, width / column_align<Acc>(), (pool->size() + row_tasks - 1) / row_tasks);
+  const int col_tasks =
+      task_count(work, width / column_align<Acc>(), (pool->size() + row_tasks - 1) / row_tasks);
   pool->parallel_for(row_tasks * col_tasks, [&](int task) {
     const Range rows = split_range(n, row_tasks, task / col_tasks);
     const Range cols = split_range(width, col_tasks, task % col_tasks, column_align<Acc>());

@@ -92,8 +92,8 @@ MF_TARGET_AVX2 inline void gather(const T* table, const RowSelection& sel, const
 // The gather of one token from an L2-resident panel (gather_schedule.hpp): the 64-column piece of y
 // held in eight registers across the group's rows. A narrower last slice takes the general gather.
 template <class T>
-MF_TARGET_AVX2 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores, float* y,
-                                        int width) {
+MF_TARGET_AVX2 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores,
+                                        float* y, int width) {
   constexpr int kRegisters = kPanelColumns / kLanes;
   if (width != kPanelColumns) return gather(panel, sel, scores, y, width);
   __m256 acc[kRegisters];

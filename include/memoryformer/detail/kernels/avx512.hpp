@@ -101,13 +101,14 @@ MF_TARGET_AVX512 inline void gather(const T* table, const RowSelection& sel, con
 // accumulators (even and odd k) keep eight FMA chains in flight. A narrower last slice takes the
 // general gather.
 template <class T>
-MF_TARGET_AVX512 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores, float* y,
-                                          int width) {
+MF_TARGET_AVX512 inline void gather_panel(const T* panel, const RowSelection& sel, const float* scores,
+                                          float* y, int width) {
   static_assert(kPanelColumns == 4 * kLanes, "gather_panel holds a panel row in four registers");
   if (width != kPanelColumns) return gather(panel, sel, scores, y, width);
   __m512 a0 = _mm512_loadu_ps(y), a1 = _mm512_loadu_ps(y + 16), a2 = _mm512_loadu_ps(y + 32),
          a3 = _mm512_loadu_ps(y + 48);
-  __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(), b3 = _mm512_setzero_ps();
+  __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps(),
+         b3 = _mm512_setzero_ps();
   int k = 0;
   for (; k + 1 < sel.count; k += 2) {
     const T* even = panel + sel.offset(k);
