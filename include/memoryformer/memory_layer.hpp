@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "detail/aligned_buffer.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/gather_schedule.hpp"
 #include "detail/partition.hpp"
@@ -153,15 +154,16 @@ class MemoryLayer {
   // Sets the gradients to zero, allocating them on first use.
   void zero_grad() {
     if (!grads_)
-      grads_.emplace(Gradients{RowMatrix<Scalar>(tables_.rows(), tables_.cols()),
+      grads_.emplace(Gradients{detail::AlignedMatrix<Scalar>(tables_.rows(), tables_.cols()),
                                RowMatrix<Scalar>(bias_.rows(), bias_.cols())});
-    grads_->tables.setZero();
+    detail::view(grads_->tables).setZero();
     grads_->bias.setZero();
   }
 
  private:
   struct Gradients {
-    RowMatrix<Scalar> tables, bias;
+    detail::AlignedMatrix<Scalar> tables;  // aligned like the tables: the scatter writes its rows
+    RowMatrix<Scalar> bias;
   };
 
   // Column slices handed to threads start on 64-byte boundaries of a row.
@@ -200,7 +202,7 @@ class MemoryLayer {
 
   MemoryLayerOptions options_;
   SignHash<Scalar> hash_;
-  RowMatrix<Scalar> tables_;
+  detail::AlignedMatrix<Scalar> tables_;  // aligned storage: see detail/aligned_buffer.hpp
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;
 };

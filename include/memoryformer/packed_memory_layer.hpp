@@ -7,6 +7,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "detail/aligned_buffer.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/float16.hpp"
 #include "detail/gather_schedule.hpp"
@@ -14,6 +15,7 @@
 #include "memory_layer.hpp"
 #include "table_storage.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -34,10 +36,11 @@ class PackedMemoryLayer {
     const auto t = layer.tables();
     switch (type) {
       case TableType::fp32:
-        fp32_.assign(t.data(), t.data() + t.size());
+        fp32_ = detail::AlignedBuffer<float>(static_cast<std::size_t>(t.size()));
+        std::copy(t.data(), t.data() + t.size(), fp32_.data());
         break;
       case TableType::bf16:
-        bf16_.resize(static_cast<std::size_t>(t.size()));
+        bf16_ = detail::AlignedBuffer<detail::bf16>(static_cast<std::size_t>(t.size()));
         for (Eigen::Index i = 0; i < t.size(); ++i)
           bf16_[static_cast<std::size_t>(i)] = {detail::float_to_bf16(t.data()[i])};
         break;
@@ -92,7 +95,7 @@ class PackedMemoryLayer {
 
  private:
   void quantise_rows(const Eigen::Map<const RowMatrix<float>>& t) {
-    int8_.resize(static_cast<std::size_t>(t.size()));
+    int8_ = detail::AlignedBuffer<std::int8_t>(static_cast<std::size_t>(t.size()));
     row_scale_.resize(static_cast<std::size_t>(t.rows()));
     quantise_int8_rows(t.data(), t.rows(), t.cols(), int8_.data(), row_scale_.data());
   }
@@ -128,9 +131,10 @@ class PackedMemoryLayer {
   RowMatrix<float> bias_;
   TableType type_;
   Eigen::Index rows_, width_;
-  std::vector<float> fp32_;
-  std::vector<detail::bf16> bf16_;
-  std::vector<std::int8_t> int8_;
+  // Aligned storage (detail/aligned_buffer.hpp); only the one of type_ is allocated.
+  detail::AlignedBuffer<float> fp32_;
+  detail::AlignedBuffer<detail::bf16> bf16_;
+  detail::AlignedBuffer<std::int8_t> int8_;
   std::vector<float> row_scale_;  // int8 only, one per table row
 };
 

@@ -15,12 +15,12 @@
 
 #include "../config.hpp"
 #include "../threading.hpp"
+#include "aligned_buffer.hpp"
 #include "kernels/row_selection.hpp"
 #include "partition.hpp"
 
 #include <algorithm>
 #include <cstddef>
-#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -89,7 +89,7 @@ void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>
   const auto pool = thread_pool();
   const int tasks = static_cast<int>(std::min<Eigen::Index>(slices, pool->size()));
   pool->parallel_for(tasks, [&](int task) {
-    std::vector<T> panel(static_cast<std::size_t>(group) * buckets * kPanelColumns);
+    AlignedBuffer<T> panel(static_cast<std::size_t>(group) * buckets * kPanelColumns);
     const Range mine = split_range(slices, tasks, task);
     for (Eigen::Index slice = mine.begin; slice < mine.end; ++slice) {
       const Eigen::Index c0 = slice * kPanelColumns;
