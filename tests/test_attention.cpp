@@ -62,6 +62,28 @@ TEST(Attention, ForwardMatchesExplicitSoftmax) {
   }
 }
 
+// Sequences longer than forward()'s causal query block (64 rows), the last block partial.
+TEST(Attention, ForwardMatchesExplicitSoftmaxAcrossCausalBlocks) {
+  const mf::CausalSelfAttention<double> attention(8, 2);
+  const Inputs in = random_inputs(2 * 150, 8, 17);
+  EXPECT_LT(test::relative_error(attention.forward(in.q, in.k, in.v, 150),
+                                 reference_attention(in.q, in.k, in.v, 150, 2)),
+            1e-12);
+}
+
+TEST(Attention, BackwardAcrossCausalBlocksMatchesCentralDifferences) {
+  const mf::CausalSelfAttention<double> attention(4, 2);
+  Inputs in = random_inputs(2 * 70, 4, 19);
+  const mf::RowMatrix<double> weights = test::random_matrix<double>(140, 4, 23);
+  auto loss = [&] { return attention.forward(in.q, in.k, in.v, 70).cwiseProduct(weights).sum(); };
+  mf::CausalSelfAttention<double>::Saved saved;
+  attention.forward(in.q, in.k, in.v, 70, &saved);
+  const auto g = attention.backward(saved, weights);
+  for (auto [m, grad] : {std::pair{&in.q, &g.dq}, std::pair{&in.k, &g.dk}, std::pair{&in.v, &g.dv}})
+    for (Eigen::Index i = 0; i < m->size(); i += 7)  // every 7th value: rows in both query blocks
+      EXPECT_NEAR(grad->data()[i], test::central_difference(m->data()[i], loss), 1e-7) << i;
+}
+
 TEST(Attention, LargeScoresStayFinite) {
   const mf::CausalSelfAttention<float> attention(8, 2);
   const Inputs in = random_inputs(6, 8, 3, 300.0);  // scores up to ~1e5: exp overflows without the shift
