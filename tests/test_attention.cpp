@@ -47,6 +47,22 @@ Inputs random_inputs(Eigen::Index rows, int d, unsigned seed, double scale = 1.0
           test::random_matrix<double>(rows, d, seed + 2)};
 }
 
+// backward() from forward()'s saved state against central differences of sum(out * weights), for
+// every `stride`-th input value; batch 2.
+void expect_backward_matches_central_differences(int d, int heads, Eigen::Index seq, Eigen::Index stride,
+                                                 unsigned seed) {
+  const mf::CausalSelfAttention<double> attention(d, heads);
+  Inputs in = random_inputs(2 * seq, d, seed);
+  const mf::RowMatrix<double> weights = test::random_matrix<double>(2 * seq, d, seed + 4);
+  auto loss = [&] { return attention.forward(in.q, in.k, in.v, seq).cwiseProduct(weights).sum(); };
+  mf::CausalSelfAttention<double>::Saved saved;
+  attention.forward(in.q, in.k, in.v, seq, &saved);
+  const auto g = attention.backward(saved, weights);
+  for (auto [m, grad] : {std::pair{&in.q, &g.dq}, std::pair{&in.k, &g.dk}, std::pair{&in.v, &g.dv}})
+    for (Eigen::Index i = 0; i < m->size(); i += stride)
+      EXPECT_NEAR(grad->data()[i], test::central_difference(m->data()[i], loss), 1e-7) << i;
+}
+
 TEST(Attention, ForwardMatchesExplicitSoftmax) {
   for (int heads : {1, 3}) {
     const mf::CausalSelfAttention<double> attention(12, heads);
@@ -71,17 +87,9 @@ TEST(Attention, ForwardMatchesExplicitSoftmaxAcrossCausalBlocks) {
             1e-12);
 }
 
+// Two query blocks; every 7th value, so rows of both are checked.
 TEST(Attention, BackwardAcrossCausalBlocksMatchesCentralDifferences) {
-  const mf::CausalSelfAttention<double> attention(4, 2);
-  Inputs in = random_inputs(2 * 70, 4, 19);
-  const mf::RowMatrix<double> weights = test::random_matrix<double>(140, 4, 23);
-  auto loss = [&] { return attention.forward(in.q, in.k, in.v, 70).cwiseProduct(weights).sum(); };
-  mf::CausalSelfAttention<double>::Saved saved;
-  attention.forward(in.q, in.k, in.v, 70, &saved);
-  const auto g = attention.backward(saved, weights);
-  for (auto [m, grad] : {std::pair{&in.q, &g.dq}, std::pair{&in.k, &g.dk}, std::pair{&in.v, &g.dv}})
-    for (Eigen::Index i = 0; i < m->size(); i += 7)  // every 7th value: rows in both query blocks
-      EXPECT_NEAR(grad->data()[i], test::central_difference(m->data()[i], loss), 1e-7) << i;
+  expect_backward_matches_central_differences(4, 2, 70, 7, 19);
 }
 
 TEST(Attention, LargeScoresStayFinite) {
@@ -105,16 +113,7 @@ TEST(Attention, LaterPositionsNeverChangeEarlierOutputs) {
 }
 
 TEST(Attention, BackwardMatchesCentralDifferences) {
-  const mf::CausalSelfAttention<double> attention(6, 2);
-  Inputs in = random_inputs(2 * 4, 6, 5);
-  const mf::RowMatrix<double> weights = test::random_matrix<double>(8, 6, 9);
-  auto loss = [&] { return attention.forward(in.q, in.k, in.v, 4).cwiseProduct(weights).sum(); };
-  mf::CausalSelfAttention<double>::Saved saved;
-  attention.forward(in.q, in.k, in.v, 4, &saved);
-  const auto g = attention.backward(saved, weights);
-  for (auto [m, grad] : {std::pair{&in.q, &g.dq}, std::pair{&in.k, &g.dk}, std::pair{&in.v, &g.dv}})
-    for (Eigen::Index i = 0; i < m->size(); ++i)
-      EXPECT_NEAR(grad->data()[i], test::central_difference(m->data()[i], loss), 1e-7) << i;
+  expect_backward_matches_central_differences(6, 2, 4, 1, 5);
 }
 
 TEST(Attention, DecodeInPiecesEqualsFullForward) {
