@@ -4,9 +4,9 @@
 // Dense baselines: Eigen's GEMM, and cblas_sgemm from the system BLAS when the build found one
 // (MF_BENCH_HAVE_CBLAS). Report the faster of the two as "best dense".
 //
-// OpenBLAS: Debian's build mis-detects this CPU and runs ~5x slow unless OPENBLAS_CORETYPE (e.g.
-// SkylakeX) is set. OpenBLAS reads it when the shared library is loaded, before main() runs, so
-// setting it here would be too late: run `OPENBLAS_CORETYPE=SkylakeX memoryformer_bench`. The
+// OpenBLAS: Debian's build mis-detects this CPU and runs ~5x slow unless OPENBLAS_CORETYPE is set
+// (Zen on AMD, SkylakeX on Intel with AVX-512). OpenBLAS reads it when the shared library is
+// loaded, before main() runs, so setting it here would be too late: run.sh sets it. The
 // value, or a warning that it is unset, goes into the benchmark context (and the JSON output).
 //
 // Eigen: the binary is built with -march=native (MF_BENCH_NATIVE, on by default) so that Eigen's GEMM
