@@ -38,6 +38,7 @@
 #include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -296,6 +297,62 @@ void BM_MemoryLayer(benchmark::State& state) {
                static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * value_bytes);
 }
 
+// ---- Backward (training) -----------------------------------------------------------------------
+// Hot weights; dy and x fixed. Dense: dx = dy W^T and dW += x^T dy with Eigen's GEMM (what Linear
+// does). Lookup: MemoryLayer::backward, i.e. hashing x again, the scatter-add into the table
+// gradient, the row dots for the score gradient and the hash's backward (Eq. 12). MACs: dense
+// 2 N d h; lookup 2 N (d / tau) h (scatter and dots).
+
+void BM_DenseBackward(benchmark::State& state) {
+  const Index n = state.range(0), d = state.range(1), h = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  Matrix x(n, d), dy(n, h), w(d, h), dx(n, d), dw = Matrix::Zero(d, h);
+  fill_uniform(x.data(), x.size(), 1, 1.0f);
+  fill_uniform(dy.data(), dy.size(), 2, 1.0f);
+  fill_uniform(w.data(), w.size(), 3, 1.0f / std::sqrt(static_cast<float>(d)));
+  Eigen::setNbThreads(threads);
+  for (auto _ : state) {
+    dx.noalias() = dy * w.transpose();
+    dw.noalias() += x.transpose() * dy;
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::DoNotOptimize(dw.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, static_cast<double>(n), 2.0 * static_cast<double>(mf::dense_layer_macs(n, d, h)),
+               static_cast<double>(d) * static_cast<double>(h) * sizeof(float) * 2);
+}
+
+void BM_MemoryLayerBackward(benchmark::State& state) {
+  const Index n = state.range(0), d = state.range(1), h = state.range(2);
+  const int tau = static_cast<int>(state.range(3)), threads = static_cast<int>(state.range(4));
+  mf::MemoryLayerOptions opt;
+  opt.in_dim = static_cast<int>(d);
+  opt.out_dim = static_cast<int>(h);
+  opt.tau = tau;
+  std::optional<mf::MemoryLayer<float>> layer;
+  try {
+    layer.emplace(opt);
+    mf::set_num_threads(threads);
+  } catch (const mf::Error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  Matrix x(n, d), dy(n, h);
+  fill_uniform(x.data(), x.size(), 1, 1.0f);
+  fill_uniform(dy.data(), dy.size(), 2, 1.0f);
+  layer->zero_grad();
+  for (auto _ : state) {
+    Matrix dx = layer->backward(x, dy);
+    benchmark::DoNotOptimize(dx.data());
+    benchmark::ClobberMemory();
+  }
+  const std::int64_t k = d / tau;
+  // Bytes: every selected row read (dots) and read + written (scatter).
+  set_counters(
+      state, static_cast<double>(n), 2.0 * static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
+      3.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * sizeof(float));
+}
+
 // ---- Grids -----------------------------------------------------------------------------------
 
 // Quick (default): d = h = 1024, tau = 8; N = 1 (decode), 64, 4096; cold and hot at N = 1, hot
@@ -359,6 +416,32 @@ BENCHMARK(BM_DenseBlas)
 #endif
 BENCHMARK(BM_MemoryLayer)
     ->Apply(lookup_grid)
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// Training shapes: d = h = 1024, tau 8, N in {512, 4096} (a batch of sequences), 1 and 2 threads.
+void backward_grid(benchmark::internal::Benchmark* b, bool lookup) {
+  if (lookup)
+    b->ArgNames({"N", "d", "h", "tau", "threads"});
+  else
+    b->ArgNames({"N", "d", "h", "threads"});
+  for (std::int64_t n : {512, 4096})
+    for (std::int64_t threads : {1, 2}) {
+      if (lookup)
+        b->Args({n, 1024, 1024, 8, threads});
+      else
+        b->Args({n, 1024, 1024, threads});
+    }
+}
+
+BENCHMARK(BM_DenseBackward)
+    ->Apply([](benchmark::internal::Benchmark* b) { backward_grid(b, false); })
+    ->UseRealTime()
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MemoryLayerBackward)
+    ->Apply([](benchmark::internal::Benchmark* b) { backward_grid(b, true); })
     ->UseRealTime()
     ->MeasureProcessCPUTime()
     ->Unit(benchmark::kMicrosecond);
