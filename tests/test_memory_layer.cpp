@@ -51,6 +51,23 @@ TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
   EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
 }
 
+// The backward scatter on the panel schedule against the table gradient summed here explicitly:
+// dT[k * 2^tau + code(i, k)] += score(i, k) * dy(i) (Eq. 12).
+TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
+  mf::MemoryLayer<float> layer(test::panel_layer_options());
+  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
+  const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 41u, 0.0, 2.0);
+  const auto dy = test::random_matrix<float>(test::kPanelTokens, layer.out_dim(), 43u);
+  layer.backward(x, dy);
+  const mf::Buckets<float> b = layer.hash()(x);
+  mf::RowMatrix<double> expected = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
+  for (Eigen::Index i = 0; i < b.codes.rows(); ++i)
+    for (Eigen::Index k = 0; k < b.codes.cols(); ++k)
+      expected.row(k * layer.num_buckets() + b.codes(i, k)) +=
+          double(b.scores(i, k)) * dy.row(i).cast<double>();
+  EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
+}
+
 TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
   const mf::MemoryLayer<float> layer(options(48, 40, 6, mf::Score::l1));
   const auto x = test::random_matrix<float>(9, 48, 2u);

@@ -112,14 +112,19 @@ class MemoryLayer {
     const auto pool = detail::thread_pool();
     const double work = static_cast<double>(n) * num_chunks() * out_dim();
     // dL/dT[row] += s * dy: threads own column ranges, so rows picked by several tokens never race.
-    const int col_tasks = detail::task_count(work, out_dim() / kColumnAlign, pool->size());
+    // From 4 tokens per row on, on L2-sized gradient panels (detail/gather_schedule.hpp).
     Scalar* grad = grads_->tables.data();
-    pool->parallel_for(col_tasks, [&](int task) {
-      const detail::Range cols = detail::split_range(out_dim(), col_tasks, task, kColumnAlign);
-      for (Eigen::Index i = 0; i < n; ++i)
-        kernels.scatter(grad + cols.begin, selection(buckets, i), buckets.scores.row(i).data(),
-                        dy.row(i).data() + cols.begin, static_cast<int>(cols.size()));
-    });
+    if (detail::use_panels(n, num_buckets(), out_dim())) {
+      detail::scatter_panels(grad, buckets.codes, buckets.scores, num_buckets(), dy, kernels.scatter);
+    } else {
+      const int col_tasks = detail::task_count(work, out_dim() / kColumnAlign, pool->size());
+      pool->parallel_for(col_tasks, [&](int task) {
+        const detail::Range cols = detail::split_range(out_dim(), col_tasks, task, kColumnAlign);
+        for (Eigen::Index i = 0; i < n; ++i)
+          kernels.scatter(grad + cols.begin, selection(buckets, i), buckets.scores.row(i).data(),
+                          dy.row(i).data() + cols.begin, static_cast<int>(cols.size()));
+      });
+    }
     // dL/ds_k = <dy, T[row_k]>: independent per token.
     RowMatrix<Scalar> dscores(n, num_chunks());
     const int row_tasks = detail::task_count(work, n, pool->size());

@@ -77,6 +77,15 @@ void pack_panel(const T* table, std::ptrdiff_t ld, int first, int group, int buc
     std::copy(source + r * ld, source + r * ld + width, panel + r * kPanelColumns);
 }
 
+// The inverse of pack_panel: columns [0, width) of the group's table rows from the panel.
+template <class T>
+void unpack_panel(const T* panel, std::ptrdiff_t ld, int first, int group, int buckets, int width, T* table) {
+  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets;
+  T* dest = table + static_cast<std::ptrdiff_t>(first) * buckets * ld;
+  for (std::ptrdiff_t r = 0; r < rows; ++r)
+    std::copy(panel + r * kPanelColumns, panel + r * kPanelColumns + width, dest + r * ld);
+}
+
 // The panel schedule: threads own column slices of kPanelColumns, so each packs its own panels and
 // writes its own columns of y.
 template <class T, class Acc, class Kernel>
@@ -138,6 +147,39 @@ RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowM
     }
   });
   return y;
+}
+
+// The backward scatter-add (Eq. 12), grad[row(k, codes(i, k))] += scores(i, k) * dy(i), on the
+// panel schedule: per column slice and table group, the gradient panel is packed, every token's
+// rows are added into it (`scatter`, the path's kernel, on panel rows), and it is copied back.
+// Each value receives its additions in token order, as in the per-token loop: the results are
+// identical, and each gradient row is read and written once per call rather than once per token.
+template <class T, class Dy, class Kernel>
+void scatter_panels(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
+                    const Kernel& scatter) {
+  const Eigen::Index n = codes.rows(), width = dy.cols();
+  const int chunks = static_cast<int>(codes.cols());
+  const int group = panel_group<T>(chunks, buckets);
+  const Eigen::Index slices = (width + kPanelColumns - 1) / kPanelColumns;
+  const auto pool = thread_pool();
+  const int tasks = static_cast<int>(std::min<Eigen::Index>(slices, pool->size()));
+  pool->parallel_for(tasks, [&](int task) {
+    AlignedBuffer<T> panel(static_cast<std::size_t>(group) * buckets * kPanelColumns);
+    const Range mine = split_range(slices, tasks, task);
+    for (Eigen::Index slice = mine.begin; slice < mine.end; ++slice) {
+      const Eigen::Index c0 = slice * kPanelColumns;
+      const int w = static_cast<int>(std::min<Eigen::Index>(kPanelColumns, width - c0));
+      for (int first = 0; first < chunks; first += group) {
+        const int g = std::min(group, chunks - first);
+        pack_panel(grad + c0, width, first, g, buckets, w, panel.data());
+        for (Eigen::Index i = 0; i < n; ++i) {
+          const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
+          scatter(panel.data(), sel, scores.row(i).data() + first, dy.row(i).data() + c0, w);
+        }
+        unpack_panel(panel.data(), width, first, g, buckets, w, grad + c0);
+      }
+    }
+  });
 }
 
 }  // namespace detail
