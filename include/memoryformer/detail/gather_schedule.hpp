@@ -1,5 +1,6 @@
-// The order in which a layer's forward gather (Eq. 11) visits tokens and table rows, and how it
-// is cut across threads. Two schedules, chosen per call from N and the table size:
+// The order in which a layer's forward gather (Eq. 11) and backward scatter-add (Eq. 12) visit
+// tokens and table rows, and how they are cut across threads. Two schedules, chosen per call from
+// N and the table size:
 //
 // - per token: each token reads its K rows straight from the table. At small N the rows are read
 //   once per call anyway; this is the decode path (columns split across threads when N is small).
