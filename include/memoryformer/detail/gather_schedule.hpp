@@ -87,13 +87,11 @@ void unpack_panel(const T* panel, std::ptrdiff_t ld, int first, int group, int b
     std::copy(panel + r * kPanelColumns, panel + r * kPanelColumns + width, dest + r * ld);
 }
 
-// The panel schedule: threads own column slices of kPanelColumns, so each packs its own panels and
-// writes its own columns of y.
-template <class T, class Acc, class Kernel>
-void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets,
-                   RowMatrix<Acc>& y, const Kernel& kernel) {
-  const Eigen::Index n = codes.rows(), width = y.cols();
-  const int chunks = static_cast<int>(codes.cols());
+// The panel schedule's loop: body(panel, c0, w, first, g) for every column slice [c0, c0 + w) of
+// `width` and group of g chunk tables from `first`. Threads own column slices, each with its own
+// panel buffer, so each packs its own panels and writes its own columns.
+template <class T, class Body>
+void for_each_panel(Eigen::Index width, int chunks, int buckets, const Body& body) {
   const int group = panel_group<T>(chunks, buckets);
   const Eigen::Index slices = (width + kPanelColumns - 1) / kPanelColumns;
   const auto pool = thread_pool();
@@ -104,16 +102,26 @@ void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>
     for (Eigen::Index slice = mine.begin; slice < mine.end; ++slice) {
       const Eigen::Index c0 = slice * kPanelColumns;
       const int w = static_cast<int>(std::min<Eigen::Index>(kPanelColumns, width - c0));
-      for (int first = 0; first < chunks; first += group) {
-        const int g = std::min(group, chunks - first);
-        pack_panel(table + c0, width, first, g, buckets, w, panel.data());
-        for (Eigen::Index i = 0; i < n; ++i) {
-          const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
-          kernel(panel.data(), sel, scores.row(i).data() + first, y.row(i).data() + c0, w);
-        }
-      }
+      for (int first = 0; first < chunks; first += group)
+        body(panel.data(), c0, w, first, std::min(group, chunks - first));
     }
   });
+}
+
+// The forward gather on the panel schedule: each panel packed from the table, every token's rows
+// of it summed into its columns of y.
+template <class T, class Acc, class Kernel>
+void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets,
+                   RowMatrix<Acc>& y, const Kernel& kernel) {
+  const Eigen::Index width = y.cols();
+  for_each_panel<T>(width, static_cast<int>(codes.cols()), buckets,
+                    [&](T* panel, Eigen::Index c0, int w, int first, int g) {
+                      pack_panel(table + c0, width, first, g, buckets, w, panel);
+                      for (Eigen::Index i = 0; i < codes.rows(); ++i) {
+                        const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
+                        kernel(panel, sel, scores.row(i).data() + first, y.row(i).data() + c0, w);
+                      }
+                    });
 }
 
 // y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) of the [K * buckets, width]
@@ -158,29 +166,16 @@ RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowM
 template <class T, class Dy, class Kernel>
 void scatter_panels(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
                     const Kernel& scatter) {
-  const Eigen::Index n = codes.rows(), width = dy.cols();
-  const int chunks = static_cast<int>(codes.cols());
-  const int group = panel_group<T>(chunks, buckets);
-  const Eigen::Index slices = (width + kPanelColumns - 1) / kPanelColumns;
-  const auto pool = thread_pool();
-  const int tasks = static_cast<int>(std::min<Eigen::Index>(slices, pool->size()));
-  pool->parallel_for(tasks, [&](int task) {
-    AlignedBuffer<T> panel(static_cast<std::size_t>(group) * buckets * kPanelColumns);
-    const Range mine = split_range(slices, tasks, task);
-    for (Eigen::Index slice = mine.begin; slice < mine.end; ++slice) {
-      const Eigen::Index c0 = slice * kPanelColumns;
-      const int w = static_cast<int>(std::min<Eigen::Index>(kPanelColumns, width - c0));
-      for (int first = 0; first < chunks; first += group) {
-        const int g = std::min(group, chunks - first);
-        pack_panel(grad + c0, width, first, g, buckets, w, panel.data());
-        for (Eigen::Index i = 0; i < n; ++i) {
-          const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
-          scatter(panel.data(), sel, scores.row(i).data() + first, dy.row(i).data() + c0, w);
-        }
-        unpack_panel(panel.data(), width, first, g, buckets, w, grad + c0);
-      }
-    }
-  });
+  const Eigen::Index width = dy.cols();
+  for_each_panel<T>(width, static_cast<int>(codes.cols()), buckets,
+                    [&](T* panel, Eigen::Index c0, int w, int first, int g) {
+                      pack_panel(grad + c0, width, first, g, buckets, w, panel);
+                      for (Eigen::Index i = 0; i < codes.rows(); ++i) {
+                        const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
+                        scatter(panel, sel, scores.row(i).data() + first, dy.row(i).data() + c0, w);
+                      }
+                      unpack_panel(panel, width, first, g, buckets, w, grad + c0);
+                    });
 }
 
 }  // namespace detail
