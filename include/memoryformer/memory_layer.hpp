@@ -111,20 +111,9 @@ class MemoryLayer {
     const auto kernels = detail::active_kernels<Scalar>();
     const auto pool = detail::thread_pool();
     const double work = static_cast<double>(n) * num_chunks() * out_dim();
-    // dL/dT[row] += s * dy: threads own column ranges, so rows picked by several tokens never race.
-    // From 4 tokens per row on, on L2-sized gradient panels (detail/gather_schedule.hpp).
-    Scalar* grad = grads_->tables.data();
-    if (detail::use_panels(n, num_buckets(), out_dim())) {
-      detail::scatter_panels(grad, buckets.codes, buckets.scores, num_buckets(), dy, kernels.scatter);
-    } else {
-      const int col_tasks = detail::task_count(work, out_dim() / kColumnAlign, pool->size());
-      pool->parallel_for(col_tasks, [&](int task) {
-        const detail::Range cols = detail::split_range(out_dim(), col_tasks, task, kColumnAlign);
-        for (Eigen::Index i = 0; i < n; ++i)
-          kernels.scatter(grad + cols.begin, selection(buckets, i), buckets.scores.row(i).data(),
-                          dy.row(i).data() + cols.begin, static_cast<int>(cols.size()));
-      });
-    }
+    // dL/dT[row] += s * dy, on the schedule gather_schedule.hpp picks for this N.
+    detail::scatter_tokens(grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
+                           kernels.scatter);
     // dL/ds_k = <dy, T[row_k]>: independent per token.
     RowMatrix<Scalar> dscores(n, num_chunks());
     const int row_tasks = detail::task_count(work, n, pool->size());
@@ -170,9 +159,6 @@ class MemoryLayer {
     detail::AlignedMatrix<Scalar> tables;  // aligned like the tables: the scatter writes its rows
     RowMatrix<Scalar> bias;
   };
-
-  // Column slices handed to threads start on 64-byte boundaries of a row.
-  static constexpr Eigen::Index kColumnAlign = detail::column_align<Scalar>();
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";

@@ -178,6 +178,31 @@ void scatter_panels(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores
                     });
 }
 
+// grad [K * buckets, width] += the scatter-add (Eq. 12) of every token, through the active path's
+// `scatter` kernel: on panels from 4 tokens per row on, else per token with threads owning column
+// ranges (rows picked by several tokens never race). Both add each value's terms in token order.
+template <class T, class Dy, class Kernel>
+void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
+                    const Kernel& scatter) {
+  const Eigen::Index n = codes.rows(), width = dy.cols();
+  const int chunks = static_cast<int>(codes.cols());
+  if (use_panels(n, buckets, static_cast<int>(width))) {
+    scatter_panels(grad, codes, scores, buckets, dy, scatter);
+    return;
+  }
+  const auto pool = thread_pool();
+  const double work = static_cast<double>(n) * chunks * width;
+  const int col_tasks = task_count(work, width / column_align<T>(), pool->size());
+  pool->parallel_for(col_tasks, [&](int task) {
+    const Range cols = split_range(width, col_tasks, task, column_align<T>());
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const RowSelection sel{codes.row(i).data(), chunks, buckets, width};
+      scatter(grad + cols.begin, sel, scores.row(i).data(), dy.row(i).data() + cols.begin,
+              static_cast<int>(cols.size()));
+    }
+  });
+}
+
 }  // namespace detail
 }  // namespace v0
 }  // namespace memoryformer
