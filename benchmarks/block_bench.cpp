@@ -5,6 +5,8 @@
 //   BM_BlockDecode/arch/s/d/threads: one new token through the block, its KV cache holding s tokens.
 //   BM_Block{Forward,Decode}Compressed/table:{1 bf16, 2 int8}/s/d/threads: the MemoryFormer block
 //   reading compressed copies of its tables (Model::compress_tables).
+//   BM_Block{Forward,Decode}Tiled/table/s/d/threads: the same with the copies in TableLayout::tiles,
+//   the layout for long forwards (a slower decode is its price: docs/performance.md).
 // Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
 // memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
 #include "counters.hpp"
@@ -71,11 +73,11 @@ struct BlockCase {
   }
 };
 
-// The cached MemoryFormer block of width d, reading its tables as `type` (compressed only when the
-// type changes: packing ~1 GiB of tables at d 1024 takes a while).
-const mf::MemoryFormerBlock<float>& memoryformer_block(Index d, mf::TableType type) {
+// The cached MemoryFormer block of width d, reading its tables as `type` in `layout` (compressed
+// only when either changes: packing ~1 GiB of tables at d 1024 takes a while).
+const mf::MemoryFormerBlock<float>& memoryformer_block(Index d, mf::TableType type, mf::TableLayout layout) {
   auto& block = cached_block<mf::MemoryFormerBlock<float>>(d);
-  if (block.table_type() != type) block.compress_tables(type);
+  if (block.table_type() != type || block.table_layout() != layout) block.compress_tables(type, layout);
   return block;
 }
 
@@ -108,11 +110,11 @@ void decode(benchmark::State& state, const Block& block, Index s, Index d) {
 
 // Runs `body` (forward or decode) on the block the case asks for; a library error skips the point.
 template <class Body>
-bool run_block(benchmark::State& state, bool memoryformer, mf::TableType type, const BlockCase& c,
-               Body body) {
+bool run_block(benchmark::State& state, bool memoryformer, mf::TableType type, const BlockCase& c, Body body,
+               mf::TableLayout layout = mf::TableLayout::rows) {
   try {
     if (memoryformer)
-      body(state, memoryformer_block(c.d, type), c.s, c.d);
+      body(state, memoryformer_block(c.d, type, layout), c.s, c.d);
     else
       body(state, cached_block<mf::DenseBlock<float>>(c.d), c.s, c.d);
   } catch (const mf::Error& e) {
@@ -171,6 +173,18 @@ void BM_BlockDecodeCompressed(benchmark::State& state) {
     set_decode_counters(state, true, c);
 }
 
+void BM_BlockForwardTiled(benchmark::State& state) {
+  const BlockCase c(state);
+  if (run_block(state, true, static_cast<mf::TableType>(c.first), c, kForward, mf::TableLayout::tiles))
+    set_forward_counters(state, true, c);
+}
+
+void BM_BlockDecodeTiled(benchmark::State& state) {
+  const BlockCase c(state);
+  if (run_block(state, true, static_cast<mf::TableType>(c.first), c, kDecode, mf::TableLayout::tiles))
+    set_decode_counters(state, true, c);
+}
+
 // (first, s, d, threads) for every s, d and thread count; d outermost so that each cached block
 // serves all its points before the next is built.
 void grid(benchmark::internal::Benchmark* b, const char* first, std::initializer_list<std::int64_t> values) {
@@ -198,6 +212,10 @@ const bool kRegistered = [] {
       benchmark::RegisterBenchmark("BM_BlockForwardCompressed", BM_BlockForwardCompressed), table_grid,
       benchmark::kMillisecond);
   register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockDecodeCompressed", BM_BlockDecodeCompressed),
+                           table_grid, benchmark::kMicrosecond);
+  register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockForwardTiled", BM_BlockForwardTiled),
+                           table_grid, benchmark::kMillisecond);
+  register_block_benchmark(benchmark::RegisterBenchmark("BM_BlockDecodeTiled", BM_BlockDecodeTiled),
                            table_grid, benchmark::kMicrosecond);
   return true;
 }();

@@ -127,7 +127,7 @@ def plot_layer(plt, rows, threads, out_dir):
 
 def block_speedups(rows, threads):
     """[(label, speedup)]: dense block time over MemoryFormer block time (fp32 tables, and the
-    compressed bf16 and int8 variants when measured), per (kind, d, s) at `threads`."""
+    compressed bf16 and int8 variants in either layout when measured), per (kind, d, s) at `threads`."""
     out = []
     for kind in ("Forward", "Decode"):
         dense = {(a["d"], a["s"]): t for f, a, t in rows
@@ -140,6 +140,8 @@ def block_speedups(rows, threads):
                 variants[(a["d"], a["s"], "fp32")] = t
             elif f == "BM_Block" + kind + "Compressed":
                 variants[(a["d"], a["s"], TABLES[a["table"]])] = t
+            elif f == "BM_Block" + kind + "Tiled":
+                variants[(a["d"], a["s"], TABLES[a["table"]] + " tiles")] = t
         for (d, s, table), t in sorted(variants.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
             if (d, s) in dense:
                 out.append((f"{kind.lower()} {table}\nd {d} s {s}", dense[(d, s)] / t))

@@ -72,6 +72,27 @@ TEST_P(CompressTables, DecodeMatchesTheCompressedForward) {
   }
 }
 
+// Tiled copies hold the same values: forward and decode agree with the row layout's.
+TEST_P(CompressTables, TiledLayoutGivesTheRowLayoutsOutput) {
+  mf::MemoryFormerModel<float> model(small_config());
+  const mf::TokenMatrix tokens = test::random_tokens(2, 9, small_config().vocab_size, 6u);
+  model.compress_tables(GetParam());
+  const mf::RowMatrix<float> rows = model.forward(tokens);
+  model.compress_tables(GetParam(), mf::TableLayout::tiles);
+  EXPECT_EQ(model.table_layout(), mf::TableLayout::tiles);
+  EXPECT_LT(test::relative_error(model.forward(tokens), rows), 1e-6);
+  auto state = model.start_decoding(9);
+  EXPECT_LT(test::relative_error(model.decode(tokens.row(0), state), rows.topRows(9)), 1e-5);
+  model.compress_tables(mf::TableType::fp32);
+  EXPECT_EQ(model.table_layout(), mf::TableLayout::rows);
+}
+
+TEST(CompressTablesLayout, Fp32WithTilesIsRejected) {
+  mf::MemoryFormerModel<float> model(small_config());
+  test::expect_error([&] { model.compress_tables(mf::TableType::fp32, mf::TableLayout::tiles); },
+                     {"compress_tables", "layout", "tiles", "TableLayout::rows with TableType::fp32"});
+}
+
 TEST_P(CompressTables, TrainingForwardIsRefused) {
   mf::MemoryFormerModel<float> model(small_config());
   model.compress_tables(GetParam());

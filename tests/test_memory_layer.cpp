@@ -45,8 +45,10 @@ TEST_P(LayerOnPath, ForwardMatchesReference) {
 
 TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
   const mf::MemoryLayer<float> layer(test::panel_layer_options());
-  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
-  ASSERT_LT(mf::detail::panel_group<float>(layer.num_chunks(), layer.num_buckets()), layer.num_chunks());
+  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
+  ASSERT_LT(
+      mf::detail::panel_group<float>(layer.num_chunks(), layer.num_buckets(), mf::detail::kPanelColumns),
+      layer.num_chunks());
   const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 31u, 0.0, 2.0);
   EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
 }
@@ -55,7 +57,7 @@ TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
 // dT[k * 2^tau + code(i, k)] += score(i, k) * dy(i) (Eq. 12).
 TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
   mf::MemoryLayer<float> layer(test::panel_layer_options());
-  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
+  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
   const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 41u, 0.0, 2.0);
   const auto dy = test::random_matrix<float>(test::kPanelTokens, layer.out_dim(), 43u);
   layer.backward(x, dy);

@@ -5,6 +5,9 @@
 
 #include <memoryformer/packed_memory_layer.hpp>
 
+#include <utility>
+#include <vector>
+
 namespace {
 
 class PackedOnPath : public test::PathTest {};
@@ -116,7 +119,7 @@ TEST_P(PackedOnPath, WideLayerAndSingleTokenMatchReference) {
 
 TEST_P(PackedOnPath, LargeBatchPanelScheduleMatchesReference) {
   const mf::MemoryLayer<float> layer(test::panel_layer_options());
-  ASSERT_TRUE(mf::detail::use_panels(test::kPanelTokens, layer.num_buckets(), layer.out_dim()));
+  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, true), mf::detail::Schedule::panels);
   const mf::RowMatrix<float> x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 9, 0.05);
   for (mf::TableType type : {mf::TableType::fp32, mf::TableType::bf16, mf::TableType::int8}) {
     const mf::PackedMemoryLayer packed(layer, type);
@@ -125,6 +128,39 @@ TEST_P(PackedOnPath, LargeBatchPanelScheduleMatchesReference) {
               1e-5)
         << type;
   }
+}
+
+// Tiled tables (TableLayout::tiles) on each schedule: per token (N = 1, 3), whole-tile panels
+// (1.25 tokens a row) and 64-column panels cut from the tiles (kPanelTokens). The tiles of 128
+// and 72 columns make the last tile narrower than the first, and its last panel slice 8 wide.
+TEST_P(PackedOnPath, TiledLayoutMatchesReferenceOnEverySchedule) {
+  const mf::MemoryLayer<float> layer(test::panel_layer_options());
+  using mf::detail::Schedule;
+  const std::vector<std::pair<Eigen::Index, Schedule>> cases = {{1, Schedule::per_token},
+                                                                {3, Schedule::per_token},
+                                                                {20, Schedule::tile_panels},
+                                                                {test::kPanelTokens, Schedule::panels}};
+  for (mf::TableType type : {mf::TableType::fp32, mf::TableType::bf16, mf::TableType::int8}) {
+    const mf::PackedMemoryLayer tiled(layer, type, mf::TableLayout::tiles);
+    const mf::PackedMemoryLayer rows(layer, type);
+    ASSERT_EQ(tiled.layout(), mf::TableLayout::tiles);
+    ASSERT_EQ(tiled.tables(), rows.tables()) << type;  // the same values, stored elsewhere
+    for (const auto& [n, schedule] : cases) {
+      ASSERT_EQ(test::schedule_for(n, layer, true), schedule) << "N " << n;
+      const mf::RowMatrix<float> x = test::random_matrix<float>(n, layer.in_dim(), 10, 0.05);
+      EXPECT_LT(test::relative_error(tiled.forward(x),
+                                     test::reference_forward(x, with_tables(layer, tiled.tables()))),
+                1e-5)
+          << type << " N " << n;
+    }
+  }
+}
+
+TEST(PackedLayout, UnknownLayoutIsRejected) {
+  const auto layer = odd_layer();
+  test::expect_error(
+      [&] { mf::PackedMemoryLayer(layer, mf::TableType::int8, static_cast<mf::TableLayout>(7)); },
+      {"PackedMemoryLayer", "layout", "7", "TableLayout::rows or tiles"});
 }
 
 MF_INSTANTIATE_ON_ALL_PATHS(PackedOnPath);

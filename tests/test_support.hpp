@@ -34,16 +34,28 @@ mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsign
 
 // Token ids uniform in [0, vocab).
 // A layer that takes the panel schedule (gather_schedule.hpp) at kPanelTokens tokens: tau 4 (16
-// rows a table), three fp32 tables more than one panel group holds on this machine, and h = 200
-// (three full panel slices and a last one of 8 columns).
+// rows a table), three tables more than one panel group holds for any table type and layout (int8
+// tiles hold the most), and h = 200 (three full 64-column panel slices and a last one of 8
+// columns; tiles of 128 and 72 columns).
 inline constexpr Eigen::Index kPanelTokens = 100;
 inline mf::MemoryLayerOptions panel_layer_options() {
   mf::MemoryLayerOptions o;
   o.tau = 4;
-  o.in_dim = o.tau * (mf::detail::panel_group<float>(1 << 20, 1 << o.tau) + 3);
+  o.in_dim =
+      o.tau * (mf::detail::panel_group<std::int8_t>(1 << 20, 1 << o.tau, mf::detail::kTileColumns) + 3);
   o.out_dim = 200;
   o.temperature = 0.8f;
   return o;
+}
+
+// The schedule a layer's forward takes for n tokens: on its row-major tables (MemoryLayer) or on
+// tiled ones (PackedMemoryLayer).
+template <class Layer>
+mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled) {
+  const Eigen::Index rows = static_cast<Eigen::Index>(layer.num_chunks()) * layer.num_buckets();
+  const mf::detail::TableTiles<const float> tiles{nullptr, rows, layer.out_dim(),
+                                                  tiled ? mf::detail::kTileColumns : layer.out_dim()};
+  return mf::detail::choose_schedule(n, layer.num_buckets(), tiles);
 }
 
 inline mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {

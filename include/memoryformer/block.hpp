@@ -166,13 +166,14 @@ class MemoryFormerBlock {
 
   // Inference from bf16 or int8 copies of every table of the block; fp32 returns to the trained
   // tables (compressed_tables.hpp).
-  void compress_tables(TableType type) {
-    q_compressed_.compress(q_, type);
-    k_compressed_.compress(k_, type);
-    v_compressed_.compress(v_, type);
-    mlp_.compress_tables(type);
+  void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
+    q_compressed_.compress(q_, type, layout);
+    k_compressed_.compress(k_, type, layout);
+    v_compressed_.compress(v_, type, layout);
+    mlp_.compress_tables(type, layout);
   }
   TableType table_type() const { return q_compressed_.type(); }
+  TableLayout table_layout() const { return q_compressed_.layout(); }
 
   void zero_grad() {
     attn_norm_.zero_grad();

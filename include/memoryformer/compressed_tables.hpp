@@ -24,13 +24,17 @@ namespace detail {
 template <class Scalar>
 class CompressedTables {
  public:
-  // Replaces the copy by one of `layer`'s current tables in `type`; fp32 drops it.
-  void compress(const MemoryLayer<Scalar>& layer, TableType type) {
+  // Replaces the copy by one of `layer`'s current tables in `type` and `layout`; fp32 drops it
+  // (the trained tables are rows, so fp32 asks for TableLayout::rows).
+  void compress(const MemoryLayer<Scalar>& layer, TableType type, TableLayout layout) {
+    if (type == TableType::fp32 && layout != TableLayout::rows)
+      fail("compress_tables", "layout", to_string(layout),
+           "TableLayout::rows with TableType::fp32 (the trained tables are not copied)");
     if constexpr (std::is_same<Scalar, float>::value) {
       if (type == TableType::fp32)
         packed_.reset();
       else
-        packed_.emplace(layer, type);
+        packed_.emplace(layer, type, layout);
     } else {
       (void)layer;
       if (type != TableType::fp32)
@@ -40,6 +44,7 @@ class CompressedTables {
   }
 
   TableType type() const { return packed_ ? packed_->table_type() : TableType::fp32; }
+  TableLayout layout() const { return packed_ ? packed_->layout() : TableLayout::rows; }
 
   // The layer's output for `buckets`, from the compressed copy if there is one.
   RowMatrix<Scalar> forward(const MemoryLayer<Scalar>& layer, const Buckets<Scalar>& buckets) const {

@@ -101,11 +101,12 @@ class MemoryBlock {
 
   // Inference from bf16 or int8 copies of both layers' tables; fp32 returns to the trained ones
   // (compressed_tables.hpp).
-  void compress_tables(TableType type) {
-    up_compressed_.compress(up_, type);
-    down_compressed_.compress(down_, type);
+  void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
+    up_compressed_.compress(up_, type, layout);
+    down_compressed_.compress(down_, type, layout);
   }
   TableType table_type() const { return up_compressed_.type(); }
+  TableLayout table_layout() const { return up_compressed_.layout(); }
 
   // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {

@@ -87,8 +87,9 @@ class MemoryLayer {
   // The same from a precomputed hash of the input (Q, K and V share one).
   RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
     detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    return detail::gather_tokens(tables_.data(), buckets.codes, buckets.scores, num_buckets(), bias_,
-                                 out_dim(), detail::active_kernels<Scalar>());
+    return detail::gather_tokens(
+        detail::TableTiles<const Scalar>::row_major(tables_.data(), tables_.rows(), out_dim()), buckets.codes,
+        buckets.scores, num_buckets(), bias_, detail::active_kernels<Scalar>());
   }
 
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the

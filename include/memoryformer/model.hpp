@@ -125,11 +125,15 @@ class Model {
   }
 
   // MemoryFormer models: inference (forward without `saved`, decode, generate) from bf16 or int8
-  // copies of every table; fp32 returns to the trained tables. See compressed_tables.hpp.
-  void compress_tables(TableType type) {
-    for (Block& b : blocks_) b.compress_tables(type);
+  // copies of every table, laid out in `layout` (rows suit decoding, tiles long forwards; see
+  // TableLayout); fp32 returns to the trained tables. See compressed_tables.hpp.
+  void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
+    for (Block& b : blocks_) b.compress_tables(type, layout);
   }
   TableType table_type() const { return blocks_.empty() ? TableType::fp32 : blocks_.front().table_type(); }
+  TableLayout table_layout() const {
+    return blocks_.empty() ? TableLayout::rows : blocks_.front().table_layout();
+  }
 
   void zero_grad() {
     embed_.zero_grad();
@@ -145,7 +149,8 @@ class Model {
     config.validate();
     const std::int64_t d = config.d_model;
     const std::int64_t ends = detail::flops_add(where, detail::flops_mul(where, 2, config.vocab_size, d), d);
-    return detail::flops_add(where, ends, detail::flops_mul(where, config.n_layers, Block::parameter_values(config)));
+    return detail::flops_add(where, ends,
+                             detail::flops_mul(where, config.n_layers, Block::parameter_values(config)));
   }
 
   // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag.

@@ -11,6 +11,7 @@
 #include "detail/dispatch.hpp"
 #include "detail/float16.hpp"
 #include "detail/gather_schedule.hpp"
+#include "detail/table_tiles.hpp"
 #include "hash_bucket.hpp"
 #include "memory_layer.hpp"
 #include "table_storage.hpp"
@@ -26,33 +27,41 @@ class PackedMemoryLayer {
  public:
   using Input = Eigen::Ref<const RowMatrix<float>>;
 
-  // Converts the layer's tables (a copy: later training of `layer` does not reach this one).
-  PackedMemoryLayer(const MemoryLayer<float>& layer, TableType type)
+  // Converts the layer's tables (a copy: later training of `layer` does not reach this one), laid
+  // out as `layout` says.
+  PackedMemoryLayer(const MemoryLayer<float>& layer, TableType type, TableLayout layout = TableLayout::rows)
       : hash_(layer.hash()),
         bias_(layer.bias()),
         type_(type),
+        layout_(layout),
         rows_(layer.tables().rows()),
-        width_(layer.out_dim()) {
+        width_(layer.out_dim()),
+        tile_columns_(layout == TableLayout::tiles ? detail::kTileColumns : width_) {
+    if (layout != TableLayout::rows && layout != TableLayout::tiles)
+      detail::fail("PackedMemoryLayer", "layout", static_cast<int>(layout), "TableLayout::rows or tiles");
     const auto t = layer.tables();
     switch (type) {
       case TableType::fp32:
-        fp32_ = detail::AlignedBuffer<float>(static_cast<std::size_t>(t.size()));
-        std::copy(t.data(), t.data() + t.size(), fp32_.data());
+        fp32_ = tiled_copy<float>(t.data(), [](float v) { return v; });
         break;
       case TableType::bf16:
-        bf16_ = detail::AlignedBuffer<detail::bf16>(static_cast<std::size_t>(t.size()));
-        for (Eigen::Index i = 0; i < t.size(); ++i)
-          bf16_[static_cast<std::size_t>(i)] = {detail::float_to_bf16(t.data()[i])};
+        bf16_ = tiled_copy<detail::bf16>(t.data(),
+                                         [](float v) { return detail::bf16{detail::float_to_bf16(v)}; });
         break;
-      case TableType::int8:
-        quantise_rows(t);
+      case TableType::int8: {
+        std::vector<std::int8_t> q(static_cast<std::size_t>(t.size()));
+        row_scale_.resize(static_cast<std::size_t>(t.rows()));
+        quantise_int8_rows(t.data(), t.rows(), t.cols(), q.data(), row_scale_.data());
+        int8_ = tiled_copy<std::int8_t>(q.data(), [](std::int8_t v) { return v; });
         break;
+      }
       default:
         detail::fail("PackedMemoryLayer", "type", static_cast<int>(type), "TableType::fp32, bf16 or int8");
     }
   }
 
   TableType table_type() const { return type_; }
+  TableLayout layout() const { return layout_; }
   int in_dim() const { return hash_.in_dim(); }
   int out_dim() const { return static_cast<int>(width_); }
   int tau() const { return hash_.tau(); }
@@ -94,14 +103,26 @@ class PackedMemoryLayer {
   }
 
  private:
-  void quantise_rows(const Eigen::Map<const RowMatrix<float>>& t) {
-    int8_ = detail::AlignedBuffer<std::int8_t>(static_cast<std::size_t>(t.size()));
-    row_scale_.resize(static_cast<std::size_t>(t.rows()));
-    quantise_int8_rows(t.data(), t.rows(), t.cols(), int8_.data(), row_scale_.data());
+  // The stored tables as the schedules see them: one tile as wide as a row, or tiles of
+  // kTileColumns (detail/table_tiles.hpp).
+  template <class T>
+  detail::TableTiles<T> tiles(T* data) const {
+    return {data, rows_, width_, tile_columns_};
+  }
+
+  // The row-major [rows_, width_] `source` converted value by value into layout_.
+  template <class T, class Source, class Convert>
+  detail::AlignedBuffer<T> tiled_copy(const Source* source, const Convert& convert) const {
+    detail::AlignedBuffer<T> stored(static_cast<std::size_t>(rows_ * width_));
+    const auto layout = tiles(stored.data());
+    for (Eigen::Index r = 0; r < rows_; ++r)
+      for (Eigen::Index c = 0; c < width_; ++c)
+        stored[static_cast<std::size_t>(layout.index(r, c))] = convert(source[r * width_ + c]);
+    return stored;
   }
 
   float value(Eigen::Index r, Eigen::Index c) const {
-    const auto i = static_cast<std::size_t>(r * width_ + c);
+    const auto i = static_cast<std::size_t>(tiles<const float>(nullptr).index(r, c));  // same for every type
     switch (type_) {
       case TableType::bf16:
         return detail::widen(bf16_[i]);
@@ -117,21 +138,21 @@ class PackedMemoryLayer {
   template <class T, class Kernel>
   RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, const Kernel& kernel) const {
     if (row_scale_.empty())
-      return detail::gather_tokens(table, buckets.codes, buckets.scores, num_buckets(), bias_, out_dim(),
-                                   kernel);
+      return detail::gather_tokens(tiles(table), buckets.codes, buckets.scores, num_buckets(), bias_, kernel);
     RowMatrix<float> scaled(buckets.scores.rows(), buckets.scores.cols());
     for (Eigen::Index i = 0; i < scaled.rows(); ++i)
       for (Eigen::Index k = 0; k < scaled.cols(); ++k)
         scaled(i, k) = buckets.scores(i, k) *
                        row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
-    return detail::gather_tokens(table, buckets.codes, scaled, num_buckets(), bias_, out_dim(), kernel);
+    return detail::gather_tokens(tiles(table), buckets.codes, scaled, num_buckets(), bias_, kernel);
   }
 
   SignHash<float> hash_;
   RowMatrix<float> bias_;
   TableType type_;
-  Eigen::Index rows_, width_;
-  // Aligned storage (detail/aligned_buffer.hpp); only the one of type_ is allocated.
+  TableLayout layout_;
+  Eigen::Index rows_, width_, tile_columns_;
+  // Aligned storage in layout_ (tiles()); only the one of type_ is allocated.
   detail::AlignedBuffer<float> fp32_;
   detail::AlignedBuffer<detail::bf16> bf16_;
   detail::AlignedBuffer<std::int8_t> int8_;

@@ -35,6 +35,24 @@ inline const char* to_string(TableType type) {
 
 inline std::ostream& operator<<(std::ostream& os, TableType type) { return os << to_string(type); }
 
+// How a compressed copy lays its values out in memory (detail/table_tiles.hpp). `rows`, the
+// default, keeps each table row contiguous: batch-1 decoding reads every selected row in one piece.
+// `tiles` stores column tiles of 128: a forward over a few hundred to a few thousand tokens then
+// reads each table once, contiguously (docs/performance.md has the measured trade).
+enum class TableLayout { rows = 0, tiles = 1 };
+
+inline const char* to_string(TableLayout layout) {
+  switch (layout) {
+    case TableLayout::rows:
+      return "rows";
+    case TableLayout::tiles:
+      return "tiles";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, TableLayout layout) { return os << to_string(layout); }
+
 // Bytes per table value.
 inline int table_value_bytes(TableType type) {
   switch (type) {

@@ -1,6 +1,6 @@
 // The order in which a layer's forward gather (Eq. 11) and backward scatter-add (Eq. 12) visit
-// tokens and table rows, and how they are cut across threads. Two schedules, chosen per call from
-// N and the table size:
+// tokens and table rows, and how they are cut across threads. Three schedules, chosen per call from
+// N, the table size and its layout:
 //
 // - per token: each token reads its K rows straight from the table. At small N the rows are read
 //   once per call anyway; this is the decode path (columns split across threads when N is small).
@@ -12,6 +12,11 @@
 //   The copy is what lets L2 hold the panel: table rows are out_dim values apart (4 KiB at h = 1024
 //   fp32), which maps a column slice of many rows onto few cache sets -- however narrow the slice,
 //   only 2^tau rows of it fit in an 8-way 1 MiB L2.
+// - tile panels: for tables stored in column tiles (table_tiles.hpp), a panel is a whole tile of a
+//   group of tables, copied in one contiguous read. That makes panels pay from half a token per
+//   row on, where slicing row-major rows does not.
+// Within a panel, tokens are visited once per kPanelColumns piece, so that the y columns they
+// write stay a 64-column strip (N x 256 bytes) however wide the panel.
 #pragma once
 
 #include "../config.hpp"
@@ -19,9 +24,11 @@
 #include "aligned_buffer.hpp"
 #include "kernels/row_selection.hpp"
 #include "partition.hpp"
+#include "table_tiles.hpp"
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -44,6 +51,16 @@ constexpr Eigen::Index column_align() {
 // N = 4096 fp32 38-40 -> 14-20, bf16 30-34 -> 19-25, int8 14 -> 9.4.
 inline constexpr double kMinTokensPerRowForPanels = 4.0;
 
+// Whole-tile panels of tiled tables (table_tiles.hpp) from this many tokens per row on, up to
+// kMinTokensPerRowForPanels: the copy is one contiguous read at DRAM streaming speed. Measured with
+// 128-column tiles, cold tables, d = h = 1024, 2 threads, us per token (per token -> tile panels):
+// tau 8 int8 N = 64 16-19 -> 21-23 (worse), N = 128 18-19 -> 14-16, N = 512 18-22 -> 7.0-7.5,
+// N = 1024 17-18 -> 6.8-6.9; bf16 N = 512 33 -> 12.5; fp32 N = 512 49-51 -> 20-22;
+// tau 10 int8 N = 256 21 -> 28 (worse), N = 512 21 -> 17. From 4 tokens per row, 64-column
+// panels cut from the tiles hold twice the tables and were as fast or faster for int8 (N = 4096:
+// 6.0-8.0 against 8.6-11.3).
+inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
+
 // Bytes of L2 per core, as the OS reports it (1 MiB if it does not).
 inline std::size_t l2_cache_bytes() {
   static const std::size_t bytes = [] {
@@ -58,89 +75,120 @@ inline std::size_t l2_cache_bytes() {
 
 // Chunk tables per panel: as many as fit in half of L2 (the other half holds the y being written).
 template <class T>
-int panel_group(int chunks, int buckets) {
-  const std::size_t table_bytes = static_cast<std::size_t>(buckets) * kPanelColumns * sizeof(T);
+int panel_group(int chunks, int buckets, Eigen::Index panel_columns) {
+  const std::size_t table_bytes = static_cast<std::size_t>(buckets) * panel_columns * sizeof(T);
   const std::size_t fit = l2_cache_bytes() / 2 / table_bytes;
   return static_cast<int>(std::clamp<std::size_t>(fit, 1, static_cast<std::size_t>(chunks)));
 }
 
-inline bool use_panels(Eigen::Index tokens, int buckets, int width) {
-  return width >= kPanelColumns && static_cast<double>(tokens) >= kMinTokensPerRowForPanels * buckets;
-}
+// The three schedules (top of this file): per token; panels of kPanelColumns, sliced out of the
+// table's rows or tiles; or panels of whole tiles, copied in one contiguous read.
+enum class Schedule { per_token, panels, tile_panels };
 
-// panel[(k * buckets + r) * kPanelColumns + c] = table[((first + k) * buckets + r) * ld + c] for the
-// `group` chunk tables from `first` and columns [0, width) of the (already offset) table.
+// The faster schedule for `tokens` tokens on this table (thresholds above).
 template <class T>
-void pack_panel(const T* table, std::ptrdiff_t ld, int first, int group, int buckets, int width, T* panel) {
-  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets;
-  const T* source = table + static_cast<std::ptrdiff_t>(first) * buckets * ld;
-  for (std::ptrdiff_t r = 0; r < rows; ++r)
-    std::copy(source + r * ld, source + r * ld + width, panel + r * kPanelColumns);
+Schedule choose_schedule(Eigen::Index tokens, int buckets, const TableTiles<T>& tiles) {
+  const double tokens_per_row = static_cast<double>(tokens) / buckets;
+  if (tiles.width < kPanelColumns) return Schedule::per_token;
+  if (tokens_per_row >= kMinTokensPerRowForPanels) return Schedule::panels;
+  if (!tiles.is_row_major() && tokens_per_row >= kMinTokensPerRowForTiledPanels) return Schedule::tile_panels;
+  return Schedule::per_token;
 }
 
-// The inverse of pack_panel: columns [0, width) of the group's table rows from the panel.
+// One panel's columns: [col, col + width) of the table, read from `source` (column col of row 0)
+// whose rows are `ld` values apart.
 template <class T>
-void unpack_panel(const T* panel, std::ptrdiff_t ld, int first, int group, int buckets, int width, T* table) {
-  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets;
-  T* dest = table + static_cast<std::ptrdiff_t>(first) * buckets * ld;
+struct PanelSlice {
+  T* source;
+  std::ptrdiff_t ld;
+  Eigen::Index col;
+  int width;
+};
+
+// panel[(k * buckets + r) * w + c] = source[((first + k) * buckets + r) * ld + c] for the `group`
+// chunk tables from `first` and the slice's w columns: one contiguous copy for a tile.
+template <class T>
+void pack_panel(const PanelSlice<T>& slice, int first, int group, int buckets,
+                std::remove_const_t<T>* panel) {
+  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets, w = slice.width;
+  const T* source = slice.source + static_cast<std::ptrdiff_t>(first) * buckets * slice.ld;
+  if (slice.ld == w) {
+    std::copy(source, source + rows * w, panel);
+    return;
+  }
   for (std::ptrdiff_t r = 0; r < rows; ++r)
-    std::copy(panel + r * kPanelColumns, panel + r * kPanelColumns + width, dest + r * ld);
+    std::copy(source + r * slice.ld, source + r * slice.ld + w, panel + r * w);
 }
 
-// The panel schedule's loop: body(panel, c0, w, first, g) for every column slice [c0, c0 + w) of
-// `width` and group of g chunk tables from `first`. Threads own column slices, each with its own
-// panel buffer, so each packs its own panels and writes its own columns.
+// The inverse of pack_panel.
+template <class T>
+void unpack_panel(const T* panel, int first, int group, int buckets, const PanelSlice<T>& slice) {
+  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets, w = slice.width;
+  T* dest = slice.source + static_cast<std::ptrdiff_t>(first) * buckets * slice.ld;
+  for (std::ptrdiff_t r = 0; r < rows; ++r) std::copy(panel + r * w, panel + r * w + w, dest + r * slice.ld);
+}
+
+// The panel schedules' loop: body(panel, slice, first, g) for every slice of `columns` columns
+// (or fewer, at a tile's end) of every tile, and group of g chunk tables from `first`. Threads own
+// slices, each with its own panel buffer, so each packs its own panels and writes its own columns.
 template <class T, class Body>
-void for_each_panel(Eigen::Index width, int chunks, int buckets, const Body& body) {
-  const int group = panel_group<T>(chunks, buckets);
-  const Eigen::Index slices = (width + kPanelColumns - 1) / kPanelColumns;
+void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets,
+                    const Body& body) {
+  const int group = panel_group<T>(chunks, buckets, columns);
+  const Eigen::Index per_tile = (std::min(tiles.tile_columns, tiles.width) + columns - 1) / columns;
+  const Eigen::Index slices = tiles.tiles() * per_tile;
+  const auto slice = [&](Eigen::Index j) -> PanelSlice<T> {
+    const Eigen::Index t = j / per_tile, offset = j % per_tile * columns;
+    const auto ld = static_cast<std::ptrdiff_t>(tiles.tile_width(t));
+    return {tiles.tile(t) + offset, ld, tiles.tile_begin(t) + offset,
+            static_cast<int>(std::min<Eigen::Index>(columns, ld - offset))};
+  };
   const auto pool = thread_pool();
   const int tasks = static_cast<int>(std::min<Eigen::Index>(slices, pool->size()));
   pool->parallel_for(tasks, [&](int task) {
-    AlignedBuffer<T> panel(static_cast<std::size_t>(group) * buckets * kPanelColumns);
+    AlignedBuffer<std::remove_const_t<T>> panel(static_cast<std::size_t>(group) * buckets * columns);
     const Range mine = split_range(slices, tasks, task);
-    for (Eigen::Index slice = mine.begin; slice < mine.end; ++slice) {
-      const Eigen::Index c0 = slice * kPanelColumns;
-      const int w = static_cast<int>(std::min<Eigen::Index>(kPanelColumns, width - c0));
+    for (Eigen::Index j = mine.begin; j < mine.end; ++j) {
+      const PanelSlice<T> piece = slice(j);
+      if (piece.width <= 0) continue;  // a narrow last tile has fewer slices
       for (int first = 0; first < chunks; first += group)
-        body(panel.data(), c0, w, first, std::min(group, chunks - first));
+        body(panel.data(), piece, first, std::min(group, chunks - first));
     }
   });
+}
+
+// Panel columns of a panel schedule: whole tiles, or kPanelColumns.
+template <class T>
+Eigen::Index panel_columns(Schedule schedule, const TableTiles<T>& tiles) {
+  return schedule == Schedule::tile_panels ? tiles.tile_columns : kPanelColumns;
 }
 
 // The forward gather on the panel schedule: each panel packed from the table, every token's rows
 // of it summed into its columns of y.
 template <class T, class Acc, class Kernel>
-void gather_panels(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets,
-                   RowMatrix<Acc>& y, const Kernel& kernel) {
-  const Eigen::Index width = y.cols();
-  for_each_panel<T>(width, static_cast<int>(codes.cols()), buckets,
-                    [&](T* panel, Eigen::Index c0, int w, int first, int g) {
-                      pack_panel(table + c0, width, first, g, buckets, w, panel);
-                      for (Eigen::Index i = 0; i < codes.rows(); ++i) {
-                        const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
-                        kernel(panel, sel, scores.row(i).data() + first, y.row(i).data() + c0, w);
-                      }
-                    });
+void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const CodeMatrix& codes,
+                   const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
+  for_each_panel(tiles, columns, static_cast<int>(codes.cols()), buckets,
+                 [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
+                   pack_panel(slice, first, g, buckets, panel);
+                   for (int c = 0; c < slice.width; c += kPanelColumns)
+                     for (Eigen::Index i = 0; i < codes.rows(); ++i) {
+                       const RowSelection sel{codes.row(i).data() + first, g, buckets, slice.width};
+                       kernel(panel + c, sel, scores.row(i).data() + first, y.row(i).data() + slice.col + c,
+                              std::min(kPanelColumns, slice.width - c));
+                     }
+                 });
 }
 
-// y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) of the [K * buckets, width]
-// row-major table, through the active path's kernels(table, selection, scores, y, width): `gather`
-// on the table, `panel` on packed panels. T is the stored type and Acc the accumulated one.
-template <class T, class Acc, class Kernels>
-RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowMatrix<Acc>& scores,
-                             int buckets, const RowMatrix<Acc>& bias, int width, const Kernels& kernels) {
-  const Eigen::Index n = codes.rows();
+// The per-token schedule: threads own (token range, column range) blocks; each token's rows are
+// read straight from the table, one kernel call per tile piece of the range. Columns are split
+// on 64-byte boundaries of y, or on tile boundaries for a tiled table.
+template <class T, class Acc, class Kernel>
+void gather_per_token(const TableTiles<const T>& tiles, const CodeMatrix& codes, const RowMatrix<Acc>& scores,
+                      int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
+  const Eigen::Index n = codes.rows(), width = tiles.width;
   const int chunks = static_cast<int>(codes.cols());
-  RowMatrix<Acc> y(n, width);
-  if (bias.cols() > 0)
-    y.rowwise() = bias.row(0);
-  else
-    y.setZero();
-  if (use_panels(n, buckets, width)) {
-    gather_panels(table, codes, scores, buckets, y, kernels.panel);
-    return y;
-  }
+  const Eigen::Index align = tiles.is_row_major() ? column_align<Acc>() : tiles.tile_columns;
   const auto pool = thread_pool();
   const double work = static_cast<double>(n) * chunks * width;
   const int row_tasks = task_count(work, n, pool->size());
@@ -148,46 +196,77 @@ RowMatrix<Acc> gather_tokens(const T* table, const CodeMatrix& codes, const RowM
       task_count(work, width / column_align<Acc>(), (pool->size() + row_tasks - 1) / row_tasks);
   pool->parallel_for(row_tasks * col_tasks, [&](int task) {
     const Range rows = split_range(n, row_tasks, task / col_tasks);
-    const Range cols = split_range(width, col_tasks, task % col_tasks, column_align<Acc>());
-    for (Eigen::Index i = rows.begin; i < rows.end; ++i) {
-      const RowSelection sel{codes.row(i).data(), chunks, buckets, width};
-      kernels.gather(table + cols.begin, sel, scores.row(i).data(), y.row(i).data() + cols.begin,
-                     static_cast<int>(cols.size()));
-    }
+    const Range cols = split_range(width, col_tasks, task % col_tasks, align);
+    for (Eigen::Index i = rows.begin; i < rows.end; ++i)
+      for_each_tile_piece(tiles, cols.begin, cols.end,
+                          [&](const T* piece, std::ptrdiff_t ld, Eigen::Index c, int w) {
+                            kernel(piece, RowSelection{codes.row(i).data(), chunks, buckets, ld},
+                                   scores.row(i).data(), y.row(i).data() + c, w);
+                          });
   });
+}
+
+// y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) of the [K * buckets, width]
+// table, through the active path's kernels(table, selection, scores, y, width): `gather` per
+// token, `panel` on packed panels, on `schedule`. T is the stored type and Acc the accumulated one.
+template <class T, class Acc, class Kernels>
+RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix& codes,
+                             const RowMatrix<Acc>& scores, int buckets, const RowMatrix<Acc>& bias,
+                             const Kernels& kernels, Schedule schedule) {
+  RowMatrix<Acc> y(codes.rows(), tiles.width);
+  if (bias.cols() > 0)
+    y.rowwise() = bias.row(0);
+  else
+    y.setZero();
+  if (schedule != Schedule::per_token)
+    gather_panels(tiles, panel_columns(schedule, tiles), codes, scores, buckets, y, kernels.panel);
+  else
+    gather_per_token(tiles, codes, scores, buckets, y, kernels.gather);
   return y;
 }
 
-// The backward scatter-add (Eq. 12), grad[row(k, codes(i, k))] += scores(i, k) * dy(i), on the
-// panel schedule: per column slice and table group, the gradient panel is packed, every token's
-// rows are added into it (`scatter`, the path's kernel, on panel rows), and it is copied back.
-// Each value receives its additions in token order, as in the per-token loop: the results are
-// identical, and each gradient row is read and written once per call rather than once per token.
-template <class T, class Dy, class Kernel>
-void scatter_panels(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
-                    const Kernel& scatter) {
-  const Eigen::Index width = dy.cols();
-  for_each_panel<T>(width, static_cast<int>(codes.cols()), buckets,
-                    [&](T* panel, Eigen::Index c0, int w, int first, int g) {
-                      pack_panel(grad + c0, width, first, g, buckets, w, panel);
-                      for (Eigen::Index i = 0; i < codes.rows(); ++i) {
-                        const RowSelection sel{codes.row(i).data() + first, g, buckets, kPanelColumns};
-                        scatter(panel, sel, scores.row(i).data() + first, dy.row(i).data() + c0, w);
-                      }
-                      unpack_panel(panel, width, first, g, buckets, w, grad + c0);
-                    });
+// The same on the schedule choose_schedule() picks for this N.
+template <class T, class Acc, class Kernels>
+RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix& codes,
+                             const RowMatrix<Acc>& scores, int buckets, const RowMatrix<Acc>& bias,
+                             const Kernels& kernels) {
+  return gather_tokens(tiles, codes, scores, buckets, bias, kernels,
+                       choose_schedule(codes.rows(), buckets, tiles));
 }
 
-// grad [K * buckets, width] += the scatter-add (Eq. 12) of every token, through the active path's
-// `scatter` kernel: on panels from 4 tokens per row on, else per token with threads owning column
-// ranges (rows picked by several tokens never race). Both add each value's terms in token order.
+// The backward scatter-add (Eq. 12), grad[row(k, codes(i, k))] += scores(i, k) * dy(i), on the
+// panel schedule: per slice and table group, the gradient panel is packed, every token's rows are
+// added into it (`scatter`, the path's kernel, on panel rows), and it is copied back. Each value
+// receives its additions in token order, as in the per-token loop: the results are identical, and
+// each gradient row is read and written once per call rather than once per token.
+template <class T, class Dy, class Kernel>
+void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const RowMatrix<T>& scores,
+                    int buckets, const Dy& dy, const Kernel& scatter) {
+  for_each_panel(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets,
+                 [&](T* panel, const PanelSlice<T>& slice, int first, int g) {
+                   pack_panel(slice, first, g, buckets, panel);
+                   for (int c = 0; c < slice.width; c += kPanelColumns)
+                     for (Eigen::Index i = 0; i < codes.rows(); ++i) {
+                       const RowSelection sel{codes.row(i).data() + first, g, buckets, slice.width};
+                       scatter(panel + c, sel, scores.row(i).data() + first, dy.row(i).data() + slice.col + c,
+                               std::min(kPanelColumns, slice.width - c));
+                     }
+                   unpack_panel(panel, first, g, buckets, slice);
+                 });
+}
+
+// grad [K * buckets, width] (row-major) += the scatter-add (Eq. 12) of every token, through the
+// active path's `scatter` kernel: on panels from 4 tokens per row on, else per token with threads
+// owning column ranges (rows picked by several tokens never race). Both add each value's terms in
+// token order.
 template <class T, class Dy, class Kernel>
 void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
                     const Kernel& scatter) {
   const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
-  if (use_panels(n, buckets, static_cast<int>(width))) {
-    scatter_panels(grad, codes, scores, buckets, dy, scatter);
+  const auto tiles = TableTiles<T>::row_major(grad, static_cast<Eigen::Index>(chunks) * buckets, width);
+  if (choose_schedule(n, buckets, tiles) == Schedule::panels) {
+    scatter_panels(tiles, codes, scores, buckets, dy, scatter);
     return;
   }
   const auto pool = thread_pool();
