@@ -15,8 +15,7 @@
 // - tile panels: for tables stored in column tiles (table_tiles.hpp), a panel is a whole tile of a
 //   group of tables, copied in one contiguous read. That makes panels pay from half a token per
 //   row on, where slicing row-major rows does not.
-// Within a panel, tokens are visited once per kPanelColumns piece, so that the y columns they
-// write stay a 64-column strip (N x 256 bytes) however wide the panel.
+// Within a panel, tokens are visited once per kPanelColumns piece (panel_tokens).
 #pragma once
 
 #include "../config.hpp"
@@ -163,6 +162,21 @@ Eigen::Index panel_columns(Schedule schedule, const TableTiles<T>& tiles) {
   return schedule == Schedule::tile_panels ? tiles.tile_columns : kPanelColumns;
 }
 
+// kernel(panel + c, selection, scores, v(i) + col + c, piece) for every token i and every
+// kPanelColumns piece c of a packed panel of `width` columns starting at table column col (the
+// pieces the panel kernels hold in registers). v is y (gather) or dy (scatter). Tokens are visited
+// once per piece, so that the part of v they touch is a 64-column strip however wide the panel.
+template <class T, class Scores, class V, class Kernel>
+void panel_tokens(T* panel, Eigen::Index col, int width, int first, int group, int buckets,
+                  const CodeMatrix& codes, const Scores& scores, V& v, const Kernel& kernel) {
+  for (int c = 0; c < width; c += kPanelColumns)
+    for (Eigen::Index i = 0; i < codes.rows(); ++i) {
+      const RowSelection sel{codes.row(i).data() + first, group, buckets, width};
+      kernel(panel + c, sel, scores.row(i).data() + first, v.row(i).data() + col + c,
+             std::min(kPanelColumns, width - c));
+    }
+}
+
 // The forward gather on the panel schedule: each panel packed from the table, every token's rows
 // of it summed into its columns of y.
 template <class T, class Acc, class Kernel>
@@ -171,12 +185,7 @@ void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const
   for_each_panel(tiles, columns, static_cast<int>(codes.cols()), buckets,
                  [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
-                   for (int c = 0; c < slice.width; c += kPanelColumns)
-                     for (Eigen::Index i = 0; i < codes.rows(); ++i) {
-                       const RowSelection sel{codes.row(i).data() + first, g, buckets, slice.width};
-                       kernel(panel + c, sel, scores.row(i).data() + first, y.row(i).data() + slice.col + c,
-                              std::min(kPanelColumns, slice.width - c));
-                     }
+                   panel_tokens(panel, slice.col, slice.width, first, g, buckets, codes, scores, y, kernel);
                  });
 }
 
@@ -245,12 +254,7 @@ void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const Ro
   for_each_panel(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets,
                  [&](T* panel, const PanelSlice<T>& slice, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
-                   for (int c = 0; c < slice.width; c += kPanelColumns)
-                     for (Eigen::Index i = 0; i < codes.rows(); ++i) {
-                       const RowSelection sel{codes.row(i).data() + first, g, buckets, slice.width};
-                       scatter(panel + c, sel, scores.row(i).data() + first, dy.row(i).data() + slice.col + c,
-                               std::min(kPanelColumns, slice.width - c));
-                     }
+                   panel_tokens(panel, slice.col, slice.width, first, g, buckets, codes, scores, dy, scatter);
                    unpack_panel(panel, first, g, buckets, slice);
                  });
 }
