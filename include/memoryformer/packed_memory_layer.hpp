@@ -35,8 +35,7 @@ class PackedMemoryLayer {
         type_(type),
         layout_(layout),
         rows_(layer.tables().rows()),
-        width_(layer.out_dim()),
-        tile_columns_(layout == TableLayout::tiles ? detail::kTileColumns : width_) {
+        width_(layer.out_dim()) {
     if (layout != TableLayout::rows && layout != TableLayout::tiles)
       detail::fail("PackedMemoryLayer", "layout", static_cast<int>(layout), "TableLayout::rows or tiles");
     const auto t = layer.tables();
@@ -107,17 +106,21 @@ class PackedMemoryLayer {
   // kTileColumns (detail/table_tiles.hpp).
   template <class T>
   detail::TableTiles<T> tiles(T* data) const {
-    return {data, rows_, width_, tile_columns_};
+    return {data, rows_, width_, layout_ == TableLayout::tiles ? detail::kTileColumns : width_};
   }
 
-  // The row-major [rows_, width_] `source` converted value by value into layout_.
+  // The row-major [rows_, width_] `source` converted value by value into layout_, a row's tile
+  // pieces at a time.
   template <class T, class Source, class Convert>
   detail::AlignedBuffer<T> tiled_copy(const Source* source, const Convert& convert) const {
     detail::AlignedBuffer<T> stored(static_cast<std::size_t>(rows_ * width_));
-    const auto layout = tiles(stored.data());
-    for (Eigen::Index r = 0; r < rows_; ++r)
-      for (Eigen::Index c = 0; c < width_; ++c)
-        stored[static_cast<std::size_t>(layout.index(r, c))] = convert(source[r * width_ + c]);
+    for (Eigen::Index r = 0; r < rows_; ++r) {
+      const Source* row = source + r * width_;
+      detail::for_each_tile_piece(tiles(stored.data()), 0, width_,
+                                  [&](T* piece, std::ptrdiff_t ld, Eigen::Index c, int w) {
+                                    std::transform(row + c, row + c + w, piece + r * ld, convert);
+                                  });
+    }
     return stored;
   }
 
@@ -151,7 +154,7 @@ class PackedMemoryLayer {
   RowMatrix<float> bias_;
   TableType type_;
   TableLayout layout_;
-  Eigen::Index rows_, width_, tile_columns_;
+  Eigen::Index rows_, width_;
   // Aligned storage in layout_ (tiles()); only the one of type_ is allocated.
   detail::AlignedBuffer<float> fp32_;
   detail::AlignedBuffer<detail::bf16> bf16_;
