@@ -120,6 +120,7 @@ MF_TARGET_AVX2 inline void dot(const float* table, const RowSelection& sel, cons
   const __m256i mask = tail_mask(width % kLanes);
   const int full = width - width % kLanes;
   for (int k = 0; k < sel.count; ++k) {
+    prefetch_ahead(table, sel, k, width);
     const float* row = table + sel.offset(k);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int c = 0;

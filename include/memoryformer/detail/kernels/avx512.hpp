@@ -151,6 +151,7 @@ MF_TARGET_AVX512 inline void dot(const float* table, const RowSelection& sel, co
   const __mmask16 mask = tail_mask(width % kLanes);
   const int full = width - width % kLanes;
   for (int k = 0; k < sel.count; ++k) {
+    prefetch_ahead(table, sel, k, width);
     const float* row = table + sel.offset(k);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int c = 0;
