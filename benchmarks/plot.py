@@ -153,15 +153,20 @@ def plot_blocks(plt, rows, threads, out_dir):
     if not bars:
         print("plot.py: no block results with both architectures, block_speedup.png not drawn")
         return
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(bars)), 4))
-    ax.bar(range(len(bars)), [b[1] for b in bars], color="C0")
-    ax.axhline(1.0, color="k", linewidth=0.8)
-    ax.set_xticks(range(len(bars)))
-    ax.set_xticklabels([b[0] for b in bars], fontsize=8)
-    ax.set_ylabel("dense block time / MemoryFormer block time")
-    ax.set_title(f"Block speedup, {threads} thread(s) (above 1: MemoryFormer faster)")
-    for i, (_, v) in enumerate(bars):
-        ax.text(i, v, f"{v:.1f}x", ha="center", va="bottom", fontsize=8)
+    # One panel per kind (forward, decode), so that each stays readable with many table variants.
+    kinds = [k for k in ("forward", "decode") if any(label.startswith(k) for label, _ in bars)]
+    width = max(len([b for b in bars if b[0].startswith(k)]) for k in kinds)
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(max(6, 0.75 * width), 4 * len(kinds)), squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds):
+        mine = [b for b in bars if b[0].startswith(kind)]
+        ax.bar(range(len(mine)), [b[1] for b in mine], color="C0" if kind == "forward" else "C1")
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels([b[0][len(kind) + 1:] for b in mine], fontsize=7)
+        ax.set_ylabel("dense time / MemoryFormer time")
+        ax.set_title(f"Block {kind} speedup, {threads} thread(s) (above 1: MemoryFormer faster)")
+        for i, (_, v) in enumerate(mine):
+            ax.text(i, v, f"{v:.1f}x", ha="center", va="bottom", fontsize=7)
     save(fig, os.path.join(out_dir, "block_speedup.png"))
 
 
