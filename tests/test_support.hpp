@@ -32,7 +32,6 @@ mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsign
   return m;
 }
 
-// Token ids uniform in [0, vocab).
 // A layer that takes the panel schedule (gather_schedule.hpp) at kPanelTokens tokens: tau 4 (16
 // rows a table), three tables more than one panel group holds for any table type and layout (int8
 // tiles hold the most), and h = 200 (three full 64-column panel slices and a last one of 8
@@ -58,6 +57,7 @@ mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled
   return mf::detail::choose_schedule(n, layer.num_buckets(), tiles);
 }
 
+// Token ids uniform in [0, vocab).
 inline mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int> pick(0, vocab - 1);
