@@ -1,5 +1,5 @@
-// The gather kernels of every SIMD path against the scalar path, at widths that exercise full
-// blocks, single vectors and masked tails, and for a single selected row.
+// The gather and hash kernels of every SIMD path against the scalar path, at widths that exercise
+// full blocks, single vectors and masked tails, and for a single selected row.
 #include "test_support.hpp"
 
 #include <memoryformer/detail/dispatch.hpp>
@@ -137,6 +137,50 @@ TEST_P(KernelsOnPath, CompressedPanelGatherMatchesScalar) {
       GetParam(), [](float v) { return mf::detail::bf16{mf::detail::float_to_bf16(v)}; });
   expect_packed_panel_matches_scalar<std::int8_t>(
       GetParam(), [](float v) { return static_cast<std::int8_t>(std::clamp(std::lround(v), -127L, 127L)); });
+}
+
+// The hash of one row (Eq. 9-10): codes exactly, scores to a few float roundings per factor of
+// the chunk's product. Chunk counts around the lane widths (8, 16) exercise the masked tails;
+// the values include signed zeros (both hash as positive), magnitudes whose exp underflows, and
+// infinities.
+TEST_P(KernelsOnPath, HashMatchesScalar) {
+  const auto hash = mf::detail::hash_kernel_for<float>(GetParam());
+  const auto reference = mf::detail::hash_kernel_for<float>(mf::KernelPath::scalar);
+  const float special[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e30f, -1e30f, INFINITY, -INFINITY, 40.0f, -0.01f};
+  for (int tau : {1, 3, 4, 8, 10, 13, 16})
+    for (int chunks : {1, 5, 8, 16, 17, 37})
+      for (mf::Score score : {mf::Score::paper, mf::Score::l1})
+        for (float t : {0.05f, 1.0f, 7.0f}) {
+          const int n = chunks * tau;
+          auto x = test::random_matrix<float>(1, n, static_cast<unsigned>(tau * 1000 + chunks), 0.0, 3.0);
+          for (int i = 0; i < n; i += 7) x(0, i) = special[(i / 7) % 10];
+          std::vector<std::int32_t> codes(static_cast<std::size_t>(chunks)), expected_codes = codes;
+          std::vector<float> scores(static_cast<std::size_t>(chunks)), expected = scores;
+          reference(x.data(), chunks, tau, t, score, expected_codes.data(), expected.data());
+          hash(x.data(), chunks, tau, t, score, codes.data(), scores.data());
+          for (int k = 0; k < chunks; ++k) {
+            const std::string where = "tau " + std::to_string(tau) + " K " + std::to_string(chunks) + " " +
+                                      mf::to_string(score) + " t " + std::to_string(t) + " chunk " +
+                                      std::to_string(k);
+            ASSERT_EQ(codes[k], expected_codes[k]) << where;
+            if (std::isinf(expected[k]))
+              ASSERT_EQ(scores[k], expected[k]) << where;
+            else
+              ASSERT_NEAR(scores[k], expected[k], 4e-6f * std::abs(expected[k])) << where;
+          }
+        }
+}
+
+TEST_P(KernelsOnPath, HashOfNanIsNan) {
+  const auto hash = mf::detail::hash_kernel_for<float>(GetParam());
+  float x[16] = {};
+  x[9] = NAN;
+  std::int32_t codes[2];
+  float scores[2];
+  hash(x, 2, 8, 1.0f, mf::Score::paper, codes, scores);
+  EXPECT_EQ(codes[1], 0b10111111);  // NaN >= 0 is false, as in the scalar code
+  EXPECT_TRUE(std::isnan(scores[1]));
+  EXPECT_FLOAT_EQ(scores[0], 1.0f / 256);
 }
 
 MF_INSTANTIATE_ON_ALL_PATHS(KernelsOnPath);

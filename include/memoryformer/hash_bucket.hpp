@@ -4,6 +4,10 @@
 #pragma once
 
 #include "config.hpp"
+#include "detail/dispatch.hpp"
+#include "detail/partition.hpp"
+#include "kernel_path.hpp"
+#include "threading.hpp"
 
 #include <cmath>
 #include <limits>
@@ -57,33 +61,31 @@ class SignHash {
 
   // Bucket of one chunk z[tau]: bit j is 1 iff z_j >= 0 (zero counts as positive), packed
   // MSB-first, so z_0 is the most significant bit.
-  static std::int32_t code(const Scalar* z, int tau) {
-    std::int32_t c = 0;
-    for (int j = 0; j < tau; ++j) c = (c << 1) | (z[j] >= Scalar(0) ? 1 : 0);
-    return c;
-  }
+  static std::int32_t code(const Scalar* z, int tau) { return detail::scalar::chunk_code(z, tau); }
 
   // p(z) = prod_j sigmoid(2|z_j| / t): Eq. 10 in closed form, for one chunk z[tau].
   static Scalar probability(const Scalar* z, int tau, Scalar temperature) {
     ChunkArray e;
-    return probabilities(ChunkView(z, 1, tau), temperature, e)(0);
+    return detail::scalar::chunk_probabilities(ChunkView(z, 1, tau), temperature, e)(0);
   }
 
-  // [N, in_dim] -> codes and scores [N, K].
+  // [N, in_dim] -> codes and scores [N, K], through the active path's hash kernel (float; double
+  // runs the scalar one), rows split across the pool's threads when there are enough of them.
   Buckets<Scalar> operator()(const Input& x) const {
     check_rows(x, "x");
     const Eigen::Index n = x.rows();
     const int k_chunks = num_chunks();
     Buckets<Scalar> out{CodeMatrix(n, k_chunks), RowMatrix<Scalar>(n, k_chunks)};
-    ChunkArray e;
-    for (Eigen::Index i = 0; i < n; ++i) {
-      const ChunkView z = chunks(x, i);
-      for (int k = 0; k < k_chunks; ++k) out.codes(i, k) = code(z.data() + k * tau_, tau_);
-      if (score_ == Score::paper)
-        out.scores.row(i) = probabilities(z, temperature_, e).transpose();
-      else
-        out.scores.row(i) = (probabilities(z, temperature_, e) * z.abs().rowwise().sum()).transpose();
-    }
+    const auto kernel = detail::hash_kernel_for<Scalar>(kernel_path());
+    const auto pool = detail::thread_pool();
+    const int tasks =
+        detail::task_count(static_cast<double>(n) * in_dim_ * kHashWorkPerValue, n, pool->size());
+    pool->parallel_for(tasks, [&](int task) {
+      const detail::Range rows = detail::split_range(n, tasks, task);
+      for (Eigen::Index i = rows.begin; i < rows.end; ++i)
+        kernel(x.row(i).data(), k_chunks, tau_, temperature_, score_, out.codes.row(i).data(),
+               out.scores.row(i).data());
+    });
     return out;
   }
 
@@ -97,7 +99,7 @@ class SignHash {
     ChunkArray e;
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
       const ChunkView z = chunks(x, i);
-      const ColumnArray p = probabilities(z, temperature_, e);
+      const ColumnArray p = detail::scalar::chunk_probabilities(z, temperature_, e);
       const ChunkArray sign = (z >= Scalar(0)).select(ChunkArray::Ones(z.rows(), z.cols()), Scalar(-1));
       // dp/dz_j = p (2/t) sign(z_j) sigmoid(-2|z_j|/t), and sigmoid(-a) = e / (1 + e) with e = exp(-a).
       const ChunkArray dp = (Scalar(2) / temperature_) * sign * (e / (Scalar(1) + e)) * p.replicate(1, tau_);
@@ -113,8 +115,8 @@ class SignHash {
   }
 
  private:
-  using ChunkArray = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using ChunkView = Eigen::Map<const ChunkArray>;
+  using ChunkArray = detail::scalar::ChunkArray<Scalar>;
+  using ChunkView = detail::scalar::ChunkView<Scalar>;
   using ColumnArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
   // Row i of x as K chunks of tau: [K, tau].
@@ -122,13 +124,8 @@ class SignHash {
     return ChunkView(x.row(i).data(), num_chunks(), tau_);
   }
 
-  // p for each chunk (row) of z, as 1 / prod_j (1 + e_j) with e = exp(-2|z|/t), also returned.
-  // This equals exp(-sum_j softplus(-2|z_j|/t)) and is as stable: every factor lies in (1, 2], so
-  // the product stays within [1, 2^16] for tau <= 16. One exp per element, vectorised by Eigen.
-  static ColumnArray probabilities(const ChunkView& z, Scalar temperature, ChunkArray& e) {
-    e = (z.abs() * (Scalar(-2) / temperature)).exp();
-    return (Scalar(1) + e).rowwise().prod().inverse();
-  }
+  // What hashing one value costs, in multiply-adds (an exp and a compare), for task_count.
+  static constexpr double kHashWorkPerValue = 16;
 
   void check_rows(const Input& x, const char* name) const {
     detail::require_shape("SignHash", name, x.rows(), x.cols(), x.rows(), in_dim_);

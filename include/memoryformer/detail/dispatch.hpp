@@ -1,4 +1,4 @@
-// The gather kernels of one path, as function pointers, for the layer code to call without
+// The gather and hash kernels of one path, as function pointers, for the layer code to call without
 // knowing which path runs. float uses the selected path; double always the scalar one.
 #pragma once
 
@@ -56,6 +56,23 @@ PackedKernels<T> packed_kernels_for(KernelPath path) {
 #endif
   (void)path;
   return {scalar::gather<T, float>, scalar::gather<T, float>};
+}
+
+// The hash of one row (Eq. 9-10): codes[k] and scores[k] of its `chunks` chunks of tau values.
+template <class S>
+using HashKernel = void (*)(const S* x, int chunks, int tau, S temperature, Score score, std::int32_t* codes,
+                            S* scores);
+
+template <class S>
+HashKernel<S> hash_kernel_for(KernelPath path) {
+  if constexpr (std::is_same<S, float>::value) {
+#if MF_HAVE_X86_SIMD
+    if (path == KernelPath::avx512) return avx512::hash_chunks;
+    if (path == KernelPath::avx2) return avx2::hash_chunks;
+#endif
+  }
+  (void)path;
+  return scalar::hash_chunks<S>;
 }
 
 // The kernels of the path selected now (kernel_path()).

@@ -7,6 +7,7 @@
 #if MF_HAVE_X86_SIMD
 
 #include "../float16.hpp"
+#include "pow2_series.hpp"
 #include "row_selection.hpp"
 
 #include <immintrin.h>
@@ -23,7 +24,7 @@ namespace avx512 {
 constexpr int kLanes = 16;
 
 MF_TARGET_AVX512 inline __mmask16 tail_mask(int remaining) {
-  return static_cast<__mmask16>((1u << remaining) - 1u);
+  return static_cast<__mmask16>((1u << remaining) - 1u);  // remaining <= 16
 }
 
 // Sum of the 16 lanes. The masked shuffles (all lanes on) are used because GCC 12's unmasked ones
@@ -164,6 +165,50 @@ MF_TARGET_AVX512 inline void dot(const float* table, const RowSelection& sel, co
       acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, dy + full), _mm512_maskz_loadu_ps(mask, row + full),
                              acc1);
     out[k] = horizontal_sum(_mm512_add_ps(acc0, acc1));
+  }
+}
+
+// 2^u for u <= 0, as pow2_series.hpp says. NaN stays NaN (max returns its second operand then).
+// (Zero-masked forms with every lane on, for the reason given at horizontal_sum.)
+MF_TARGET_AVX512 inline __m512 pow2_nonpositive(__m512 u) {
+  using namespace pow2_series;
+  const __mmask16 all = 0xFFFF;
+  u = _mm512_maskz_max_ps(all, _mm512_set1_ps(kMinExponent), u);
+  const __m512 n = _mm512_maskz_roundscale_ps(all, u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(u, n);
+  __m512 p = _mm512_set1_ps(kCoefficients[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kCoefficients[i]));
+  return _mm512_maskz_scalef_ps(all, p, n);
+}
+
+// The hash of one row (Eq. 9-10), as scalar::hash_chunks: 16 chunks at a time, one per lane. Step j
+// gathers element j of each chunk, shifts its sign bit into the lane's code (MSB-first) and
+// multiplies the lane's product by 1 + exp(-2|z_j|/t) = 1 + 2^(scale |z_j|); s = 1 / product, times ||z||_1
+// for l1.
+MF_TARGET_AVX512 inline void hash_chunks(const float* x, int chunks, int tau, float temperature, Score score,
+                                         std::int32_t* codes, float* scores) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 scale = _mm512_set1_ps(-2.0f * pow2_series::kLog2e / temperature);
+  const __m512i chunk_start = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(tau));
+  prefetch_into_l1(x, sizeof(float) * static_cast<std::size_t>(chunks) * tau);
+  for (int first = 0; first < chunks; first += kLanes) {
+    const __mmask16 lanes = tail_mask(std::min(kLanes, chunks - first));
+    const float* base = x + static_cast<std::ptrdiff_t>(first) * tau;
+    __m512i code = _mm512_setzero_si512();
+    __m512 product = one, l1 = zero;
+    for (int j = 0; j < tau; ++j) {
+      const __m512 z = _mm512_mask_i32gather_ps(zero, lanes, chunk_start, base + j, 4);
+      code = _mm512_mask_add_epi32(_mm512_add_epi32(code, code), _mm512_cmp_ps_mask(z, zero, _CMP_GE_OQ),
+                                   _mm512_add_epi32(code, code), _mm512_set1_epi32(1));
+      const __m512 magnitude = _mm512_abs_ps(z);
+      if (score == Score::l1) l1 = _mm512_add_ps(l1, magnitude);
+      product = _mm512_mul_ps(product, _mm512_add_ps(one, pow2_nonpositive(_mm512_mul_ps(magnitude, scale))));
+    }
+    __m512 s = _mm512_div_ps(one, product);
+    if (score == Score::l1) s = _mm512_mul_ps(s, l1);
+    _mm512_mask_storeu_epi32(codes + first, lanes, code);
+    _mm512_mask_storeu_ps(scores + first, lanes, s);
   }
 }
 
