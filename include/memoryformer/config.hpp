@@ -40,6 +40,9 @@ using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 // Bucket indices, one per (token, chunk): [N, K].
 using CodeMatrix = RowMatrix<std::int32_t>;
 
+// Bits per chunk (tau) a hash takes at most: codes index tables of 2^tau rows.
+inline constexpr int kMaxTau = 16;
+
 // How a chunk's selected row is weighted (method.md §1 step 4).
 enum class Score {
   paper,  // s = p(z), Eq. 10

@@ -22,8 +22,6 @@ struct Buckets {
   RowMatrix<Scalar> scores;
 };
 
-inline constexpr int kMaxTau = 16;
-
 namespace detail {
 
 // Shared by SignHash and MemoryLayer, so both report bad options the same way.

@@ -8,6 +8,7 @@
 #if MF_HAVE_X86_SIMD
 
 #include "../float16.hpp"
+#include "hash_block.hpp"
 #include "pow2_series.hpp"
 #include "row_selection.hpp"
 
@@ -150,33 +151,32 @@ MF_TARGET_AVX2 inline __m256 pow2_nonpositive(__m256 u) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_to_n));
 }
 
-// The hash of one row (Eq. 9-10), as scalar::hash_chunks: 8 chunks at a time, one per lane, in the
-// order of avx512::hash_chunks.
+// The hash of one row (Eq. 9-10), as avx512::hash_chunks with 8 values at a time.
 MF_TARGET_AVX2 inline void hash_chunks(const float* x, int chunks, int tau, float temperature, Score score,
                                        std::int32_t* codes, float* scores) {
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 scale = _mm256_set1_ps(-2.0f * pow2_series::kLog2e / temperature);
   const __m256 magnitude_bits = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-  const __m256i chunk_start =
-      _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(tau));
-  prefetch_into_l1(x, sizeof(float) * static_cast<std::size_t>(chunks) * tau);
-  for (int first = 0; first < chunks; first += kLanes) {
-    const __m256i lanes = tail_mask(std::min(kLanes, chunks - first));
-    const float* base = x + static_cast<std::ptrdiff_t>(first) * tau;
-    __m256i code = _mm256_setzero_si256();
-    __m256 product = one, l1 = zero;
-    for (int j = 0; j < tau; ++j) {
-      const __m256 z = _mm256_mask_i32gather_ps(zero, base + j, chunk_start, _mm256_castsi256_ps(lanes), 4);
-      const __m256i non_negative = _mm256_castps_si256(_mm256_cmp_ps(z, zero, _CMP_GE_OQ));
-      code = _mm256_or_si256(_mm256_slli_epi32(code, 1), _mm256_srli_epi32(non_negative, 31));
+  HashBlock block;
+  for (int first = 0; first < chunks; first += kHashBlockChunks) {
+    const int n = std::min(kHashBlockChunks, chunks - first), values = n * tau;
+    const float* z_block = x + static_cast<std::ptrdiff_t>(first) * tau;
+    for (int i = 0; i < values; i += kLanes) {
+      const __m256 z = _mm256_maskload_ps(z_block + i, tail_mask(std::min(kLanes, values - i)));
+      block.sign_bits[i / 8] =
+          static_cast<std::uint8_t>(_mm256_movemask_ps(_mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ)));
       const __m256 magnitude = _mm256_and_ps(z, magnitude_bits);
-      if (score == Score::l1) l1 = _mm256_add_ps(l1, magnitude);
-      product = _mm256_mul_ps(product, _mm256_add_ps(one, pow2_nonpositive(_mm256_mul_ps(magnitude, scale))));
+      if (score == Score::l1) _mm256_store_ps(block.magnitude + i, magnitude);
+      _mm256_store_ps(block.factor + i,
+                      _mm256_add_ps(one, pow2_nonpositive(_mm256_mul_ps(magnitude, scale))));
     }
-    __m256 s = _mm256_div_ps(one, product);
-    if (score == Score::l1) s = _mm256_mul_ps(s, l1);
-    _mm256_maskstore_epi32(codes + first, lanes, code);
-    _mm256_maskstore_ps(scores + first, lanes, s);
+    block.finish(n, tau, score, codes + first);
+    for (int k = 0; k < n; k += kLanes) {
+      const __m256i lanes = tail_mask(std::min(kLanes, n - k));
+      __m256 s = _mm256_div_ps(one, _mm256_maskload_ps(block.product + k, lanes));
+      if (score == Score::l1) s = _mm256_mul_ps(s, _mm256_maskload_ps(block.l1 + k, lanes));
+      _mm256_maskstore_ps(scores + first + k, lanes, s);
+    }
   }
 }
 

@@ -7,12 +7,14 @@
 #if MF_HAVE_X86_SIMD
 
 #include "../float16.hpp"
+#include "hash_block.hpp"
 #include "pow2_series.hpp"
 #include "row_selection.hpp"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #define MF_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
@@ -181,33 +183,30 @@ MF_TARGET_AVX512 inline __m512 pow2_nonpositive(__m512 u) {
   return _mm512_maskz_scalef_ps(all, p, n);
 }
 
-// The hash of one row (Eq. 9-10), as scalar::hash_chunks: 16 chunks at a time, one per lane. Step j
-// gathers element j of each chunk, shifts its sign bit into the lane's code (MSB-first) and
-// multiplies the lane's product by 1 + exp(-2|z_j|/t) = 1 + 2^(scale |z_j|); s = 1 / product, times ||z||_1
-// for l1.
+// The hash of one row (Eq. 9-10), as scalar::hash_chunks, through a HashBlock (hash_block.hpp):
+// 16 values at a time, 1 + exp(-2|z|/t) = 1 + 2^(|z| (-2 log2 e / t)) and the sign bits.
 MF_TARGET_AVX512 inline void hash_chunks(const float* x, int chunks, int tau, float temperature, Score score,
                                          std::int32_t* codes, float* scores) {
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 scale = _mm512_set1_ps(-2.0f * pow2_series::kLog2e / temperature);
-  const __m512i chunk_start = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(tau));
-  prefetch_into_l1(x, sizeof(float) * static_cast<std::size_t>(chunks) * tau);
-  for (int first = 0; first < chunks; first += kLanes) {
-    const __mmask16 lanes = tail_mask(std::min(kLanes, chunks - first));
-    const float* base = x + static_cast<std::ptrdiff_t>(first) * tau;
-    __m512i code = _mm512_setzero_si512();
-    __m512 product = one, l1 = zero;
-    for (int j = 0; j < tau; ++j) {
-      const __m512 z = _mm512_mask_i32gather_ps(zero, lanes, chunk_start, base + j, 4);
-      code = _mm512_mask_add_epi32(_mm512_add_epi32(code, code), _mm512_cmp_ps_mask(z, zero, _CMP_GE_OQ),
-                                   _mm512_add_epi32(code, code), _mm512_set1_epi32(1));
+  HashBlock block;
+  for (int first = 0; first < chunks; first += kHashBlockChunks) {
+    const int n = std::min(kHashBlockChunks, chunks - first), values = n * tau;
+    const float* z_block = x + static_cast<std::ptrdiff_t>(first) * tau;
+    for (int i = 0; i < values; i += kLanes) {
+      const __m512 z = _mm512_maskz_loadu_ps(tail_mask(std::min(kLanes, values - i)), z_block + i);
+      const auto non_negative =
+          static_cast<std::uint16_t>(_mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GE_OQ));
+      std::memcpy(block.sign_bits + i / 8, &non_negative, sizeof non_negative);
       const __m512 magnitude = _mm512_abs_ps(z);
-      if (score == Score::l1) l1 = _mm512_add_ps(l1, magnitude);
-      product = _mm512_mul_ps(product, _mm512_add_ps(one, pow2_nonpositive(_mm512_mul_ps(magnitude, scale))));
+      if (score == Score::l1) _mm512_store_ps(block.magnitude + i, magnitude);
+      _mm512_store_ps(block.factor + i,
+                      _mm512_add_ps(one, pow2_nonpositive(_mm512_mul_ps(magnitude, scale))));
     }
-    __m512 s = _mm512_div_ps(one, product);
-    if (score == Score::l1) s = _mm512_mul_ps(s, l1);
-    _mm512_mask_storeu_epi32(codes + first, lanes, code);
+    block.finish(n, tau, score, codes + first);
+    const __mmask16 lanes = tail_mask(n);
+    __m512 s = _mm512_div_ps(one, _mm512_maskz_load_ps(lanes, block.product));
+    if (score == Score::l1) s = _mm512_mul_ps(s, _mm512_maskz_load_ps(lanes, block.l1));
     _mm512_mask_storeu_ps(scores + first, lanes, s);
   }
 }

@@ -48,14 +48,6 @@ MF_ALWAYS_INLINE void prefetch_row(const void* row, std::size_t bytes) {
     __builtin_prefetch(static_cast<const char*>(row) + byte, 0, 1);
 }
 
-// Requests `bytes` bytes from p into L1: the hash kernels' input row, which their gathers then read
-// chunk-strided (a gather waits for every line it misses). Hashing 4096 rows of 1024 floats that
-// stream from memory, tau 8, avx512: 0.88-1.6 us per row without, 0.73-0.84 with (0.6 from L1).
-MF_ALWAYS_INLINE void prefetch_into_l1(const void* p, std::size_t bytes) {
-  for (std::size_t byte = 0; byte < bytes; byte += 64)
-    __builtin_prefetch(static_cast<const char*>(p) + byte, 0, 3);
-}
-
 // Called before summing row k of the selection: requests into L2 the row that enters the prefetch
 // window, kPrefetchBytes ahead (and at k = 0 the whole first window). Always inlined: GCC at -O2
 // otherwise judges these functions pure, since a prefetch is no side effect to it, and deletes every
