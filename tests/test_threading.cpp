@@ -51,18 +51,22 @@ TEST_P(Threads, ForwardAndBackwardAreIdenticalForAnyThreadCount) {
 }
 
 TEST_P(Threads, HashOfABatchIsEachRowsHashForAnyThreadCount) {
-  // Rows are split across threads (301 rows of 96 values are above the one-thread size); each
-  // row must come out as it does when hashed alone. A new input per thread count, so that a row
-  // left unwritten cannot hold the previous call's answer.
+  // Rows are split across threads (301 rows of 96 values are above the one-thread size), in the
+  // hash and in its backward; each row must come out as it does alone. A new input per thread
+  // count, so that a row left unwritten cannot hold the previous call's answer.
   const mf::SignHash<float> hash(96, 8, mf::Score::l1, 0.7f);
   for (int threads : {1, 2, 3}) {
-    const auto x = test::random_matrix<float>(301, 96, 17u + static_cast<unsigned>(threads));
+    const auto seed = 17u + static_cast<unsigned>(threads);
+    const auto x = test::random_matrix<float>(301, 96, seed);
+    const auto dscores = test::random_matrix<float>(301, hash.num_chunks(), seed + 100);
     mf::set_num_threads(threads);
     const mf::Buckets<float> batch = hash(x);
+    const mf::RowMatrix<float> dx = hash.backward(x, dscores);
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
       const mf::Buckets<float> alone = hash(x.row(i));
       ASSERT_EQ(batch.codes.row(i), alone.codes) << threads << " threads, row " << i;
       ASSERT_EQ(batch.scores.row(i), alone.scores) << threads << " threads, row " << i;
+      ASSERT_EQ(dx.row(i), hash.backward(x.row(i), dscores.row(i))) << threads << " threads, row " << i;
     }
   }
 }

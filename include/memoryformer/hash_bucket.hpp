@@ -75,11 +75,7 @@ class SignHash {
     const int k_chunks = num_chunks();
     Buckets<Scalar> out{CodeMatrix(n, k_chunks), RowMatrix<Scalar>(n, k_chunks)};
     const auto kernel = detail::hash_kernel_for<Scalar>(kernel_path());
-    const auto pool = detail::thread_pool();
-    const int tasks =
-        detail::task_count(static_cast<double>(n) * in_dim_ * kHashWorkPerValue, n, pool->size());
-    pool->parallel_for(tasks, [&](int task) {
-      const detail::Range rows = detail::split_range(n, tasks, task);
+    for_row_ranges(n, [&](const detail::Range& rows) {
       for (Eigen::Index i = rows.begin; i < rows.end; ++i)
         kernel(x.row(i).data(), k_chunks, tau_, temperature_, score_, out.codes.row(i).data(),
                out.scores.row(i).data());
@@ -87,28 +83,17 @@ class SignHash {
     return out;
   }
 
-  // dL/dx [N, in_dim] from dL/ds [N, K] (Eq. 12). The codes are piecewise constant and pass no
-  // gradient; sign(0) is taken as +1, matching the hash.
+  // dL/dx [N, in_dim] from dL/ds [N, K] (Eq. 12), rows split across the pool's threads. The codes
+  // are piecewise constant and pass no gradient; sign(0) is taken as +1, matching the hash.
   RowMatrix<Scalar> backward(const Input& x, const Input& dscores) const {
     check_rows(x, "x");
     detail::require_shape("SignHash::backward", "dscores", dscores.rows(), dscores.cols(), x.rows(),
                           num_chunks());
     RowMatrix<Scalar> dx(x.rows(), in_dim_);
-    ChunkArray e;
-    for (Eigen::Index i = 0; i < x.rows(); ++i) {
-      const ChunkView z = chunks(x, i);
-      const ColumnArray p = detail::scalar::chunk_probabilities(z, temperature_, e);
-      const ChunkArray sign = (z >= Scalar(0)).select(ChunkArray::Ones(z.rows(), z.cols()), Scalar(-1));
-      // dp/dz_j = p (2/t) sign(z_j) sigmoid(-2|z_j|/t), and sigmoid(-a) = e / (1 + e) with e = exp(-a).
-      const ChunkArray dp = (Scalar(2) / temperature_) * sign * (e / (Scalar(1) + e)) * p.replicate(1, tau_);
-      const ColumnArray ds = dscores.row(i).transpose().array();
-      Eigen::Map<ChunkArray> dz(dx.row(i).data(), num_chunks(), tau_);
-      if (score_ == Score::paper)
-        dz = dp * ds.replicate(1, tau_);
-      else  // l1: ds/dz_j = sign(z_j) p + ||z||_1 dp/dz_j
-        dz = (sign * p.replicate(1, tau_) + dp * z.abs().rowwise().sum().replicate(1, tau_)) *
-             ds.replicate(1, tau_);
-    }
+    for_row_ranges(x.rows(), [&](const detail::Range& rows) {
+      ChunkArray e;
+      for (Eigen::Index i = rows.begin; i < rows.end; ++i) row_backward(x, dscores, i, e, dx);
+    });
     return dx;
   }
 
@@ -117,9 +102,35 @@ class SignHash {
   using ChunkView = detail::scalar::ChunkView<Scalar>;
   using ColumnArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
 
+  // Row i of dx from row i of x and dscores; e is scratch for exp(-2|z|/t).
+  void row_backward(const Input& x, const Input& dscores, Eigen::Index i, ChunkArray& e,
+                    RowMatrix<Scalar>& dx) const {
+    const ChunkView z = chunks(x, i);
+    const ColumnArray p = detail::scalar::chunk_probabilities(z, temperature_, e);
+    const ChunkArray sign = (z >= Scalar(0)).select(ChunkArray::Ones(z.rows(), z.cols()), Scalar(-1));
+    // dp/dz_j = p (2/t) sign(z_j) sigmoid(-2|z_j|/t), and sigmoid(-a) = e / (1 + e) with e = exp(-a).
+    const ChunkArray dp = (Scalar(2) / temperature_) * sign * (e / (Scalar(1) + e)) * p.replicate(1, tau_);
+    const ColumnArray ds = dscores.row(i).transpose().array();
+    Eigen::Map<ChunkArray> dz(dx.row(i).data(), num_chunks(), tau_);
+    if (score_ == Score::paper)
+      dz = dp * ds.replicate(1, tau_);
+    else  // l1: ds/dz_j = sign(z_j) p + ||z||_1 dp/dz_j
+      dz = (sign * p.replicate(1, tau_) + dp * z.abs().rowwise().sum().replicate(1, tau_)) *
+           ds.replicate(1, tau_);
+  }
+
   // Row i of x as K chunks of tau: [K, tau].
   ChunkView chunks(const Input& x, Eigen::Index i) const {
     return ChunkView(x.row(i).data(), num_chunks(), tau_);
+  }
+
+  // body(rows) for ranges of the n rows, split across the pool's threads when there are enough.
+  template <class Body>
+  void for_row_ranges(Eigen::Index n, const Body& body) const {
+    const auto pool = detail::thread_pool();
+    const int tasks =
+        detail::task_count(static_cast<double>(n) * in_dim_ * kHashWorkPerValue, n, pool->size());
+    pool->parallel_for(tasks, [&](int task) { body(detail::split_range(n, tasks, task)); });
   }
 
   // What hashing one value costs, in multiply-adds (an exp and a compare), for task_count.
