@@ -80,6 +80,23 @@ TEST_P(KernelsOnPath, DotMatchesScalar) {
   }
 }
 
+// The row dots on a panel: dy's full kPanelColumns in registers; narrower last slices take the
+// general dot.
+TEST_P(KernelsOnPath, PanelDotMatchesScalar) {
+  const int columns = mf::detail::kPanelColumns;
+  for (int count : {1, 2, 7, 8})
+    for (int width : {columns, columns - 1, 17, 1}) {
+      const Tables t(count, 16, columns, static_cast<unsigned>(count * 71 + width));
+      const auto dy = test::random_matrix<float>(1, width, static_cast<unsigned>(width));
+      std::vector<float> expected(static_cast<std::size_t>(count)), got(expected.size(), -7.0f);
+      scalar().dot(t.table.data(), t.selection(), dy.data(), width, expected.data());
+      kernels().dot_panel(t.table.data(), t.selection(), dy.data(), width, got.data());
+      for (int k = 0; k < count; ++k)
+        ASSERT_NEAR(got[k], expected[k], 1e-5f * (1 + std::sqrt(static_cast<float>(width))))
+            << "K " << count << " width " << width << " row " << k;
+    }
+}
+
 TEST_P(KernelsOnPath, ColumnSliceReadsOnlyItsColumns) {
   // The layer hands threads column slices of a wider table; a slice must neither read nor write
   // outside [begin, begin + width). NaN outside the slice would poison any stray read.

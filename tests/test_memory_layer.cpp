@@ -70,6 +70,26 @@ TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
   EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
 }
 
+// The backward row dots on the panel schedule against dL/ds computed here explicitly:
+// dscores(i, k) = <dy(i), T[k * 2^tau + code(i, k)]> (Eq. 12). The layer has more chunk tables than
+// a panel group holds and a last slice of 8 columns.
+TEST_P(LayerOnPath, LargeBatchPanelDotsMatchExplicitSum) {
+  mf::MemoryLayer<float> layer(test::panel_layer_options());
+  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
+  const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 47u, 0.0, 2.0);
+  const auto dy = test::random_matrix<float>(test::kPanelTokens, layer.out_dim(), 53u);
+  const mf::Buckets<float> b = layer.hash()(x);
+  const mf::RowMatrix<float> dscores = layer.backward_scores(b, dy);
+  mf::RowMatrix<double> expected(b.codes.rows(), b.codes.cols());
+  for (Eigen::Index i = 0; i < b.codes.rows(); ++i)
+    for (Eigen::Index k = 0; k < b.codes.cols(); ++k)
+      expected(i, k) = layer.tables()
+                           .row(k * layer.num_buckets() + b.codes(i, k))
+                           .cast<double>()
+                           .dot(dy.row(i).cast<double>());
+  EXPECT_LT(test::relative_error(dscores, expected), 1e-6);
+}
+
 TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
   const mf::MemoryLayer<float> layer(options(48, 40, 6, mf::Score::l1));
   const auto x = test::random_matrix<float>(9, 48, 2u);

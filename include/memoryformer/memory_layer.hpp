@@ -110,21 +110,11 @@ class MemoryLayer {
     if (has_bias()) grads_->bias += dy.colwise().sum();
 
     const auto kernels = detail::active_kernels<Scalar>();
-    const auto pool = detail::thread_pool();
-    const double work = static_cast<double>(n) * num_chunks() * out_dim();
     // dL/dT[row] += s * dy, on the schedule gather_schedule.hpp picks for this N.
     detail::scatter_tokens(grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
                            kernels.scatter);
-    // dL/ds_k = <dy, T[row_k]>: independent per token.
-    RowMatrix<Scalar> dscores(n, num_chunks());
-    const int row_tasks = detail::task_count(work, n, pool->size());
-    pool->parallel_for(row_tasks, [&](int task) {
-      const detail::Range rows = detail::split_range(n, row_tasks, task);
-      for (Eigen::Index i = rows.begin; i < rows.end; ++i)
-        kernels.dot(tables_.data(), selection(buckets, i), dy.row(i).data(), out_dim(),
-                    dscores.row(i).data());
-    });
-    return dscores;
+    // dL/ds_k = <dy, T[row_k]>, likewise.
+    return detail::dot_tokens(tables_.data(), buckets.codes, num_buckets(), dy, kernels);
   }
 
   // Accumulated gradients, shaped like tables() and bias(). They exist from the first backward()
@@ -186,10 +176,6 @@ class MemoryLayer {
       tables_.data()[i] = static_cast<Scalar>(std_dev * rng.normal());
     for (Eigen::Index i = 0; i < bias_.size(); ++i)
       bias_.data()[i] = static_cast<Scalar>(0.001 * rng.normal());
-  }
-
-  detail::RowSelection selection(const Buckets<Scalar>& b, Eigen::Index token) const {
-    return {b.codes.row(token).data(), num_chunks(), num_buckets(), tables_.cols()};
   }
 
   MemoryLayerOptions options_;

@@ -24,6 +24,7 @@ struct GatherKernels {
   GatherKernel<T, T> panel;  // the same on a packed panel (gather_schedule.hpp)
   void (*scatter)(T* grad, const RowSelection& sel, const T* scores, const T* dy, int width);
   void (*dot)(const T* table, const RowSelection& sel, const T* dy, int width, T* out);
+  void (*dot_panel)(const T* panel, const RowSelection& sel, const T* dy, int width, T* out);  // likewise
 };
 
 template <class T>
@@ -31,13 +32,14 @@ GatherKernels<T> kernels_for(KernelPath path) {
   if constexpr (std::is_same<T, float>::value) {
 #if MF_HAVE_X86_SIMD
     if (path == KernelPath::avx512)
-      return {avx512::gather<float>, avx512::gather_panel<float>, avx512::scatter, avx512::dot};
+      return {avx512::gather<float>, avx512::gather_panel<float>, avx512::scatter, avx512::dot,
+              avx512::dot_panel};
     if (path == KernelPath::avx2)
-      return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot};
+      return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot, avx2::dot_panel};
 #endif
   }
   (void)path;
-  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>};
+  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>, scalar::dot<T>};
 }
 
 // The forward gathers of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),

@@ -1,5 +1,5 @@
-// The order in which a layer's forward gather (Eq. 11) and backward scatter-add (Eq. 12) visit
-// tokens and table rows, and how they are cut across threads. Three schedules, chosen per call from
+// The order in which a layer's forward gather (Eq. 11) and backward scatter-add and row dots
+// (Eq. 12) visit tokens and table rows, and how they are cut across threads. Three schedules, chosen per call from
 // N, the table size and its layout:
 //
 // - per token: each token reads its K rows straight from the table. At small N the rows are read
@@ -127,32 +127,81 @@ void unpack_panel(const T* panel, int first, int group, int buckets, const Panel
   for (std::ptrdiff_t r = 0; r < rows; ++r) std::copy(panel + r * w, panel + r * w + w, dest + r * slice.ld);
 }
 
-// The panel schedules' loop: body(panel, slice, first, g) for every slice of `columns` columns
-// (or fewer, at a tile's end) of every tile, and group of g chunk tables from `first`. Threads own
-// slices, each with its own panel buffer, so each packs its own panels and writes its own columns.
+// The panels of a table: column slices of `columns` values (fewer at a tile's end) of every tile,
+// each cut into groups of `group` chunk tables.
+template <class T>
+class PanelGrid {
+ public:
+  PanelGrid(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int group)
+      : tiles_(tiles),
+        columns_(columns),
+        chunks_(chunks),
+        group_(group),
+        per_tile_((std::min(tiles.tile_columns, tiles.width) + columns - 1) / columns) {}
+
+  Eigen::Index slices() const { return tiles_.tiles() * per_tile_; }
+  int groups() const { return (chunks_ + group_ - 1) / group_; }
+  int first(int g) const { return g * group_; }
+  int group_size(int g) const { return std::min(group_, chunks_ - first(g)); }
+  std::size_t panel_values(int buckets) const {
+    return static_cast<std::size_t>(group_) * buckets * columns_;
+  }
+
+  // Slice j; its width is <= 0 past the end of a narrow last tile, which has fewer slices.
+  PanelSlice<T> slice(Eigen::Index j) const {
+    const Eigen::Index t = j / per_tile_, offset = j % per_tile_ * columns_;
+    const auto ld = static_cast<std::ptrdiff_t>(tiles_.tile_width(t));
+    return {tiles_.tile(t) + offset, ld, tiles_.tile_begin(t) + offset,
+            static_cast<int>(std::min<Eigen::Index>(columns_, ld - offset))};
+  }
+
+ private:
+  const TableTiles<T>& tiles_;
+  Eigen::Index columns_;
+  int chunks_, group_;
+  Eigen::Index per_tile_;
+};
+
+// The gather's and the scatter's panel loop: body(panel, slice, first, g) for every slice of
+// `columns` columns of every tile, and group of g chunk tables from `first`. Threads own slices,
+// each with its own panel buffer, so each packs its own panels and writes its own columns.
 template <class T, class Body>
 void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets,
                     const Body& body) {
-  const int group = panel_group<T>(chunks, buckets, columns);
-  const Eigen::Index per_tile = (std::min(tiles.tile_columns, tiles.width) + columns - 1) / columns;
-  const Eigen::Index slices = tiles.tiles() * per_tile;
-  const auto slice = [&](Eigen::Index j) -> PanelSlice<T> {
-    const Eigen::Index t = j / per_tile, offset = j % per_tile * columns;
-    const auto ld = static_cast<std::ptrdiff_t>(tiles.tile_width(t));
-    return {tiles.tile(t) + offset, ld, tiles.tile_begin(t) + offset,
-            static_cast<int>(std::min<Eigen::Index>(columns, ld - offset))};
-  };
+  const PanelGrid<T> grid(tiles, columns, chunks, panel_group<T>(chunks, buckets, columns));
   const auto pool = thread_pool();
-  const int tasks = static_cast<int>(std::min<Eigen::Index>(slices, pool->size()));
+  const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), pool->size()));
   pool->parallel_for(tasks, [&](int task) {
-    AlignedBuffer<std::remove_const_t<T>> panel(static_cast<std::size_t>(group) * buckets * columns);
-    const Range mine = split_range(slices, tasks, task);
+    AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
+    const Range mine = split_range(grid.slices(), tasks, task);
     for (Eigen::Index j = mine.begin; j < mine.end; ++j) {
-      const PanelSlice<T> piece = slice(j);
-      if (piece.width <= 0) continue;  // a narrow last tile has fewer slices
-      for (int first = 0; first < chunks; first += group)
-        body(panel.data(), piece, first, std::min(group, chunks - first));
+      const PanelSlice<T> piece = grid.slice(j);
+      if (piece.width <= 0) continue;
+      for (int g = 0; g < grid.groups(); ++g) body(panel.data(), piece, grid.first(g), grid.group_size(g));
     }
+  });
+}
+
+// The row dots' panel loop: the same panels, but threads own groups of chunk tables and visit
+// their slices in order, so that a sum over slices per (token, chunk) is added up in the same order
+// on any number of threads. Groups are made small enough that every thread has one.
+template <class T, class Body>
+void for_each_panel_by_group(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets,
+                             const Body& body) {
+  const auto pool = thread_pool();
+  const int per_thread = (chunks + pool->size() - 1) / pool->size();
+  const PanelGrid<T> grid(tiles, columns, chunks,
+                          std::min(panel_group<T>(chunks, buckets, columns), per_thread));
+  const int tasks = std::min(grid.groups(), pool->size());
+  pool->parallel_for(tasks, [&](int task) {
+    AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
+    const Range mine = split_range(grid.groups(), tasks, task);
+    for (Eigen::Index g = mine.begin; g < mine.end; ++g)
+      for (Eigen::Index j = 0; j < grid.slices(); ++j) {
+        const PanelSlice<T> piece = grid.slice(j);
+        if (piece.width <= 0) continue;
+        body(panel.data(), piece, grid.first(static_cast<int>(g)), grid.group_size(static_cast<int>(g)));
+      }
   });
 }
 
@@ -162,19 +211,16 @@ Eigen::Index panel_columns(Schedule schedule, const TableTiles<T>& tiles) {
   return schedule == Schedule::tile_panels ? tiles.tile_columns : kPanelColumns;
 }
 
-// kernel(panel + c, selection, scores, v(i) + col + c, piece) for every token i and every
-// kPanelColumns piece c of a packed panel of `width` columns starting at table column col (the
-// pieces the panel kernels hold in registers). v is y (gather) or dy (scatter). Tokens are visited
-// once per piece, so that the part of v they touch is a 64-column strip however wide the panel.
-template <class T, class Scores, class V, class Kernel>
-void panel_tokens(T* panel, Eigen::Index col, int width, int first, int group, int buckets,
-                  const CodeMatrix& codes, const Scores& scores, V& v, const Kernel& kernel) {
+// body(i, c, selection, w) for every token i and every kPanelColumns piece c (w <= kPanelColumns
+// columns) of a packed panel of `width` columns holding `group` chunk tables from `first` (the
+// pieces the panel kernels hold in registers). Tokens are visited once per piece, so that the part
+// of y, dy or the score sums they touch is a 64-column strip however wide the panel.
+template <class Body>
+void panel_tokens(int width, int first, int group, int buckets, const CodeMatrix& codes, const Body& body) {
   for (int c = 0; c < width; c += kPanelColumns)
-    for (Eigen::Index i = 0; i < codes.rows(); ++i) {
-      const RowSelection sel{codes.row(i).data() + first, group, buckets, width};
-      kernel(panel + c, sel, scores.row(i).data() + first, v.row(i).data() + col + c,
-             std::min(kPanelColumns, width - c));
-    }
+    for (Eigen::Index i = 0; i < codes.rows(); ++i)
+      body(i, c, RowSelection{codes.row(i).data() + first, group, buckets, width},
+           std::min(kPanelColumns, width - c));
 }
 
 // The forward gather on the panel schedule: each panel packed from the table, every token's rows
@@ -185,7 +231,11 @@ void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const
   for_each_panel(tiles, columns, static_cast<int>(codes.cols()), buckets,
                  [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
-                   panel_tokens(panel, slice.col, slice.width, first, g, buckets, codes, scores, y, kernel);
+                   panel_tokens(slice.width, first, g, buckets, codes,
+                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
+                                  kernel(panel + c, sel, scores.row(i).data() + first,
+                                         y.row(i).data() + slice.col + c, w);
+                                });
                  });
 }
 
@@ -254,7 +304,11 @@ void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const Ro
   for_each_panel(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets,
                  [&](T* panel, const PanelSlice<T>& slice, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
-                   panel_tokens(panel, slice.col, slice.width, first, g, buckets, codes, scores, dy, scatter);
+                   panel_tokens(slice.width, first, g, buckets, codes,
+                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
+                                  scatter(panel + c, sel, scores.row(i).data() + first,
+                                          dy.row(i).data() + slice.col + c, w);
+                                });
                    unpack_panel(panel, first, g, buckets, slice);
                  });
 }
@@ -284,6 +338,45 @@ void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores
               static_cast<int>(cols.size()));
     }
   });
+}
+
+// The backward row dots (Eq. 12), dscores(i, k) = <dy(i), row(k, codes(i, k))> of the row-major
+// [K * buckets, width] table, through the active path's kernels. From 4 tokens per row on they run
+// on panels (`dot_panel`): each token's dots with the packed rows of one slice, added up over the
+// slices in column order, so the table is read from DRAM once per call rather than once per token.
+// Below that, per token (`dot`) straight from the table.
+template <class T, class Dy, class Kernels>
+RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
+                        const Kernels& kernels) {
+  const Eigen::Index n = codes.rows(), width = dy.cols();
+  const int chunks = static_cast<int>(codes.cols());
+  const auto tiles =
+      TableTiles<const T>::row_major(table, static_cast<Eigen::Index>(chunks) * buckets, width);
+  RowMatrix<T> dscores(n, chunks);
+  if (choose_schedule(n, buckets, tiles) == Schedule::panels) {
+    dscores.setZero();
+    for_each_panel_by_group(
+        tiles, kPanelColumns, chunks, buckets,
+        [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
+          pack_panel(slice, first, g, buckets, panel);
+          RowMatrix<T> sums(1, g);
+          panel_tokens(slice.width, first, g, buckets, codes,
+                       [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
+                         kernels.dot_panel(panel + c, sel, dy.row(i).data() + slice.col + c, w, sums.data());
+                         dscores.row(i).segment(first, g) += sums;
+                       });
+        });
+    return dscores;
+  }
+  const auto pool = thread_pool();
+  const int row_tasks = task_count(static_cast<double>(n) * chunks * width, n, pool->size());
+  pool->parallel_for(row_tasks, [&](int task) {
+    const Range rows = split_range(n, row_tasks, task);
+    for (Eigen::Index i = rows.begin; i < rows.end; ++i)
+      kernels.dot(table, RowSelection{codes.row(i).data(), chunks, buckets, width}, dy.row(i).data(),
+                  static_cast<int>(width), dscores.row(i).data());
+  });
+  return dscores;
 }
 
 }  // namespace detail

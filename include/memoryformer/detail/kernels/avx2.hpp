@@ -137,6 +137,26 @@ MF_TARGET_AVX2 inline void dot(const float* table, const RowSelection& sel, cons
   }
 }
 
+// out[k] = <row_k, dy> for the rows of a packed panel, which sit in L2 (no prefetch): dy's 64
+// columns stay in eight registers. A narrower last slice takes the general dot.
+MF_TARGET_AVX2 inline void dot_panel(const float* panel, const RowSelection& sel, const float* dy, int width,
+                                     float* out) {
+  constexpr int kRegisters = kPanelColumns / kLanes;
+  if (width != kPanelColumns) return dot(panel, sel, dy, width, out);
+  __m256 d[kRegisters];
+  for (int v = 0; v < kRegisters; ++v) d[v] = _mm256_loadu_ps(dy + v * kLanes);
+  for (int k = 0; k < sel.count; ++k) {
+    const float* row = panel + sel.offset(k);
+    __m256 even = _mm256_mul_ps(d[0], _mm256_loadu_ps(row)),
+           odd = _mm256_mul_ps(d[1], _mm256_loadu_ps(row + kLanes));
+    for (int v = 2; v < kRegisters; v += 2) {
+      even = _mm256_fmadd_ps(d[v], _mm256_loadu_ps(row + v * kLanes), even);
+      odd = _mm256_fmadd_ps(d[v + 1], _mm256_loadu_ps(row + (v + 1) * kLanes), odd);
+    }
+    out[k] = horizontal_sum(_mm256_add_ps(even, odd));
+  }
+}
+
 // 2^u for u <= 0, as pow2_series.hpp says; 2^n is built in the exponent field (n >= -35 here).
 // NaN stays NaN (max returns its second operand then, and NaN times any 2^n is NaN).
 MF_TARGET_AVX2 inline __m256 pow2_nonpositive(__m256 u) {

@@ -170,6 +170,23 @@ MF_TARGET_AVX512 inline void dot(const float* table, const RowSelection& sel, co
   }
 }
 
+// out[k] = <row_k, dy> for the rows of a packed panel, which sit in L2 (no prefetch): dy's 64
+// columns stay in four registers. A narrower last slice takes the general dot.
+MF_TARGET_AVX512 inline void dot_panel(const float* panel, const RowSelection& sel, const float* dy,
+                                       int width, float* out) {
+  static_assert(kPanelColumns == 4 * kLanes, "dot_panel holds dy in four registers");
+  if (width != kPanelColumns) return dot(panel, sel, dy, width, out);
+  const __m512 d0 = _mm512_loadu_ps(dy), d1 = _mm512_loadu_ps(dy + 16), d2 = _mm512_loadu_ps(dy + 32),
+               d3 = _mm512_loadu_ps(dy + 48);
+  for (int k = 0; k < sel.count; ++k) {
+    const float* row = panel + sel.offset(k);
+    const __m512 lo = _mm512_fmadd_ps(d1, _mm512_loadu_ps(row + 16), _mm512_mul_ps(d0, _mm512_loadu_ps(row)));
+    const __m512 hi =
+        _mm512_fmadd_ps(d3, _mm512_loadu_ps(row + 48), _mm512_mul_ps(d2, _mm512_loadu_ps(row + 32)));
+    out[k] = horizontal_sum(_mm512_add_ps(lo, hi));
+  }
+}
+
 // 2^u for u <= 0, as pow2_series.hpp says. NaN stays NaN (max returns its second operand then).
 // (Zero-masked forms with every lane on, for the reason given at horizontal_sum.)
 MF_TARGET_AVX512 inline __m512 pow2_nonpositive(__m512 u) {
