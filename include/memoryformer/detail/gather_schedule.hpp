@@ -1,6 +1,6 @@
 // The order in which a layer's forward gather (Eq. 11) and backward scatter-add and row dots
-// (Eq. 12) visit tokens and table rows, and how they are cut across threads. Three schedules, chosen per call from
-// N, the table size and its layout:
+// (Eq. 12) visit tokens and table rows, and how they are cut across threads. Three schedules,
+// chosen per call from N, the table size and its layout:
 //
 // - per token: each token reads its K rows straight from the table. At small N the rows are read
 //   once per call anyway; this is the decode path (columns split across threads when N is small).
