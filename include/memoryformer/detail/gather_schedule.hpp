@@ -47,7 +47,11 @@ constexpr Eigen::Index column_align() {
 // table once per call; below this the per-token loop reads fewer bytes. Measured at d = h = 1024,
 // tau 8, 2 threads (us per token, per-token loop -> panels): N = 256 fp32 43 -> 75-100, int8
 // 13 -> 41 (worse); N = 1024 fp32 39-52 -> 21-48, int8 13.5 -> 10.5-13 (about even, noisy);
-// N = 4096 fp32 38-40 -> 14-20, bf16 30-34 -> 19-25, int8 14 -> 9.4.
+// N = 4096 fp32 38-40 -> 14-20, bf16 30-34 -> 19-25, int8 14 -> 9.4. Re-measured after the L2
+// prefetch window (row_selection.hpp), hot tables: N = 512 fp32 18-21 -> 24-38, bf16 12-15 ->
+// 14-20, int8 7.4-9.4 -> 10.6-11.5 (worse); N = 1024 fp32 18-20 -> 15-17, bf16 12-15 -> 10-14,
+// int8 8.0-9.2 -> 7.5-8.7. The backward's scatter and row dots take the same threshold (row dots
+// at N = 512: 37-40 -> 44-47 us per token, worse).
 inline constexpr double kMinTokensPerRowForPanels = 4.0;
 
 // Whole-tile panels of tiled tables (table_tiles.hpp) from this many tokens per row on, up to
