@@ -11,6 +11,7 @@
 #include "detail/dispatch.hpp"
 #include "detail/float16.hpp"
 #include "detail/gather_schedule.hpp"
+#include "detail/kernels/row_selection.hpp"
 #include "detail/table_tiles.hpp"
 #include "hash_bucket.hpp"
 #include "memory_layer.hpp"
@@ -138,15 +139,22 @@ class PackedMemoryLayer {
   }
 
   // The gather of `table` for every token; int8 scores are first multiplied by their rows' scales.
+  // A token's K scales are K random lines, cold at batch 1: they are all requested into L2 first
+  // (detail::prefetch_row), or the loads queue on L1's few miss buffers. Measured at N = 1, int8,
+  // d = h = 1024, tau 8, cold tables, 2 threads, us per token (medians of 6-8 interleaved runs):
+  // 14.2-15.9 -> 12.7-12.9.
   template <class T, class Kernel>
   RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, const Kernel& kernel) const {
     if (row_scale_.empty())
       return detail::gather_tokens(tiles(table), buckets.codes, buckets.scores, num_buckets(), bias_, kernel);
+    const auto scale = [&](Eigen::Index i, Eigen::Index k) -> const float& {
+      return row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
+    };
     RowMatrix<float> scaled(buckets.scores.rows(), buckets.scores.cols());
-    for (Eigen::Index i = 0; i < scaled.rows(); ++i)
-      for (Eigen::Index k = 0; k < scaled.cols(); ++k)
-        scaled(i, k) = buckets.scores(i, k) *
-                       row_scale_[static_cast<std::size_t>(k * num_buckets() + buckets.codes(i, k))];
+    for (Eigen::Index i = 0; i < scaled.rows(); ++i) {
+      for (Eigen::Index k = 0; k < scaled.cols(); ++k) detail::prefetch_row(&scale(i, k), sizeof(float));
+      for (Eigen::Index k = 0; k < scaled.cols(); ++k) scaled(i, k) = buckets.scores(i, k) * scale(i, k);
+    }
     return detail::gather_tokens(tiles(table), buckets.codes, scaled, num_buckets(), bias_, kernel);
   }
 
