@@ -90,6 +90,29 @@ TEST_P(LayerOnPath, LargeBatchPanelDotsMatchExplicitSum) {
   EXPECT_LT(test::relative_error(dscores, expected), 1e-6);
 }
 
+// The backward on the by-code schedule (table by table, tokens in code order) against the table
+// gradient and dL/ds summed here explicitly (Eq. 12). 37 chunk tables: threads own ranges of 16
+// tables and a shorter last one; h = 200 leaves a row tail on every path.
+TEST_P(LayerOnPath, ByCodeBackwardMatchesExplicitSums) {
+  mf::MemoryLayer<float> layer(options(4 * 37, 200, 4, mf::Score::l1));
+  const Eigen::Index n = 40;  // 2.5 tokens per row
+  ASSERT_EQ(test::backward_schedule_for(n, layer), mf::detail::Schedule::by_code);
+  const auto x = test::random_matrix<float>(n, layer.in_dim(), 61u, 0.0, 2.0);
+  const auto dy = test::random_matrix<float>(n, layer.out_dim(), 67u);
+  const mf::Buckets<float> b = layer.hash()(x);
+  const mf::RowMatrix<float> dscores = layer.backward_scores(b, dy);
+  mf::RowMatrix<double> grad = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
+  mf::RowMatrix<double> expected(n, layer.num_chunks());
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index k = 0; k < b.codes.cols(); ++k) {
+      const Eigen::Index row = k * layer.num_buckets() + b.codes(i, k);
+      grad.row(row) += double(b.scores(i, k)) * dy.row(i).cast<double>();
+      expected(i, k) = layer.tables().row(row).cast<double>().dot(dy.row(i).cast<double>());
+    }
+  EXPECT_LT(test::relative_error(layer.table_grad(), grad), 1e-6);
+  EXPECT_LT(test::relative_error(dscores, expected), 1e-6);
+}
+
 TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
   const mf::MemoryLayer<float> layer(options(48, 40, 6, mf::Score::l1));
   const auto x = test::random_matrix<float>(9, 48, 2u);
@@ -122,10 +145,11 @@ double loss(const mf::MemoryLayer<double>& layer, const mf::RowMatrix<double>& x
   return layer.forward(x).cwiseProduct(g).sum();
 }
 
-void check_gradients(mf::Score score, float t) {
-  mf::MemoryLayer<double> layer(options(8, 3, 4, score, t));  // K = 2 tables of 16 rows
-  const auto x = test::random_matrix<double>(5, 8, 31u, 0.05, 1.5);
-  const auto g = test::random_matrix<double>(5, 3, 32u);
+// K = 2 tables of 16 rows; 5 tokens take the backward's per-token schedule, 24 the by-code one.
+void check_gradients(mf::Score score, float t, Eigen::Index tokens = 5) {
+  mf::MemoryLayer<double> layer(options(8, 3, 4, score, t));
+  const auto x = test::random_matrix<double>(tokens, 8, 31u, 0.05, 1.5);
+  const auto g = test::random_matrix<double>(tokens, 3, 32u);
   const auto dx = layer.backward(x, g);
   const double eps = 1e-6;
   const auto expect_fd = [&](double analytic, double fd, const std::string& what) {
@@ -160,6 +184,14 @@ TEST(MemoryLayerGradient, PaperScoreMatchesFiniteDifferences) {
 TEST(MemoryLayerGradient, L1ScoreMatchesFiniteDifferences) {
   check_gradients(mf::Score::l1, 1.0f);
   check_gradients(mf::Score::l1, 2.0f);
+}
+
+TEST(MemoryLayerGradient, ByCodeScheduleMatchesFiniteDifferences) {
+  ASSERT_EQ(test::backward_schedule_for(5, mf::MemoryLayer<double>(options(8, 3, 4))),
+            mf::detail::Schedule::per_token);
+  ASSERT_EQ(test::backward_schedule_for(24, mf::MemoryLayer<double>(options(8, 3, 4))),
+            mf::detail::Schedule::by_code);
+  check_gradients(mf::Score::l1, 1.0f, 24);
 }
 
 TEST(MemoryLayerGradient, BackwardAccumulatesUntilZeroGrad) {

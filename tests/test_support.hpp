@@ -57,6 +57,14 @@ mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled
   return mf::detail::choose_schedule(n, layer.num_buckets(), tiles);
 }
 
+// The schedule a MemoryLayer's backward (scatter-add and row dots) takes for n tokens.
+template <class Layer>
+mf::detail::Schedule backward_schedule_for(Eigen::Index n, const Layer& layer) {
+  const Eigen::Index rows = static_cast<Eigen::Index>(layer.num_chunks()) * layer.num_buckets();
+  return mf::detail::choose_backward_schedule(
+      n, layer.num_buckets(), mf::detail::TableTiles<const float>::row_major(nullptr, rows, layer.out_dim()));
+}
+
 // Token ids uniform in [0, vocab).
 inline mf::TokenMatrix random_tokens(Eigen::Index batch, Eigen::Index seq, int vocab, unsigned seed) {
   std::mt19937 gen(seed);

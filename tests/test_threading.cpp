@@ -27,9 +27,10 @@ mf::MemoryLayerOptions options(int in, int out, int tau) {
 
 TEST_P(Threads, ForwardAndBackwardAreIdenticalForAnyThreadCount) {
   // Each output column is the same sequence of multiply-adds however the work is split, so the
-  // results must agree bit for bit. N = 1 splits columns, N = 300 splits tokens (both above the
-  // size where calls stay on one thread: K * h = 128 * 1100 multiply-adds per token).
-  for (int n : {1, 300}) {
+  // results must agree bit for bit. N = 1 splits columns, N = 300 splits tokens, N = 40 runs the
+  // backward by code with threads owning tables (all above the size where calls stay on one
+  // thread: K * h = 128 * 1100 multiply-adds per token).
+  for (int n : {1, 40, 300}) {
     const auto x = test::random_matrix<float>(n, 512, static_cast<unsigned>(n), 0.01, 1.0);
     const auto dy = test::random_matrix<float>(n, 1100, 7u);
     mf::MemoryLayer<float> layer(options(512, 1100, 4));

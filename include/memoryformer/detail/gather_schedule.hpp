@@ -15,6 +15,9 @@
 // - tile panels: for tables stored in column tiles (table_tiles.hpp), a panel is a whole tile of a
 //   group of tables, copied in one contiguous read. That makes panels pay from half a token per
 //   row on, where slicing row-major rows does not.
+// - by code (the backward's scatter-add and row dots below the panels): table by table, each
+//   table's tokens in code order, so that each row is read from DRAM once per call and in address
+//   order, while dy's rows come from L2 or L3.
 // Within a panel, tokens are visited once per kPanelColumns piece (panel_tokens).
 #pragma once
 
@@ -28,6 +31,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <type_traits>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -64,6 +68,13 @@ inline constexpr double kMinTokensPerRowForPanels = 4.0;
 // 6.0-8.0 against 8.6-11.3).
 inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
 
+// The backward's scatter-add and row dots go by code (for_each_token_by_code) from this many tokens
+// per row on, until panels pay. Measured with MemoryLayer::backward, d = h = 1024, tau 8, 2 threads,
+// hot tables, us per token (per token -> by code, medians of 15, two runs): N = 64 40-42 -> 42-55
+// (even or worse), N = 128 43-52 -> 38-42, N = 256 39-50 -> 32-46, N = 512 39-43 -> 27.5-39;
+// BM_MemoryLayerBackward N = 512, interleaved: 39-41 -> 31-32.
+inline constexpr double kMinTokensPerRowByCode = 0.5;
+
 // Bytes of L2 per core, as the OS reports it (1 MiB if it does not).
 inline std::size_t l2_cache_bytes() {
   static const std::size_t bytes = [] {
@@ -84,9 +95,9 @@ int panel_group(int chunks, int buckets, Eigen::Index panel_columns) {
   return static_cast<int>(std::clamp<std::size_t>(fit, 1, static_cast<std::size_t>(chunks)));
 }
 
-// The three schedules (top of this file): per token; panels of kPanelColumns, sliced out of the
-// table's rows or tiles; or panels of whole tiles, copied in one contiguous read.
-enum class Schedule { per_token, panels, tile_panels };
+// The schedules (top of this file): per token; panels of kPanelColumns, sliced out of the table's
+// rows or tiles; panels of whole tiles, copied in one contiguous read; by code (backward only).
+enum class Schedule { per_token, panels, tile_panels, by_code };
 
 // The faster schedule for `tokens` tokens on this table (thresholds above).
 template <class T>
@@ -96,6 +107,16 @@ Schedule choose_schedule(Eigen::Index tokens, int buckets, const TableTiles<T>& 
   if (tokens_per_row >= kMinTokensPerRowForPanels) return Schedule::panels;
   if (!tiles.is_row_major() && tokens_per_row >= kMinTokensPerRowForTiledPanels) return Schedule::tile_panels;
   return Schedule::per_token;
+}
+
+// The backward's schedule for `tokens` tokens on a row-major table: panels where the forward takes
+// them, else by code from kMinTokensPerRowByCode tokens per row, else per token.
+template <class T>
+Schedule choose_backward_schedule(Eigen::Index tokens, int buckets, const TableTiles<T>& tiles) {
+  const Schedule forward = choose_schedule(tokens, buckets, tiles);
+  if (forward == Schedule::per_token && static_cast<double>(tokens) / buckets >= kMinTokensPerRowByCode)
+    return Schedule::by_code;
+  return forward;
 }
 
 // One panel's columns: [col, col + width) of the table, read from `source` (column col of row 0)
@@ -317,18 +338,80 @@ void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const Ro
                  });
 }
 
+// Score gradients of 16 chunk tables fill a 64-byte line of float (two of double).
+inline constexpr Eigen::Index kTablesPerLine = 16;
+
+// The tokens in order of their code in chunk table k, in token order within a code (a counting
+// sort): order[start[r]] .. order[start[r + 1] - 1] are the tokens that pick row r.
+inline void tokens_by_code(const CodeMatrix& codes, int k, int buckets, std::vector<Eigen::Index>& order,
+                           std::vector<Eigen::Index>& start) {
+  const Eigen::Index n = codes.rows();
+  start.assign(static_cast<std::size_t>(buckets) + 1, 0);
+  for (Eigen::Index i = 0; i < n; ++i) ++start[static_cast<std::size_t>(codes(i, k)) + 1];
+  for (std::size_t r = 0; r < static_cast<std::size_t>(buckets); ++r) start[r + 1] += start[r];
+  std::vector<Eigen::Index> next(start.begin(), start.end() - 1);
+  order.resize(static_cast<std::size_t>(n));
+  for (Eigen::Index i = 0; i < n; ++i) order[static_cast<std::size_t>(next[codes(i, k)]++)] = i;
+}
+
+// The backward's by-code schedule: body(k, i, selection) for every chunk table k and token i, where
+// the selection picks row codes(i, k) alone, relative to table k's first row. Tables are visited
+// one by one, each one's tokens in code order (tokens_by_code): a row picked by several tokens is
+// read from DRAM once, and the table is walked in address order. The next tokens' table rows and
+// dy rows are requested kPrefetchBytes ahead. Threads own ranges of tables, cut on kTablesPerLine
+// boundaries where there are enough tables, so that the score gradients they write ([N, K]
+// row-major) do not share cache lines.
+template <class T, class Dy, class Body>
+void for_each_token_by_code(const T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
+                            const Body& body) {
+  const Eigen::Index width = dy.cols();
+  const int chunks = static_cast<int>(codes.cols());
+  const std::size_t row_bytes = sizeof(T) * static_cast<std::size_t>(width);
+  const std::size_t ahead =
+      std::max<std::size_t>(1, kPrefetchBytes / std::max<std::size_t>(1, 2 * row_bytes));
+  const auto pool = thread_pool();
+  const Eigen::Index align = chunks >= kTablesPerLine * pool->size() ? kTablesPerLine : 1;
+  const int tasks = task_count(static_cast<double>(codes.rows()) * chunks * width,
+                               (chunks + align - 1) / align, pool->size());
+  pool->parallel_for(tasks, [&](int task) {
+    const Range tables = split_range(chunks, tasks, task, align);
+    std::vector<Eigen::Index> order, start;
+    for (Eigen::Index k = tables.begin; k < tables.end; ++k) {
+      tokens_by_code(codes, static_cast<int>(k), buckets, order, start);
+      const T* rows = table + k * buckets * width;
+      for (std::size_t j = 0; j < order.size(); ++j) {
+        if (j + ahead < order.size()) {
+          const Eigen::Index next = order[j + ahead];
+          prefetch_row(rows + codes(next, k) * width, row_bytes);
+          prefetch_row(dy.row(next).data(), row_bytes);
+        }
+        const Eigen::Index i = order[j];
+        body(k, i, RowSelection{&codes(i, k), 1, buckets, width});
+      }
+    }
+  });
+}
+
 // grad [K * buckets, width] (row-major) += the scatter-add (Eq. 12) of every token, through the
-// active path's `scatter` kernel: on panels from 4 tokens per row on, else per token with threads
-// owning column ranges (rows picked by several tokens never race). Both add each value's terms in
-// token order.
+// active path's `scatter` kernel, on choose_backward_schedule's schedule: panels; by code, with
+// threads owning tables; or per token, with threads owning column ranges (rows picked by several
+// tokens never race). All add each value's terms in token order: the results are identical.
 template <class T, class Dy, class Kernel>
 void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
                     const Kernel& scatter) {
   const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
   const auto tiles = TableTiles<T>::row_major(grad, static_cast<Eigen::Index>(chunks) * buckets, width);
-  if (choose_schedule(n, buckets, tiles) == Schedule::panels) {
+  const Schedule schedule = choose_backward_schedule(n, buckets, tiles);
+  if (schedule == Schedule::panels) {
     scatter_panels(tiles, codes, scores, buckets, dy, scatter);
+    return;
+  }
+  if (schedule == Schedule::by_code) {
+    for_each_token_by_code(
+        grad, codes, buckets, dy, [&](Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
+          scatter(grad + k * buckets * width, sel, &scores(i, k), dy.row(i).data(), static_cast<int>(width));
+        });
     return;
   }
   const auto pool = thread_pool();
@@ -348,7 +431,8 @@ void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores
 // [K * buckets, width] table, through the active path's kernels. From 4 tokens per row on they run
 // on panels (`dot_panel`): each token's dots with the packed rows of one slice, added up over the
 // slices in column order, so the table is read from DRAM once per call rather than once per token.
-// Below that, per token (`dot`) straight from the table.
+// Below that, `dot` straight from the table, by code from kMinTokensPerRowByCode tokens per row (a
+// row shared by tokens read once), else per token.
 template <class T, class Dy, class Kernels>
 RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
                         const Kernels& kernels) {
@@ -357,7 +441,8 @@ RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, co
   const auto tiles =
       TableTiles<const T>::row_major(table, static_cast<Eigen::Index>(chunks) * buckets, width);
   RowMatrix<T> dscores(n, chunks);
-  if (choose_schedule(n, buckets, tiles) == Schedule::panels) {
+  const Schedule schedule = choose_backward_schedule(n, buckets, tiles);
+  if (schedule == Schedule::panels) {
     dscores.setZero();
     for_each_panel_by_group(
         tiles, kPanelColumns, chunks, buckets,
@@ -370,6 +455,14 @@ RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, co
                          dscores.row(i).segment(first, g) += sums;
                        });
         });
+    return dscores;
+  }
+  if (schedule == Schedule::by_code) {
+    for_each_token_by_code(table, codes, buckets, dy,
+                           [&](Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
+                             kernels.dot(table + k * buckets * width, sel, dy.row(i).data(),
+                                         static_cast<int>(width), &dscores(i, k));
+                           });
     return dscores;
   }
   const auto pool = thread_pool();
