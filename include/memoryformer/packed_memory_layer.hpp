@@ -142,7 +142,7 @@ class PackedMemoryLayer {
   // A token's K scales are K random lines, cold at batch 1: they are all requested into L2 first
   // (detail::prefetch_row), or the loads queue on L1's few miss buffers. Measured at N = 1, int8,
   // d = h = 1024, tau 8, cold tables, 2 threads, us per token (medians of 6-8 interleaved runs):
-  // 14.2-15.9 -> 12.7-12.9.
+  // 13.9-15.9 -> 12.6-12.9 (three comparisons).
   template <class T, class Kernel>
   RowMatrix<float> gather(const Buckets<float>& buckets, const T* table, const Kernel& kernel) const {
     if (row_scale_.empty())
