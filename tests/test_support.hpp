@@ -47,22 +47,25 @@ inline mf::MemoryLayerOptions panel_layer_options() {
   return o;
 }
 
-// The schedule a layer's forward takes for n tokens: on its row-major tables (MemoryLayer) or on
-// tiled ones (PackedMemoryLayer).
+// A layer's tables as the schedules see them (no data): row-major (MemoryLayer) or tiled
+// (PackedMemoryLayer).
 template <class Layer>
-mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled) {
+mf::detail::TableTiles<const float> table_layout(const Layer& layer, bool tiled) {
   const Eigen::Index rows = static_cast<Eigen::Index>(layer.num_chunks()) * layer.num_buckets();
-  const mf::detail::TableTiles<const float> tiles{nullptr, rows, layer.out_dim(),
-                                                  tiled ? mf::detail::kTileColumns : layer.out_dim()};
-  return mf::detail::choose_schedule(n, layer.num_buckets(), tiles);
+  return {nullptr, rows, layer.out_dim(), tiled ? mf::detail::kTileColumns : layer.out_dim()};
 }
 
-// The schedule a MemoryLayer's backward (scatter-add and row dots) takes for n tokens.
+// The schedule a layer's forward takes for n tokens.
+template <class Layer>
+mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled) {
+  return mf::detail::choose_schedule(n, layer.num_buckets(), table_layout(layer, tiled));
+}
+
+// The schedule a MemoryLayer's backward (scatter-add and row dots, row-major tables) takes for n
+// tokens.
 template <class Layer>
 mf::detail::Schedule backward_schedule_for(Eigen::Index n, const Layer& layer) {
-  const Eigen::Index rows = static_cast<Eigen::Index>(layer.num_chunks()) * layer.num_buckets();
-  return mf::detail::choose_backward_schedule(
-      n, layer.num_buckets(), mf::detail::TableTiles<const float>::row_major(nullptr, rows, layer.out_dim()));
+  return mf::detail::choose_backward_schedule(n, layer.num_buckets(), table_layout(layer, false));
 }
 
 // Token ids uniform in [0, vocab).

@@ -341,29 +341,27 @@ void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const Ro
 // Score gradients of 16 chunk tables fill a 64-byte line of float (two of double).
 inline constexpr Eigen::Index kTablesPerLine = 16;
 
-// The tokens in order of their code in chunk table k, in token order within a code (a counting
-// sort): order[start[r]] .. order[start[r + 1] - 1] are the tokens that pick row r.
+// order = the tokens in order of their code in chunk table k, in token order within a code (a
+// counting sort; `next` is its scratch: where each code's next token goes).
 inline void tokens_by_code(const CodeMatrix& codes, int k, int buckets, std::vector<Eigen::Index>& order,
-                           std::vector<Eigen::Index>& start) {
+                           std::vector<Eigen::Index>& next) {
   const Eigen::Index n = codes.rows();
-  start.assign(static_cast<std::size_t>(buckets) + 1, 0);
-  for (Eigen::Index i = 0; i < n; ++i) ++start[static_cast<std::size_t>(codes(i, k)) + 1];
-  for (std::size_t r = 0; r < static_cast<std::size_t>(buckets); ++r) start[r + 1] += start[r];
-  std::vector<Eigen::Index> next(start.begin(), start.end() - 1);
+  next.assign(static_cast<std::size_t>(buckets) + 1, 0);
+  for (Eigen::Index i = 0; i < n; ++i) ++next[static_cast<std::size_t>(codes(i, k)) + 1];
+  for (std::size_t r = 0; r < static_cast<std::size_t>(buckets); ++r) next[r + 1] += next[r];
   order.resize(static_cast<std::size_t>(n));
   for (Eigen::Index i = 0; i < n; ++i) order[static_cast<std::size_t>(next[codes(i, k)]++)] = i;
 }
 
-// The backward's by-code schedule: body(k, i, selection) for every chunk table k and token i, where
-// the selection picks row codes(i, k) alone, relative to table k's first row. Tables are visited
+// The backward's by-code schedule: body(rows, k, i, selection) for every chunk table k and token i,
+// where rows is table k's first row and the selection picks row codes(i, k) alone. Tables are visited
 // one by one, each one's tokens in code order (tokens_by_code): a row picked by several tokens is
 // read from DRAM once, and the table is walked in address order. The next tokens' table rows and
 // dy rows are requested kPrefetchBytes ahead. Threads own ranges of tables, cut on kTablesPerLine
 // boundaries where there are enough tables, so that the score gradients they write ([N, K]
 // row-major) do not share cache lines.
 template <class T, class Dy, class Body>
-void for_each_token_by_code(const T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
-                            const Body& body) {
+void for_each_token_by_code(T* table, const CodeMatrix& codes, int buckets, const Dy& dy, const Body& body) {
   const Eigen::Index width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
   const std::size_t row_bytes = sizeof(T) * static_cast<std::size_t>(width);
@@ -375,10 +373,10 @@ void for_each_token_by_code(const T* table, const CodeMatrix& codes, int buckets
                                (chunks + align - 1) / align, pool->size());
   pool->parallel_for(tasks, [&](int task) {
     const Range tables = split_range(chunks, tasks, task, align);
-    std::vector<Eigen::Index> order, start;
+    std::vector<Eigen::Index> order, next_of_code;
     for (Eigen::Index k = tables.begin; k < tables.end; ++k) {
-      tokens_by_code(codes, static_cast<int>(k), buckets, order, start);
-      const T* rows = table + k * buckets * width;
+      tokens_by_code(codes, static_cast<int>(k), buckets, order, next_of_code);
+      T* rows = table + k * buckets * width;
       for (std::size_t j = 0; j < order.size(); ++j) {
         if (j + ahead < order.size()) {
           const Eigen::Index next = order[j + ahead];
@@ -386,7 +384,7 @@ void for_each_token_by_code(const T* table, const CodeMatrix& codes, int buckets
           prefetch_row(dy.row(next).data(), row_bytes);
         }
         const Eigen::Index i = order[j];
-        body(k, i, RowSelection{&codes(i, k), 1, buckets, width});
+        body(rows, k, i, RowSelection{&codes(i, k), 1, buckets, width});
       }
     }
   });
@@ -408,10 +406,10 @@ void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores
     return;
   }
   if (schedule == Schedule::by_code) {
-    for_each_token_by_code(
-        grad, codes, buckets, dy, [&](Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
-          scatter(grad + k * buckets * width, sel, &scores(i, k), dy.row(i).data(), static_cast<int>(width));
-        });
+    for_each_token_by_code(grad, codes, buckets, dy,
+                           [&](T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
+                             scatter(rows, sel, &scores(i, k), dy.row(i).data(), static_cast<int>(width));
+                           });
     return;
   }
   const auto pool = thread_pool();
@@ -459,9 +457,9 @@ RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, co
   }
   if (schedule == Schedule::by_code) {
     for_each_token_by_code(table, codes, buckets, dy,
-                           [&](Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
-                             kernels.dot(table + k * buckets * width, sel, dy.row(i).data(),
-                                         static_cast<int>(width), &dscores(i, k));
+                           [&](const T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
+                             kernels.dot(rows, sel, dy.row(i).data(), static_cast<int>(width),
+                                         &dscores(i, k));
                            });
     return dscores;
   }
