@@ -1,7 +1,7 @@
-// Model::compress_tables: inference from bf16 or int8 copies of every table. The reference is the
-// same model with each table overwritten by the values its compressed copy stands for
-// (PackedMemoryLayer::tables(), read element by element, not through the gather kernels), run on
-// the ordinary fp32 path.
+// Model::compress_tables: every table stored as bf16 or int8 (or fp32 in tiles) for inference, in
+// place. The reference is the same model with each table overwritten by the values its compressed
+// copy stands for (PackedMemoryLayer::tables(), read element by element, not through the gather
+// kernels), run on the ordinary fp32 path.
 #include "test_support.hpp"
 
 #include <vector>
@@ -51,9 +51,11 @@ TEST_P(CompressTables, ForwardReadsTheCompressedValues) {
   // error bounds are in test_packed_memory_layer.cpp.)
   EXPECT_GT(test::relative_error(compressed, exact), 1e-6);
 
+  // The trained tables are gone: back to fp32 holds the rounded values, in rows as trained.
   model.compress_tables(mf::TableType::fp32);
   EXPECT_EQ(model.table_type(), mf::TableType::fp32);
-  EXPECT_EQ(model.forward(tokens), exact);  // back to the trained tables, bit for bit
+  EXPECT_EQ(model.table_layout(), mf::TableLayout::rows);
+  EXPECT_EQ(model.forward(tokens), reference.forward(tokens));
 }
 
 TEST_P(CompressTables, DecodeMatchesTheCompressedForward) {
@@ -72,25 +74,53 @@ TEST_P(CompressTables, DecodeMatchesTheCompressedForward) {
   }
 }
 
-// Tiled copies hold the same values: forward and decode agree with the row layout's.
+// Tiled tables hold the same values: forward and decode agree with the row layout's.
 TEST_P(CompressTables, TiledLayoutGivesTheRowLayoutsOutput) {
-  mf::MemoryFormerModel<float> model(small_config());
+  mf::MemoryFormerModel<float> model(small_config()), tiled(small_config());
   const mf::TokenMatrix tokens = test::random_tokens(2, 9, small_config().vocab_size, 6u);
   model.compress_tables(GetParam());
   const mf::RowMatrix<float> rows = model.forward(tokens);
-  model.compress_tables(GetParam(), mf::TableLayout::tiles);
-  EXPECT_EQ(model.table_layout(), mf::TableLayout::tiles);
-  EXPECT_LT(test::relative_error(model.forward(tokens), rows), 1e-6);
-  auto state = model.start_decoding(9);
-  EXPECT_LT(test::relative_error(model.decode(tokens.row(0), state), rows.topRows(9)), 1e-5);
-  model.compress_tables(mf::TableType::fp32);
-  EXPECT_EQ(model.table_layout(), mf::TableLayout::rows);
+  tiled.compress_tables(GetParam(), mf::TableLayout::tiles);
+  EXPECT_EQ(tiled.table_layout(), mf::TableLayout::tiles);
+  EXPECT_LT(test::relative_error(tiled.forward(tokens), rows), 1e-6);
+  auto state = tiled.start_decoding(9);
+  EXPECT_LT(test::relative_error(tiled.decode(tokens.row(0), state), rows.topRows(9)), 1e-5);
+  tiled.compress_tables(mf::TableType::fp32);
+  EXPECT_EQ(tiled.table_layout(), mf::TableLayout::rows);
 }
 
-TEST(CompressTablesLayout, Fp32WithTilesIsRejected) {
-  mf::MemoryFormerModel<float> model(small_config());
-  test::expect_error([&] { model.compress_tables(mf::TableType::fp32, mf::TableLayout::tiles); },
-                     {"compress_tables", "layout", "tiles", "TableLayout::rows with TableType::fp32"});
+// fp32 tables in tiles: the trained values, read through the tiled schedules, for inference only.
+TEST(CompressTablesLayout, Fp32TilesGiveTheTrainedOutputAndRefuseTraining) {
+  mf::MemoryFormerModel<float> model(small_config()), tiled(small_config());
+  const mf::TokenMatrix tokens = test::random_tokens(2, 9, small_config().vocab_size, 7u);
+  tiled.compress_tables(mf::TableType::fp32, mf::TableLayout::tiles);
+  EXPECT_EQ(tiled.table_type(), mf::TableType::fp32);
+  EXPECT_EQ(tiled.table_layout(), mf::TableLayout::tiles);
+  EXPECT_LT(test::relative_error(tiled.forward(tokens), model.forward(tokens)), 1e-6);
+  decltype(tiled)::Saved saved;
+  test::expect_error([&] { tiled.forward(tokens, &saved); },
+                     {"MemoryFormerBlock::forward", "saved", "fp32 tables in tiles", "fp32 in rows"});
+}
+
+// A compressed layer keeps no trained tables: what needs them says so, naming the storage.
+TEST_P(CompressTables, CompressedLayerRefusesBackwardAndTheRowView) {
+  mf::MemoryLayerOptions opt;
+  opt.in_dim = 16;
+  opt.out_dim = 24;
+  opt.tau = 4;
+  mf::MemoryLayer<float> layer(opt);
+  const mf::RowMatrix<float> values = mf::PackedMemoryLayer(layer, GetParam()).tables();
+  layer.compress(GetParam());
+  EXPECT_EQ(layer.table_values(), values);
+  EXPECT_FALSE(layer.has_grad());
+  const mf::RowMatrix<float> x = test::random_matrix<float>(3, 16, 1u), dy = test::random_matrix<float>(3, 24, 2u);
+  const char* type = mf::to_string(GetParam());
+  test::expect_error([&] { layer.backward(x, dy); }, {"MemoryLayer::backward", "tables", type, "fp32 in rows"});
+  test::expect_error([&] { (void)layer.tables(); }, {"MemoryLayer::tables", type, "table_values()"});
+  mf::ParameterList<float> params;
+  test::expect_error([&] { layer.append_parameters("l", params); },
+                     {"MemoryLayer::append_parameters", type});
+  EXPECT_TRUE(params.empty());
 }
 
 TEST_P(CompressTables, TrainingForwardIsRefused) {
@@ -100,7 +130,7 @@ TEST_P(CompressTables, TrainingForwardIsRefused) {
   const mf::TokenMatrix tokens = test::random_tokens(1, 4, small_config().vocab_size, 5u);
   test::expect_error(
       [&] { model.forward(tokens, &saved); },
-      {"MemoryFormerBlock::forward", "saved", mf::to_string(GetParam()), "compress_tables(TableType::fp32)"});
+      {"MemoryFormerBlock::forward", "saved", mf::to_string(GetParam()), "fp32 in rows"});
   mf::MemoryBlock<float>::Saved mlp_saved;
   const mf::RowMatrix<float> m = mf::RowMatrix<float>::Ones(2, 32);
   test::expect_error([&] { model.block(0).mlp().forward(m, &mlp_saved); }, {"MemoryBlock::forward", "saved"});
@@ -113,7 +143,7 @@ TEST(CompressTablesDouble, OnlyFp32IsAccepted) {
   mf::MemoryFormerModel<double> model(small_config());
   model.compress_tables(mf::TableType::fp32);
   test::expect_error([&] { model.compress_tables(mf::TableType::int8); },
-                     {"compress_tables", "int8", "double"});
+                     {"MemoryLayer::compress", "int8", "double"});
 }
 
 }  // namespace

@@ -160,7 +160,7 @@ TEST(PackedLayout, UnknownLayoutIsRejected) {
   const auto layer = odd_layer();
   test::expect_error(
       [&] { mf::PackedMemoryLayer(layer, mf::TableType::int8, static_cast<mf::TableLayout>(7)); },
-      {"PackedMemoryLayer", "layout", "7", "TableLayout::rows or tiles"});
+      {"MemoryLayer::compress", "layout", "7", "TableLayout::rows or tiles"});
 }
 
 MF_INSTANTIATE_ON_ALL_PATHS(PackedOnPath);

@@ -60,10 +60,11 @@ io::SafetensorsFile open_file(const std::string& arg, const std::string& path,
   return for_argument(arg, path, [&] { return io::SafetensorsFile::open(path, checksums); });
 }
 
-// Loads the model in `file` as the block type its "arch" names, reading compressed tables when the
-// file has them (Model::compress_tables), and returns f(model).
+// Loads the model in `file` as the block type its "arch" names and returns f(model). For inference
+// (`stored_tables`), a file's bf16 or int8 tables are kept so (Model::compress_tables); otherwise
+// the model holds float tables, as saving needs.
 template <class F>
-int with_model(const std::string& arg, const io::SafetensorsFile& file, F f) {
+int with_model(const std::string& arg, const io::SafetensorsFile& file, bool stored_tables, F f) {
   const std::string arch = io::load_arch(file);
   if (arch == mf::DenseBlock<float>::kArch) {
     auto model = for_argument(arg, file.path(), [&] { return io::load_model<mf::DenseModel<float>>(file); });
@@ -74,7 +75,7 @@ int with_model(const std::string& arg, const io::SafetensorsFile& file, F f) {
       for_argument(arg, file.path(), [&] { return io::load_model<mf::MemoryFormerModel<float>>(file); });
   // A file with bf16 or int8 tables runs on such tables: compressing the dequantised values again
   // gives back the file's values, and inference reads 2x or 4x fewer bytes per row.
-  model.compress_tables(io::load_table_type(file));
+  if (stored_tables) model.compress_tables(io::load_table_type(file));
   return f(model);
 }
 
@@ -136,7 +137,7 @@ int run_logits(int argc, char** argv) {
   const std::vector<long long> ids = parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
   const io::SafetensorsFile file = open_file("--weights", weights);
-  return with_model("--weights", file, [&](const auto& model) {
+  return with_model("--weights", file, true, [&](const auto& model) {
     const mf::TokenMatrix tokens = check_vocab("--tokens", tokens_text, ids, model.config().vocab_size);
     const mf::RowMatrix<float> logits = model.forward(tokens);
     const std::vector<std::int32_t> list(tokens.data(), tokens.data() + tokens.size());
@@ -181,7 +182,7 @@ int run_generate(int argc, char** argv) {
       text ? std::vector<long long>() : parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
   const io::SafetensorsFile file = open_file("--weights", weights);
-  return with_model("--weights", file, [&](const auto& model) {
+  return with_model("--weights", file, true, [&](const auto& model) {
     const int vocab = model.config().vocab_size;
     std::vector<std::int32_t> start;
     if (text) {
@@ -329,7 +330,7 @@ int run_convert(int argc, char** argv) {
       extra[key] = value;
   const std::string from =
       mf::to_string(for_argument("--weights", weights, [&] { return io::load_table_type(file); }));
-  return with_model("--weights", file, [&](auto& model) {
+  return with_model("--weights", file, false, [&](auto& model) {
     for_argument("--out", out, [&] { io::save_model(model, out, extra, type); });
     std::error_code e1, e2;
     std::cout << weights << " (tables " << from << ", " << std::filesystem::file_size(weights, e1)

@@ -9,7 +9,6 @@
 #pragma once
 
 #include "attention.hpp"
-#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "flops.hpp"
@@ -125,13 +124,12 @@ class MemoryFormerBlock {
   // Saving activations for backward() needs the fp32 tables (compress_tables).
   RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
     if (saved != nullptr)
-      detail::require_uncompressed_for_training("MemoryFormerBlock::forward", table_type());
+      detail::require_trainable_for_saved("MemoryFormerBlock::forward", q_);
     RowMatrix<Scalar> a = attn_norm_.forward(x);
     Buckets<Scalar> hash = q_.hash()(a);  // one hash for the three layers that read a
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
     RowMatrix<Scalar> z =
-        x + attention_.forward(q_compressed_.forward(q_, hash), k_compressed_.forward(k_, hash),
-                               v_compressed_.forward(v_, hash), seq_len, attention_saved);
+        x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash), seq_len, attention_saved);
     RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
     if (saved != nullptr) {
       saved->x = x;
@@ -159,21 +157,17 @@ class MemoryFormerBlock {
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
     const Buckets<Scalar> hash = q_.hash()(attn_norm_.forward(x));
     const RowMatrix<Scalar> z =
-        x + attention_.decode(q_compressed_.forward(q_, hash), k_compressed_.forward(k_, hash),
-                              v_compressed_.forward(v_, hash), cache);
+        x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
     return z + mlp_.forward(mlp_norm_.forward(z));
   }
 
-  // Inference from bf16 or int8 copies of every table of the block; fp32 returns to the trained
-  // tables (compressed_tables.hpp).
+  // Every table of the block stored as `type` in `layout`, for inference (MemoryLayer::compress).
   void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
-    q_compressed_.compress(q_, type, layout);
-    k_compressed_.compress(k_, type, layout);
-    v_compressed_.compress(v_, type, layout);
+    for (MemoryLayer<Scalar>* layer : {&q_, &k_, &v_}) layer->compress(type, layout);
     mlp_.compress_tables(type, layout);
   }
-  TableType table_type() const { return q_compressed_.type(); }
-  TableLayout table_layout() const { return q_compressed_.layout(); }
+  TableType table_type() const { return q_.table_type(); }
+  TableLayout table_layout() const { return q_.table_layout(); }
 
   void zero_grad() {
     attn_norm_.zero_grad();
@@ -213,7 +207,6 @@ class MemoryFormerBlock {
  private:
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
-  detail::CompressedTables<Scalar> q_compressed_, k_compressed_, v_compressed_;
   detail::RotaryAttention<Scalar> attention_;
   RMSNorm<Scalar> mlp_norm_;
   MemoryBlock<Scalar> mlp_;

@@ -6,7 +6,6 @@
 // 2^(tau + e) rows per table (Table 5: more bits, lower perplexity, larger tables).
 #pragma once
 
-#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "memory_layer.hpp"
@@ -73,12 +72,12 @@ class MemoryBlock {
 
   // m [N, d] -> [N, d]. Fills `saved` for backward() when given (fp32 tables only).
   RowMatrix<Scalar> forward(const Input& m, Saved* saved = nullptr) const {
-    if (saved != nullptr) detail::require_uncompressed_for_training("MemoryBlock::forward", table_type());
+    if (saved != nullptr) detail::require_trainable_for_saved("MemoryBlock::forward", up_);
     Buckets<Scalar> up_hash = up_.hash()(m);
-    RowMatrix<Scalar> u = up_compressed_.forward(up_, up_hash);
+    RowMatrix<Scalar> u = up_.forward(up_hash);
     RowMatrix<Scalar> u_norm = norm_.forward(u);
     Buckets<Scalar> down_hash = down_.hash()(u_norm);
-    RowMatrix<Scalar> y = down_compressed_.forward(down_, down_hash);
+    RowMatrix<Scalar> y = down_.forward(down_hash);
     if (saved != nullptr)
       *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(down_hash)};
     return y;
@@ -99,14 +98,13 @@ class MemoryBlock {
     down_.zero_grad();
   }
 
-  // Inference from bf16 or int8 copies of both layers' tables; fp32 returns to the trained ones
-  // (compressed_tables.hpp).
+  // Both layers' tables stored as `type` in `layout`, for inference (MemoryLayer::compress).
   void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
-    up_compressed_.compress(up_, type, layout);
-    down_compressed_.compress(down_, type, layout);
+    up_.compress(type, layout);
+    down_.compress(type, layout);
   }
-  TableType table_type() const { return up_compressed_.type(); }
-  TableLayout table_layout() const { return up_compressed_.layout(); }
+  TableType table_type() const { return up_.table_type(); }
+  TableLayout table_layout() const { return up_.table_layout(); }
 
   // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
@@ -121,7 +119,6 @@ class MemoryBlock {
   MemoryLayer<Scalar> up_;
   LayerNorm<Scalar> norm_;
   MemoryLayer<Scalar> down_;
-  detail::CompressedTables<Scalar> up_compressed_, down_compressed_;
 };
 
 }  // namespace v0

@@ -11,6 +11,7 @@
 #include "detail/random.hpp"
 #include "hash_bucket.hpp"
 #include "parameter.hpp"
+#include "table_store.hpp"
 #include "threading.hpp"
 
 #include <cmath>
@@ -74,9 +75,37 @@ class MemoryLayer {
   bool has_bias() const { return options_.bias; }
   const SignHash<Scalar>& hash() const { return hash_; }
 
-  // Tables [K * 2^tau, out_dim]: chunk k's bucket c is row k * 2^tau + c.
-  MatrixView tables() { return detail::view(tables_); }
-  ConstMatrixView tables() const { return detail::view(tables_); }
+  // Tables [K * 2^tau, out_dim]: chunk k's bucket c is row k * 2^tau + c. The trained tables
+  // only: after compress() to another type or layout these throw, and table_values() reads them.
+  MatrixView tables() { return {tables_.data("MemoryLayer::tables"), tables_.rows(), tables_.width()}; }
+  ConstMatrixView tables() const {
+    return {tables_.data("MemoryLayer::tables"), tables_.rows(), tables_.width()};
+  }
+  // The values forward() computes with, [K * 2^tau, out_dim], in any storage (a copy).
+  RowMatrix<Scalar> table_values() const { return tables_.values(); }
+
+  // How the tables are stored (table_store.hpp): TableType::fp32 in TableLayout::rows unless
+  // compress() chose otherwise.
+  TableType table_type() const { return tables_.type(); }
+  TableLayout table_layout() const { return tables_.layout(); }
+  std::size_t table_bytes() const { return tables_.bytes(); }
+
+  // Stores the tables as `type` in `layout`, for inference: bf16 or int8 (float layers) hold a
+  // quarter or half the bytes, column tiles suit forwards over a few hundred tokens or more, rows
+  // batch-1 decoding (docs/performance.md). The trained tables are replaced, not kept: backward()
+  // and the parameters then refuse to run, and compressing back to fp32 gives the rounded values.
+  // Gradients are dropped.
+  void compress(TableType type, TableLayout layout = TableLayout::rows) {
+    if (type == table_type() && layout == table_layout()) return;
+    tables_ = tables_.compressed(type, layout);
+    grads_.reset();
+  }
+
+  // A copy of this layer with its tables stored as `type` in `layout`, made without copying the
+  // trained tables first.
+  MemoryLayer compressed(TableType type, TableLayout layout = TableLayout::rows) const {
+    return MemoryLayer(options_, hash_, tables_.compressed(type, layout), bias_);
+  }
   // Bias [1, out_dim] ([1, 0] when options().bias is false).
   MatrixView bias() { return detail::view(bias_); }
   ConstMatrixView bias() const { return detail::view(bias_); }
@@ -87,9 +116,7 @@ class MemoryLayer {
   // The same from a precomputed hash of the input (Q, K and V share one).
   RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
     detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    return detail::gather_tokens(
-        detail::TableTiles<const Scalar>::row_major(tables_.data(), tables_.rows(), out_dim()), buckets.codes,
-        buckets.scores, num_buckets(), bias_, detail::active_kernels<Scalar>());
+    return tables_.gather(buckets, num_buckets(), bias_);
   }
 
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the
@@ -106,6 +133,7 @@ class MemoryLayer {
     detail::check_buckets("MemoryLayer::backward", buckets, num_chunks(), num_buckets());
     const Eigen::Index n = buckets.codes.rows();
     detail::require_shape("MemoryLayer::backward", "dy", dy.rows(), dy.cols(), n, out_dim());
+    const Scalar* tables = tables_.data("MemoryLayer::backward");
     if (!grads_) zero_grad();
     if (has_bias()) grads_->bias += dy.colwise().sum();
 
@@ -114,7 +142,7 @@ class MemoryLayer {
     detail::scatter_tokens(grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
                            kernels.scatter);
     // dL/ds_k = <dy, T[row_k]>, likewise.
-    return detail::dot_tokens(tables_.data(), buckets.codes, num_buckets(), dy, kernels);
+    return detail::dot_tokens(tables, buckets.codes, num_buckets(), dy, kernels);
   }
 
   // Accumulated gradients, shaped like tables() and bias(). They exist from the first backward()
@@ -129,9 +157,9 @@ class MemoryLayer {
 
   // Appends prefix.tables (weight decay) and prefix.bias (none), allocating the gradients if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
+    Scalar* tables = tables_.data("MemoryLayer::append_parameters");
     if (!grads_) zero_grad();
-    out.push_back(
-        {prefix + ".tables", tables_.data(), grads_->tables.data(), tables_.rows(), tables_.cols(), true});
+    out.push_back({prefix + ".tables", tables, grads_->tables.data(), tables_.rows(), tables_.width(), true});
     if (has_bias())
       out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), bias_.rows(), bias_.cols(), false});
   }
@@ -139,7 +167,7 @@ class MemoryLayer {
   // Sets the gradients to zero, allocating them on first use.
   void zero_grad() {
     if (!grads_)
-      grads_.emplace(Gradients{detail::AlignedMatrix<Scalar>(tables_.rows(), tables_.cols()),
+      grads_.emplace(Gradients{detail::AlignedMatrix<Scalar>(tables_.rows(), tables_.width()),
                                RowMatrix<Scalar>(bias_.rows(), bias_.cols())});
     detail::view(grads_->tables).setZero();
     grads_->bias.setZero();
@@ -150,6 +178,10 @@ class MemoryLayer {
     detail::AlignedMatrix<Scalar> tables;  // aligned like the tables: the scatter writes its rows
     RowMatrix<Scalar> bias;
   };
+
+  MemoryLayer(const MemoryLayerOptions& options, const SignHash<Scalar>& hash, TableStore<Scalar> tables,
+              const RowMatrix<Scalar>& bias)
+      : options_(options), hash_(hash), tables_(std::move(tables)), bias_(bias) {}
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";
@@ -172,18 +204,34 @@ class MemoryLayer {
   void initialise() {
     detail::Rng rng(options_.seed);
     const double std_dev = options_.init_std > 0 ? options_.init_std : std::sqrt(2.0 / (5.0 * in_dim()));
-    for (Eigen::Index i = 0; i < tables_.size(); ++i)
-      tables_.data()[i] = static_cast<Scalar>(std_dev * rng.normal());
+    Scalar* tables = tables_.data("MemoryLayer");
+    for (Eigen::Index i = 0; i < tables_.rows() * tables_.width(); ++i)
+      tables[i] = static_cast<Scalar>(std_dev * rng.normal());
     for (Eigen::Index i = 0; i < bias_.size(); ++i)
       bias_.data()[i] = static_cast<Scalar>(0.001 * rng.normal());
   }
 
   MemoryLayerOptions options_;
   SignHash<Scalar> hash_;
-  detail::AlignedMatrix<Scalar> tables_;  // aligned storage: see detail/aligned_buffer.hpp
+  TableStore<Scalar> tables_;
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;
 };
 
+namespace detail {
+
+// The error of a forward asked to save activations for training on tables compress() converted:
+// the gradients would be those of other weights, and backward has no trained tables to update.
+template <class Scalar>
+void require_trainable_for_saved(const char* where, const MemoryLayer<Scalar>& layer) {
+  if (layer.table_type() != TableType::fp32 || layer.table_layout() != TableLayout::rows)
+    fail(where, "saved",
+         std::string("a request to save activations with ") + to_string(layer.table_type()) + " tables in " +
+             to_string(layer.table_layout()),
+         "the trained tables (fp32 in rows) for training; compress_tables() replaced them, so forward "
+         "without `saved` for inference");
+}
+
+}  // namespace detail
 }  // namespace v0
 }  // namespace memoryformer

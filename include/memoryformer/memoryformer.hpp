@@ -3,7 +3,6 @@
 
 #include "attention.hpp"
 #include "block.hpp"
-#include "compressed_tables.hpp"
 #include "config.hpp"
 #include "embedding.hpp"
 #include "flops.hpp"
@@ -25,4 +24,5 @@
 #include "packed_memory_layer.hpp"
 #include "parameter.hpp"
 #include "rotary.hpp"
+#include "table_store.hpp"
 #include "threading.hpp"

@@ -124,9 +124,10 @@ class Model {
     return lm_head_.forward(final_norm_.forward(x));
   }
 
-  // MemoryFormer models: inference (forward without `saved`, decode, generate) from bf16 or int8
-  // copies of every table, laid out in `layout` (rows suit decoding, tiles long forwards; see
-  // TableLayout); fp32 returns to the trained tables. See compressed_tables.hpp.
+  // MemoryFormer models: every table stored as `type` in `layout`, for inference (forward without
+  // `saved`, decode, generate): bf16 or int8 hold a half or a quarter of the bytes; rows suit
+  // decoding, tiles long forwards (TableLayout). The trained tables are replaced, not kept
+  // (MemoryLayer::compress): training, parameters() and saving need a model that was not compressed.
   void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
     for (Block& b : blocks_) b.compress_tables(type, layout);
   }
