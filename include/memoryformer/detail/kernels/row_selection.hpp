@@ -9,8 +9,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MF_ALWAYS_INLINE inline __attribute__((always_inline))
+#define MF_NEVER_INLINE inline __attribute__((noinline))
 #else
 #define MF_ALWAYS_INLINE inline
+#define MF_NEVER_INLINE inline
 #endif
 
 namespace memoryformer {
