@@ -12,9 +12,10 @@ Eigen's GEMM and the system BLAS.
   weights side by side, at T threads (default: the most in the file).
 - block_speedup.png: dense block time / MemoryFormer block time, forward and decode, per (d, s),
   with fp32 tables and (when measured) bf16 and int8 copies.
---markdown also prints the headline table (the README's) to stdout.
+--markdown also prints the headline table (the README's) to stdout: median us per token, and in
+brackets the speedup range, the best dense median over the lookup's slowest and fastest repetition.
 
-With repetitions, the medians are used. Needs python3-matplotlib (Debian), nothing else.
+With repetitions, the plots use the medians. Needs python3-matplotlib (Debian), nothing else.
 """
 import argparse
 import json
@@ -34,48 +35,57 @@ def parse_name(name):
 
 
 def load(path):
-    """Returns [(family, args, seconds per token)], medians when the file has aggregates."""
+    """Returns [(family, args, [seconds per token, one per repetition])]. A file with repetitions
+    holds every repetition (run.sh asks for them with --benchmark_display_aggregates_only); a file
+    with aggregates only gives its median as the one value."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     runs = data.get("benchmarks", [])
     if not runs:
         sys.exit(f"plot.py: {path}: no benchmarks in the file")
-    has_medians = any(r.get("aggregate_name") == "median" for r in runs)
-    rows = []
+    has_iterations = any(r.get("run_type", "iteration") == "iteration" for r in runs)
+    times = {}
     for r in runs:
-        if has_medians and r.get("aggregate_name") != "median":
-            continue
-        if r.get("error_occurred"):
+        wanted = (r.get("run_type", "iteration") == "iteration" if has_iterations
+                  else r.get("aggregate_name") == "median")
+        if not wanted or r.get("error_occurred"):
             continue
         if "time_per_token" not in r:
             sys.exit(f"plot.py: {path}: run '{r['name']}' has no time_per_token counter "
                      "(results from an older memoryformer_bench?)")
-        family, args = parse_name(r.get("run_name", r["name"]))
-        rows.append((family, args, float(r["time_per_token"])))
+        times.setdefault(r.get("run_name", r["name"]), []).append(float(r["time_per_token"]))
+    rows = [parse_name(name) + (ts,) for name, ts in times.items()]
     return data.get("context", {}), rows
 
 
+def median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
 def merge_fastest(rows):
-    """One row per (family, arguments): the fastest of the files'."""
+    """One row per (family, arguments): the file whose median is fastest."""
     best = {}
-    for family, args, t in rows:
+    for family, args, ts in rows:
         key = (family, tuple(sorted(args.items())))
-        if key not in best or t < best[key][2]:
-            best[key] = (family, args, t)
+        if key not in best or median(ts) < median(best[key][2]):
+            best[key] = (family, args, ts)
     return list(best.values())
 
 
 def pick(rows, family, **want):
-    return {tuple(sorted(a.items())): t for f, a, t in rows
+    """{arguments: [seconds per token per repetition]} of one family at fixed arguments."""
+    return {tuple(sorted(a.items())): ts for f, a, ts in rows
             if f == family and all(a.get(k) == v for k, v in want.items())}
 
 
 def series(rows, family, **want):
     """{N: seconds per token} for one family at fixed arguments."""
     out = {}
-    for f, a, t in rows:
+    for f, a, ts in rows:
         if f == family and all(a.get(k) == v for k, v in want.items()):
-            out[a["N"]] = t
+            out[a["N"]] = median(ts)
     return dict(sorted(out.items()))
 
 
@@ -130,10 +140,11 @@ def block_speedups(rows, threads):
     compressed bf16 and int8 variants in either layout when measured), per (kind, d, s) at `threads`."""
     out = []
     for kind in ("Forward", "Decode"):
-        dense = {(a["d"], a["s"]): t for f, a, t in rows
+        dense = {(a["d"], a["s"]): median(ts) for f, a, ts in rows
                  if f == "BM_Block" + kind and a["arch"] == 0 and a["threads"] == threads}
         variants = {}
-        for f, a, t in rows:
+        for f, a, ts in rows:
+            t = median(ts)
             if a.get("threads") != threads:
                 continue
             if f == "BM_Block" + kind and a["arch"] == 1:
@@ -170,28 +181,53 @@ def plot_blocks(plt, rows, threads, out_dir):
     save(fig, os.path.join(out_dir, "block_speedup.png"))
 
 
+def ratio_range(dense, lookup):
+    """'lo-hi x': the dense median over the slowest and the fastest repetition of the lookup."""
+    lo, hi = median(dense) / max(lookup), median(dense) / min(lookup)
+    return f"{lo:.1f}x" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}x"
+
+
+def headline_cell(dense, lookup):
+    if not lookup:
+        return "-"
+    return f"{median(lookup) * 1e6:.1f} ({ratio_range(dense, lookup)})"
+
+
+def one(rows, family, **want):
+    found = list(pick(rows, family, **want).values())
+    return found[0] if found else []
+
+
 def markdown(rows, threads):
-    """The headline table: us per token at N = 1 cold and N = 4096 hot, and the ratio to the best dense."""
+    """The headline table (at most six rows): us per token of the best dense baseline and of each
+    table type, with the range of dense / lookup time over the repetitions."""
     d = layer_shape(rows)
     if d is None:
         return ""
-    lines = [f"| d = h = {d}, tau 8, {threads} threads | best dense | lookup fp32 | bf16 | int8 |",
+    lines = [f"| us per token, d = h = {d}, tau 8, {threads} threads | best dense | fp32 tables | bf16 | int8 |",
              "|---|---|---|---|---|"]
-    for n, cold in ((1, 1), (1, 0), (64, 0), (4096, 0)):
+    for n, cold in ((1, 1), (64, 0), (4096, 0)):
         common = dict(N=n, d=d, h=d, cold=cold, threads=threads)
-        dense = [t for fam in ("BM_DenseEigen", "BM_DenseBlas") for t in pick(rows, fam, **common).values()]
+        dense = min((one(rows, fam, **common) for fam in ("BM_DenseEigen", "BM_DenseBlas")),
+                    key=lambda ts: median(ts) if ts else float("inf"))
         if not dense:
             continue
-        best = min(dense)
-        cells = [f"{best * 1e6:.1f} us"]
-        for table in TABLES:
-            t = list(pick(rows, "BM_MemoryLayer", tau=8, table=table, **common).values())
-            cells.append(f"{t[0] * 1e6:.1f} us ({best / t[0]:.1f}x)" if t else "-")
-        lines.append(f"| N = {n}, {'cold' if cold else 'hot'} | " + " | ".join(cells) + " |")
-    blocks = block_speedups(rows, threads)
-    if blocks:
-        lines += ["", f"| block, {threads} threads | dense / MemoryFormer time |", "|---|---|"]
-        lines += [f"| {label.replace(chr(10), ', ')} | {speedup:.1f}x |" for label, speedup in blocks]
+        cells = [f"{median(dense) * 1e6:.1f}"]
+        cells += [headline_cell(dense, one(rows, "BM_MemoryLayer", tau=8, table=t, **common)) for t in TABLES]
+        lines.append(f"| layer, N = {n}, {'cold' if cold else 'hot'} | " + " | ".join(cells) + " |")
+    dense = one(rows, "BM_DenseBackward", N=4096, d=d, h=d, threads=threads)
+    if dense:
+        lookup = one(rows, "BM_MemoryLayerBackward", N=4096, d=d, h=d, tau=8, threads=threads)
+        lines.append(f"| layer backward, N = 4096 | {median(dense) * 1e6:.1f} | "
+                     f"{headline_cell(dense, lookup)} | - | - |")
+    for kind, label in (("Forward", "block forward, s = 512"), ("Decode", "block decode step, KV 512")):
+        common = dict(s=512, d=d, threads=threads)
+        dense = one(rows, "BM_Block" + kind, arch=0, **common)
+        if not dense:
+            continue
+        cells = [f"{median(dense) * 1e6:.1f}", headline_cell(dense, one(rows, "BM_Block" + kind, arch=1, **common))]
+        cells += [headline_cell(dense, one(rows, f"BM_Block{kind}Compressed", table=t, **common)) for t in (1, 2)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,12 @@
 #   benchmarks/run.sh [--quick | --full] [--reps N] [--out FILE] [-- extra benchmark flags]
 #
 #   --quick  the default grid (d = h = 1024, tau 8, N in {1, 64, 4096}) and the block benchmarks;
-#            one repetition, the main job's choice (scripts/run.sh)
+#            3 short repetitions, the main job's choice (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
-#   default  the default grid with 5 repetitions, medians reported
+#   default  the default grid with 5 repetitions
+# The raw results go to FILE (JSON, every repetition) and FILE.log (the console table); this prints
+# the headline table (plot.py --markdown: medians, and speedups as ranges over the repetitions)
+# and the paths of the plots.
 # Without extra flags it also runs the dense and MemoryFormer blocks of memoryformer_bench_blas_block
 # (every Eigen product done by the system BLAS) into FILE_blas_block.json. Builds the release
 # preset first if the binary is missing. Then draws the results with plot.py (PNGs and the
@@ -18,12 +21,12 @@ cd "$(dirname "$0")/.."
 grid=default reps=5 out=build/release/benchmark.json
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --quick) grid=quick; reps=1; shift ;;
+    --quick) grid=quick; reps=3; shift ;;
     --full) grid=full; shift ;;
     --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a file}"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "benchmarks/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -43,9 +46,12 @@ elif grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CO
 echo "memoryformer_bench: grid $grid, $reps repetition(s), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} -> $out"
 mkdir -p "$(dirname "$out")"
 flags=(--benchmark_out="$out" --benchmark_out_format=json --benchmark_counters_tabular=true)
-if [[ "$reps" -gt 1 ]]; then flags+=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true); fi
-if [[ "$grid" == quick ]]; then flags+=(--benchmark_min_time=0.2); fi
-"$bin" "${flags[@]}" "$@"
+if [[ "$reps" -gt 1 ]]; then
+  flags+=(--benchmark_repetitions="$reps" --benchmark_display_aggregates_only=true)
+fi
+if [[ "$grid" == quick ]]; then flags+=(--benchmark_min_time=0.1); fi
+echo "memoryformer_bench: console table in $out.log"
+"$bin" "${flags[@]}" "$@" > "$out.log"
 
 # The block benchmarks again with every Eigen product done by the system BLAS (single-threaded
 # inside the library's pool): the dense block at its best. plot.py keeps the faster of the two.
@@ -55,7 +61,8 @@ blas_bin=build/release/benchmarks/memoryformer_bench_blas_block
 if [[ -x "$blas_bin" && $# -eq 0 ]]; then
   blas_out="${out%.json}_blas_block.json"
   flags[0]=--benchmark_out="$blas_out"
-  OPENBLAS_NUM_THREADS=1 "$blas_bin" "${flags[@]}" --benchmark_filter='^BM_Block(Forward|Decode)/' "$@"
+  OPENBLAS_NUM_THREADS=1 "$blas_bin" "${flags[@]}" --benchmark_filter='^BM_Block(Forward|Decode)/' "$@" \
+    > "$blas_out.log"
   results+=("$blas_out")
 fi
 /usr/bin/python3 benchmarks/plot.py "${results[@]}" --out-dir "$(dirname "$out")" --markdown
