@@ -89,6 +89,8 @@ class MemoryLayer {
   TableType table_type() const { return tables_.type(); }
   TableLayout table_layout() const { return tables_.layout(); }
   std::size_t table_bytes() const { return tables_.bytes(); }
+  // Whether the tables are the trainable ones (fp32 in rows): what backward() and tables() need.
+  bool is_trainable() const { return tables_.is_trainable(); }
 
   // Stores the tables as `type` in `layout`, for inference: bf16 or int8 (float layers) hold a
   // quarter or half the bytes, column tiles suit forwards over a few hundred tokens or more, rows
@@ -224,7 +226,7 @@ namespace detail {
 // the gradients would be those of other weights, and backward has no trained tables to update.
 template <class Scalar>
 void require_trainable_for_saved(const char* where, const MemoryLayer<Scalar>& layer) {
-  if (layer.table_type() != TableType::fp32 || layer.table_layout() != TableLayout::rows)
+  if (!layer.is_trainable())
     fail(where, "saved",
          std::string("a request to save activations with ") + to_string(layer.table_type()) + " tables in " +
              to_string(layer.table_layout()),
