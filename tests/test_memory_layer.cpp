@@ -70,6 +70,24 @@ TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
   EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
 }
 
+// More tokens than one pass of the panel schedules holds (kStripTokens): the forward and the
+// scatter take three passes, the last a short one, each with its own strip of y or dy.
+TEST_P(LayerOnPath, PanelPassesOverLongInputsMatchExplicitSums) {
+  mf::MemoryLayer<float> layer(options(12, 72, 4, mf::Score::paper));
+  const Eigen::Index n = 2 * mf::detail::kStripTokens + 5;
+  ASSERT_EQ(test::schedule_for(n, layer, false), mf::detail::Schedule::panels);
+  const auto x = test::random_matrix<float>(n, layer.in_dim(), 71u, 0.0, 2.0);
+  EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
+  const auto dy = test::random_matrix<float>(n, layer.out_dim(), 73u);
+  layer.backward(x, dy);
+  const mf::Buckets<float> b = layer.hash()(x);
+  mf::RowMatrix<double> expected = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index k = 0; k < b.codes.cols(); ++k)
+      expected.row(k * layer.num_buckets() + b.codes(i, k)) += double(b.scores(i, k)) * dy.row(i).cast<double>();
+  EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
+}
+
 // The backward row dots on the panel schedule against dL/ds computed here explicitly:
 // dscores(i, k) = <dy(i), T[k * 2^tau + code(i, k)]> (Eq. 12). The layer has more chunk tables than
 // a panel group holds and a last slice of 8 columns.
