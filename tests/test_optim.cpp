@@ -98,6 +98,35 @@ TEST(Clipping, GlobalNormAndScale) {
   test::expect_error([] { mf::clip_scale(1.0, -1.0); }, {"max_norm = -1"});
 }
 
+// A gradient of several norm blocks (three parameters, one of them shorter than a block): the norm
+// against a long double sum here, and the same bits on one, two and five threads.
+TEST(Clipping, GlobalNormOverManyBlocksIsExactAndThreadIndependent) {
+  const Eigen::Index block = mf::detail::kNormBlockValues;
+  std::vector<mf::RowMatrix<float>> grads = {test::random_matrix<float>(3, block + 7, 81u),
+                                             test::random_matrix<float>(1, 5, 83u),
+                                             test::random_matrix<float>(2 * block, 1, 85u)};
+  std::vector<mf::RowMatrix<float>> values = grads;
+  mf::ParameterList<float> params;
+  long double expected = 0;
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    params.push_back({"p" + std::to_string(i), values[i].data(), grads[i].data(), grads[i].rows(),
+                      grads[i].cols(), true});
+    for (Eigen::Index j = 0; j < grads[i].size(); ++j)
+      expected += static_cast<long double>(grads[i].data()[j]) * grads[i].data()[j];
+  }
+  const int before = mf::num_threads();
+  mf::set_num_threads(1);
+  const double one = mf::global_grad_norm(params);
+  mf::set_num_threads(2);
+  const double two = mf::global_grad_norm(params);
+  mf::set_num_threads(5);
+  const double five = mf::global_grad_norm(params);
+  mf::set_num_threads(before);
+  EXPECT_NEAR(one, std::sqrt(static_cast<double>(expected)), 1e-12 * one);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, five);
+}
+
 TEST(CosineSchedule, WarmupThenHalfCosineToTheFloor) {
   const mf::CosineSchedule schedule(1e-3, 10, 110, 1e-4);
   EXPECT_NEAR(schedule(0), 1e-4, 1e-15);
