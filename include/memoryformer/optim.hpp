@@ -133,6 +133,24 @@ namespace detail {
 // Gradient values per partial sum of global_grad_norm.
 inline constexpr Eigen::Index kNormBlockValues = Eigen::Index{1} << 16;
 
+// sum of x[j]^2 in double, in 16 interleaved partial sums that the compiler turns into vector
+// lanes (Eigen's cast<double>().square().sum() stays scalar: 2.4 against 7.9 GB/s on one core).
+template <class Scalar>
+double sum_of_squares(const Scalar* x, Eigen::Index n) {
+  constexpr int kLanes = 16;
+  double lanes[kLanes] = {};
+  Eigen::Index j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const double v = static_cast<double>(x[j + l]);
+      lanes[l] += v * v;
+    }
+  double sum = 0;
+  for (; j < n; ++j) sum += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+  for (double lane : lanes) sum += lane;
+  return sum;
+}
+
 }  // namespace detail
 
 // sqrt of the sum of every squared gradient entry, accumulated in double. A model's tables make the
@@ -158,11 +176,7 @@ double global_grad_norm(const ParameterList<Scalar>& params) {
       const detail::Range mine = detail::split_range(count, tasks, task);
       for (Eigen::Index b = mine.begin; b < mine.end; ++b) {
         const Block& block = blocks[static_cast<std::size_t>(b)];
-        sums[static_cast<std::size_t>(b)] =
-            Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>(block.grad, block.size)
-                .template cast<double>()
-                .square()
-                .sum();
+        sums[static_cast<std::size_t>(b)] = detail::sum_of_squares(block.grad, block.size);
       }
     });
   double sum = 0;
