@@ -206,3 +206,23 @@ TEST(Blocks, GeluIsExact) {
 }
 
 }  // namespace
+
+// Q, K and V read one hash, which the block owns: it hashes with the model's tau, score and
+// temperature, and Q computes from it what it computes from the normed input itself.
+TEST(MemoryFormerBlock, QkvShareTheBlocksHash) {
+  mf::ModelConfig config;
+  config.d_model = 32;
+  config.n_heads = 2;
+  config.tau = 4;
+  config.score = mf::Score::l1;
+  config.temperature = 0.5;
+  mf::MemoryFormerBlock<float> block(config, 7);
+  const mf::SignHash<float>& h = block.qkv_hash();
+  EXPECT_EQ(h.in_dim(), 32);
+  EXPECT_EQ(h.tau(), 4);
+  EXPECT_EQ(h.score(), mf::Score::l1);
+  EXPECT_EQ(h.temperature(), 0.5f);
+  const auto a = test::random_matrix<float>(5, 32, 91u);
+  EXPECT_EQ(block.q().forward(h(a)), block.q().forward(a));
+  EXPECT_EQ(block.v().forward(h(a)), block.v().forward(a));
+}

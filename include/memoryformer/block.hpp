@@ -110,6 +110,7 @@ class MemoryFormerBlock {
                                         detail::derive_seed(seed, "attn.k"))),
         v_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
                                         detail::derive_seed(seed, "attn.v"))),
+        qkv_hash_(q_.hash()),
         attention_(config),
         mlp_norm_(config.d_model, config.norm_eps),
         mlp_(config, detail::derive_seed(seed, "mlp")) {}
@@ -118,6 +119,8 @@ class MemoryFormerBlock {
   MemoryLayer<Scalar>& q() { return q_; }
   MemoryLayer<Scalar>& k() { return k_; }
   MemoryLayer<Scalar>& v() { return v_; }
+  // The one hash of RMSNorm_attn(x) that Q, K and V all read (their options agree on it).
+  const SignHash<Scalar>& qkv_hash() const { return qkv_hash_; }
   MemoryBlock<Scalar>& mlp() { return mlp_; }
 
   // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (method.md §2).
@@ -126,7 +129,7 @@ class MemoryFormerBlock {
     if (saved != nullptr)
       detail::require_trainable_for_saved("MemoryFormerBlock::forward", q_);
     RowMatrix<Scalar> a = attn_norm_.forward(x);
-    Buckets<Scalar> hash = q_.hash()(a);  // one hash for the three layers that read a
+    Buckets<Scalar> hash = qkv_hash_(a);
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
     RowMatrix<Scalar> z =
         x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash), seq_len, attention_saved);
@@ -149,13 +152,13 @@ class MemoryFormerBlock {
     const RowMatrix<Scalar> dscores = q_.backward_scores(saved.qkv_hash, g.dq) +
                                       k_.backward_scores(saved.qkv_hash, g.dk) +
                                       v_.backward_scores(saved.qkv_hash, g.dv);
-    dz += attn_norm_.backward(saved.x, q_.hash().backward(saved.a, dscores));
+    dz += attn_norm_.backward(saved.x, qkv_hash_.backward(saved.a, dscores));
     return dz;
   }
 
   // New tokens x [n, d] of one sequence whose earlier keys and values are in `cache`.
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
-    const Buckets<Scalar> hash = q_.hash()(attn_norm_.forward(x));
+    const Buckets<Scalar> hash = qkv_hash_(attn_norm_.forward(x));
     const RowMatrix<Scalar> z =
         x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
     return z + mlp_.forward(mlp_norm_.forward(z));
@@ -207,6 +210,7 @@ class MemoryFormerBlock {
  private:
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
+  SignHash<Scalar> qkv_hash_;
   detail::RotaryAttention<Scalar> attention_;
   RMSNorm<Scalar> mlp_norm_;
   MemoryBlock<Scalar> mlp_;

@@ -60,8 +60,7 @@ class MemoryLayer {
 
   explicit MemoryLayer(const MemoryLayerOptions& options)
       : options_(validated(options)),
-        hash_(options.in_dim, options.tau, options.score, static_cast<Scalar>(options.temperature)),
-        tables_(static_cast<Eigen::Index>(hash_.num_chunks()) * hash_.num_buckets(), options.out_dim),
+        tables_(static_cast<Eigen::Index>(options.in_dim / options.tau) << options.tau, options.out_dim),
         bias_(1, options.bias ? options.out_dim : 0) {
     initialise();
   }
@@ -70,10 +69,14 @@ class MemoryLayer {
   int in_dim() const { return options_.in_dim; }
   int out_dim() const { return options_.out_dim; }
   int tau() const { return options_.tau; }
-  int num_chunks() const { return hash_.num_chunks(); }
-  int num_buckets() const { return hash_.num_buckets(); }
+  int num_chunks() const { return options_.in_dim / options_.tau; }
+  int num_buckets() const { return 1 << options_.tau; }
   bool has_bias() const { return options_.bias; }
-  const SignHash<Scalar>& hash() const { return hash_; }
+  // The hash of this layer's options, a small value. Layers that read the same input share one
+  // hash result (forward(buckets)): a block hashes once for Q, K and V.
+  SignHash<Scalar> hash() const {
+    return SignHash<Scalar>(in_dim(), tau(), options_.score, static_cast<Scalar>(options_.temperature));
+  }
 
   // Tables [K * 2^tau, out_dim]: chunk k's bucket c is row k * 2^tau + c. The trained tables
   // only: after compress() to another type or layout these throw, and table_values() reads them.
@@ -106,14 +109,14 @@ class MemoryLayer {
   // A copy of this layer with its tables stored as `type` in `layout`, made without copying the
   // trained tables first.
   MemoryLayer compressed(TableType type, TableLayout layout = TableLayout::rows) const {
-    return MemoryLayer(options_, hash_, tables_.compressed(type, layout), bias_);
+    return MemoryLayer(options_, tables_.compressed(type, layout), bias_);
   }
   // Bias [1, out_dim] ([1, 0] when options().bias is false).
   MatrixView bias() { return detail::view(bias_); }
   ConstMatrixView bias() const { return detail::view(bias_); }
 
   // [N, in_dim] -> [N, out_dim]. Const and safe to call from several threads at once.
-  RowMatrix<Scalar> forward(const Input& x) const { return forward(hash_(x)); }
+  RowMatrix<Scalar> forward(const Input& x) const { return forward(hash()(x)); }
 
   // The same from a precomputed hash of the input (Q, K and V share one).
   RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
@@ -124,8 +127,9 @@ class MemoryLayer {
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the
   // gradients and returns dL/dx [N, in_dim] (Eq. 12).
   RowMatrix<Scalar> backward(const Input& x, const Input& dy) {
-    const Buckets<Scalar> buckets = hash_(x);
-    return hash_.backward(x, backward_scores(buckets, dy));
+    const SignHash<Scalar> h = hash();
+    const Buckets<Scalar> buckets = h(x);
+    return h.backward(x, backward_scores(buckets, dy));
   }
 
   // The same from a precomputed hash: accumulates the table and bias gradients and returns
@@ -181,9 +185,8 @@ class MemoryLayer {
     RowMatrix<Scalar> bias;
   };
 
-  MemoryLayer(const MemoryLayerOptions& options, const SignHash<Scalar>& hash, TableStore<Scalar> tables,
-              const RowMatrix<Scalar>& bias)
-      : options_(options), hash_(hash), tables_(std::move(tables)), bias_(bias) {}
+  MemoryLayer(const MemoryLayerOptions& options, TableStore<Scalar> tables, const RowMatrix<Scalar>& bias)
+      : options_(options), tables_(std::move(tables)), bias_(bias) {}
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";
@@ -214,7 +217,6 @@ class MemoryLayer {
   }
 
   MemoryLayerOptions options_;
-  SignHash<Scalar> hash_;
   TableStore<Scalar> tables_;
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;

@@ -29,7 +29,7 @@ class PackedMemoryLayer {
   int num_chunks() const { return layer_.num_chunks(); }
   int num_buckets() const { return layer_.num_buckets(); }
   bool has_bias() const { return layer_.has_bias(); }
-  const SignHash<float>& hash() const { return layer_.hash(); }
+  SignHash<float> hash() const { return layer_.hash(); }
   RowMatrix<float> bias() const { return layer_.bias(); }
 
   // Bytes the tables occupy, row scales included.
