@@ -203,36 +203,38 @@ class PanelGrid {
 // packing the panels again, so that the strip is at most 1 MiB of float.
 inline constexpr Eigen::Index kStripTokens = 4096;
 
-// The gather's and the scatter's panel loop: body(panel, strip, slice, tokens, grid) for every
-// slice of `columns` columns of every tile and every pass of at most kStripTokens tokens, where
-// strip holds [tokens.size(), columns] values of type S; the body visits the slice's groups
-// (for_each_group). Threads own slices, each with its own panel and strip buffers, so each packs its
-// own panels and writes its own columns.
-template <class S, class T, class Body>
-void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets, Eigen::Index n,
+// The gather's and the scatter's panel loop over `matrix` (y or dy, [N, width]): for every slice of
+// `columns` columns of every tile and every pass of at most kStripTokens tokens, the pass's tokens'
+// columns of the matrix are copied into a contiguous strip, body(panel, strip, slice, tokens, first,
+// g) runs for every group of g chunk tables from `first`, and the strip is copied back if the
+// matrix is writable. Threads own slices, each with its own panel and strip buffers, so each packs
+// its own panels and writes its own columns.
+template <class T, class M, class Body>
+void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets, M& matrix,
                     const Body& body) {
+  using S = typename std::remove_const_t<M>::Scalar;
   const PanelGrid<T> grid(tiles, columns, chunks, panel_group<T>(chunks, buckets, columns));
   const auto pool = thread_pool();
   const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), pool->size()));
-  const Eigen::Index passes = (n + kStripTokens - 1) / kStripTokens;
+  const Eigen::Index n = matrix.rows(), passes = (n + kStripTokens - 1) / kStripTokens;
   pool->parallel_for(tasks, [&](int task) {
     AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
-    AlignedBuffer<S> strip(static_cast<std::size_t>(std::min(n, kStripTokens) * columns));
+    AlignedBuffer<S> strip_buffer(static_cast<std::size_t>(std::min(n, kStripTokens) * columns));
     const Range mine = split_range(grid.slices(), tasks, task);
     for (Eigen::Index j = mine.begin; j < mine.end; ++j) {
       const PanelSlice<T> piece = grid.slice(j);
       if (piece.width <= 0) continue;
-      for (Eigen::Index pass = 0; pass < passes; ++pass)
-        body(panel.data(), strip.data(), piece, split_range(n, static_cast<int>(passes), static_cast<int>(pass)),
-             grid);
+      for (Eigen::Index pass = 0; pass < passes; ++pass) {
+        const Range tokens = split_range(n, static_cast<int>(passes), static_cast<int>(pass));
+        auto in_matrix = matrix.block(tokens.begin, piece.col, tokens.size(), piece.width);
+        Eigen::Map<RowMatrix<S>> strip(strip_buffer.data(), tokens.size(), piece.width);
+        strip = in_matrix;
+        for (int g = 0; g < grid.groups(); ++g)
+          body(panel.data(), strip, piece, tokens, grid.first(g), grid.group_size(g));
+        if constexpr (!std::is_const<M>::value) in_matrix = strip;
+      }
     }
   });
-}
-
-// f(first, g) for every group of g chunk tables from `first`.
-template <class T, class F>
-void for_each_group(const PanelGrid<T>& grid, const F& f) {
-  for (int g = 0; g < grid.groups(); ++g) f(grid.first(g), grid.group_size(g));
 }
 
 // The row dots' panel loop: the same panels, but threads own groups of chunk tables and visit
@@ -277,34 +279,21 @@ void panel_tokens(int width, int first, int group, int buckets, const CodeMatrix
            std::min(kPanelColumns, width - c));
 }
 
-// The [tokens, width] block of `matrix` from (tokens.begin, col): a pass's strip of y or dy.
-template <class M>
-auto strip_block(M& matrix, const Range& tokens, Eigen::Index col, int width) {
-  return matrix.block(tokens.begin, col, tokens.size(), width);
-}
-
-// The forward gather on the panel schedule: per pass, the tokens' columns of y are copied into the
-// strip, each panel is packed from the table and every token's rows of it are summed into the
-// strip, which is then copied back.
+// The forward gather on the panel schedule: each panel packed from the table, every token's rows
+// of it summed into the token's row of the strip of y.
 template <class T, class Acc, class Kernel>
 void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const CodeMatrix& codes,
                    const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
-  for_each_panel<Acc>(
-      tiles, columns, static_cast<int>(codes.cols()), buckets, codes.rows(),
-      [&](T* panel, Acc* strip_data, const PanelSlice<const T>& slice, const Range& tokens,
-          const PanelGrid<const T>& grid) {
-        Eigen::Map<RowMatrix<Acc>> strip(strip_data, tokens.size(), slice.width);
-        strip = strip_block(y, tokens, slice.col, slice.width);
-        for_each_group(grid, [&](int first, int g) {
-          pack_panel(slice, first, g, buckets, panel);
-          panel_tokens(slice.width, first, g, buckets, codes, tokens,
-                       [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
-                         kernel(panel + c, sel, scores.row(i).data() + first,
-                                strip.row(i - tokens.begin).data() + c, w);
-                       });
-        });
-        strip_block(y, tokens, slice.col, slice.width) = strip;
-      });
+  for_each_panel(tiles, columns, static_cast<int>(codes.cols()), buckets, y,
+                 [&](T* panel, Eigen::Map<RowMatrix<Acc>>& strip, const PanelSlice<const T>& slice,
+                     const Range& tokens, int first, int g) {
+                   pack_panel(slice, first, g, buckets, panel);
+                   panel_tokens(slice.width, first, g, buckets, codes, tokens,
+                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
+                                  kernel(panel + c, sel, scores.row(i).data() + first,
+                                         strip.row(i - tokens.begin).data() + c, w);
+                                });
+                 });
 }
 
 // The per-token schedule: threads own (token range, column range) blocks; each token's rows are
@@ -369,21 +358,17 @@ RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix&
 template <class T, class Dy, class Kernel>
 void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const RowMatrix<T>& scores,
                     int buckets, const Dy& dy, const Kernel& scatter) {
-  for_each_panel<T>(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets, codes.rows(),
-                    [&](T* panel, T* strip_data, const PanelSlice<T>& slice, const Range& tokens,
-                        const PanelGrid<T>& grid) {
-                      Eigen::Map<RowMatrix<T>> strip(strip_data, tokens.size(), slice.width);
-                      strip = strip_block(dy, tokens, slice.col, slice.width);
-                      for_each_group(grid, [&](int first, int g) {
-                        pack_panel(slice, first, g, buckets, panel);
-                        panel_tokens(slice.width, first, g, buckets, codes, tokens,
-                                     [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
-                                       scatter(panel + c, sel, scores.row(i).data() + first,
-                                               strip.row(i - tokens.begin).data() + c, w);
-                                     });
-                        unpack_panel(panel, first, g, buckets, slice);
-                      });
-                    });
+  for_each_panel(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets, dy,
+                 [&](T* panel, Eigen::Map<RowMatrix<T>>& strip, const PanelSlice<T>& slice, const Range& tokens,
+                     int first, int g) {
+                   pack_panel(slice, first, g, buckets, panel);
+                   panel_tokens(slice.width, first, g, buckets, codes, tokens,
+                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
+                                  scatter(panel + c, sel, scores.row(i).data() + first,
+                                          strip.row(i - tokens.begin).data() + c, w);
+                                });
+                   unpack_panel(panel, first, g, buckets, slice);
+                 });
 }
 
 // Score gradients of 16 chunk tables fill a 64-byte line of float (two of double).
