@@ -199,7 +199,7 @@ def one(rows, family, **want):
 
 
 def markdown(rows, threads):
-    """The headline table (at most six rows): us per token of the best dense baseline and of each
+    """The headline table (at most seven rows): us per token of the best dense baseline and of each
     table type, with the range of dense / lookup time over the repetitions."""
     d = layer_shape(rows)
     if d is None:
@@ -228,6 +228,11 @@ def markdown(rows, threads):
         cells = [f"{median(dense) * 1e6:.1f}", headline_cell(dense, one(rows, "BM_Block" + kind, arch=1, **common))]
         cells += [headline_cell(dense, one(rows, f"BM_Block{kind}Compressed", table=t, **common)) for t in (1, 2)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    train = dict(d=512, layers=4, seq=256)
+    dense = one(rows, "BM_TrainStep", arch=0, **train)
+    if dense:
+        lines.append(f"| training step, d 512, 4 layers, seq 256 | {median(dense) * 1e6:.1f} | "
+                     f"{headline_cell(dense, one(rows, 'BM_TrainStep', arch=1, **train))} | - | - |")
     return "\n".join(lines)
 
 
