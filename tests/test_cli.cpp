@@ -188,11 +188,37 @@ TEST(Cli, ConvertWritesWhatTheLibraryWrites) {
     // And back to float tables: the dequantised values, unchanged.
     const std::string back = temp_path(std::string("convert_back_") + mf::to_string(type) + ".safetensors");
     ASSERT_EQ(run({"convert", "--tables", "fp32", "--weights", out, "--out", back}).status, 0);
-    const auto a = mf::io::load_model<mf::MemoryFormerModel<float>>(out);
+    auto a = mf::io::load_model<mf::MemoryFormerModel<float>>(out);
+    a.compress_tables(mf::TableType::fp32);  // the rounded values as float tables, computed as b's
     const auto b = mf::io::load_model<mf::MemoryFormerModel<float>>(back);
     EXPECT_EQ(a.forward(row({1, 2, 3})), b.forward(row({1, 2, 3}))) << type;
     EXPECT_EQ(mf::io::SafetensorsFile::open(back).metadata().count("tables"), 0u);
   }
+}
+
+TEST(Cli, InitWritesWhatTheLibrarySavesAndInspectSaysItMaps) {
+  mf::ModelConfig config = tiny_config();
+  const std::string json = temp_path("init_config.json"), out = temp_path("init.safetensors"),
+                    expected = temp_path("init_lib.safetensors");
+  std::ofstream(json) << mf::io::config_to_json(config);
+  const Result r = run({"init", "--config", json, "--tables", "int8", "--seed", "5", "--out", out});
+  ASSERT_EQ(r.status, 0) << r.err;
+  config.seed = 5;
+  mf::MemoryFormerModel<float> model(config);
+  mf::io::save_model(model, expected, {}, mf::TableType::int8);
+  EXPECT_EQ(read_bytes(out), read_bytes(expected));
+  const Result inspect = run({"inspect", out});
+  EXPECT_NE(inspect.out.find("mapping    all 10 tables are read in place"), std::string::npos) << inspect.out;
+
+  const Result dense = run({"init", "--config", json, "--arch", "dense", "--tables", "int8", "--out", out});
+  EXPECT_EQ(dense.status, 2);
+  EXPECT_NE(dense.err.find("--tables = \"int8\": expected fp32 for --arch dense"), std::string::npos) << dense.err;
+  const Result missing = run({"init", "--config", temp_path("no_such.json"), "--out", out});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("expected tiny, small, base or a readable JSON file"), std::string::npos) << missing.err;
+  const Result vocab = run({"init", "--config", json, "--vocab", "7", "--out", out});
+  EXPECT_EQ(vocab.status, 2);
+  EXPECT_NE(vocab.err.find("--vocab = 7: expected no --vocab with a config file"), std::string::npos) << vocab.err;
 }
 
 TEST(Cli, InspectListsTensorsAndChecksums) {

@@ -324,7 +324,8 @@ TEST(Safetensors, RoundTripsDtypesShapesAndMetadata) {
 TEST(Safetensors, EmptyFilesLoad) {
   const std::string path = temp_path("empty.safetensors");
   io::write_safetensors(path, {}, {}, false);
-  EXPECT_EQ(read_bytes(path), le64(8) + "{}      ");
+  // The header is padded so that the data section starts 64 bytes into the file.
+  EXPECT_EQ(read_bytes(path), le64(56) + "{}" + std::string(54, ' '));
   auto file = io::SafetensorsFile::open(path);
   EXPECT_TRUE(file.tensors().empty());
   EXPECT_TRUE(file.metadata().empty());
@@ -664,6 +665,34 @@ TEST(Safetensors, WritesAtomically) {
   int entries = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir)) entries += e.is_regular_file() ? 1 : 0;
   EXPECT_EQ(entries, 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Safetensors, StreamedTensorsAreWrittenInPiecesOrNotAtAll) {
+  const std::string dir = temp_path("streamed");
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/s.safetensors";
+  const float values[6] = {1, 2, 3, 4, 5, 6};
+  // Three pieces of uneven size make the tensor, checksum included.
+  const io::StreamedTensor pieces{"v", io::DType::F32, {2, 3}, [&](const io::ByteSink& sink) {
+                                    sink(values, 4);
+                                    sink(values + 1, 12);
+                                    sink(values + 4, 8);
+                                  }};
+  io::write_safetensors_streamed(path, {pieces}, {{"k", "v"}});
+  const auto file = io::SafetensorsFile::open(path);  // verifies the checksum
+  EXPECT_EQ(file.matrix<float>("v"), (Eigen::Map<const mf::RowMatrix<float>>(values, 2, 3)));
+  EXPECT_EQ(file.metadata().at("k"), "v");
+
+  // A producer that gives too few or too many bytes is an error, and leaves no file behind.
+  std::filesystem::remove(path);
+  const io::StreamedTensor short_one{"v", io::DType::F32, {2, 3}, [&](const io::ByteSink& sink) { sink(values, 20); }};
+  test::expect_error([&] { io::write_safetensors_streamed(path, {short_one}); },
+                     {"tensors[0]", "20 bytes produced", "24 bytes"});
+  const io::StreamedTensor long_one{"v", io::DType::F32, {1, 3}, [&](const io::ByteSink& sink) { sink(values, 16); }};
+  test::expect_error([&] { io::write_safetensors_streamed(path, {long_one}); },
+                     {"tensors[0]", "more bytes than its shape", "12 bytes"});
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
   std::filesystem::remove_all(dir);
 }
 

@@ -5,6 +5,7 @@
 //                         [--top-k K] [--seed S]
 //   memoryformer inspect  M
 //   memoryformer convert  --tables bf16|int8|fp32 --weights IN --out OUT
+//   memoryformer init     --config tiny|small|base|FILE.json --tables fp32|bf16|int8 --seed 1 --out M
 //
 // Every command is a thin layer over the library: io::load_model, Model::forward, generate,
 // io::save_model and the safetensors reader and writer; `memoryformer COMMAND --help` lists flags.
@@ -24,6 +25,7 @@
 #include <charconv>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <string>
@@ -60,22 +62,19 @@ io::SafetensorsFile open_file(const std::string& arg, const std::string& path,
   return for_argument(arg, path, [&] { return io::SafetensorsFile::open(path, checksums); });
 }
 
-// Loads the model in `file` as the block type its "arch" names and returns f(model). For inference
-// (`stored_tables`), a file's bf16 or int8 tables are kept so (Model::compress_tables); otherwise
-// the model holds float tables, as saving needs.
+// Loads the model in `file` as the block type its "arch" names and returns f(model). Tables stay
+// as the file stores them (fp32, bf16 or int8); inference maps them (io::Weights::map), so a
+// model loads in the time it takes to check the file and shares its pages with the page cache.
 template <class F>
-int with_model(const std::string& arg, const io::SafetensorsFile& file, bool stored_tables, F f) {
+int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weights how, F f) {
   const std::string arch = io::load_arch(file);
   if (arch == mf::DenseBlock<float>::kArch) {
-    auto model = for_argument(arg, file.path(), [&] { return io::load_model<mf::DenseModel<float>>(file); });
+    auto model = for_argument(arg, file.path(), [&] { return io::load_model<mf::DenseModel<float>>(file, how); });
     return f(model);
   }
   // Any other arch is reported by load_model, naming the ones it knows.
   auto model =
-      for_argument(arg, file.path(), [&] { return io::load_model<mf::MemoryFormerModel<float>>(file); });
-  // A file with bf16 or int8 tables runs on such tables: compressing the dequantised values again
-  // gives back the file's values, and inference reads 2x or 4x fewer bytes per row.
-  if (stored_tables) model.compress_tables(io::load_table_type(file));
+      for_argument(arg, file.path(), [&] { return io::load_model<mf::MemoryFormerModel<float>>(file, how); });
   return f(model);
 }
 
@@ -137,7 +136,7 @@ int run_logits(int argc, char** argv) {
   const std::vector<long long> ids = parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
   const io::SafetensorsFile file = open_file("--weights", weights);
-  return with_model("--weights", file, true, [&](const auto& model) {
+  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     const mf::TokenMatrix tokens = check_vocab("--tokens", tokens_text, ids, model.config().vocab_size);
     const mf::RowMatrix<float> logits = model.forward(tokens);
     const std::vector<std::int32_t> list(tokens.data(), tokens.data() + tokens.size());
@@ -182,7 +181,7 @@ int run_generate(int argc, char** argv) {
       text ? std::vector<long long>() : parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
   const io::SafetensorsFile file = open_file("--weights", weights);
-  return with_model("--weights", file, true, [&](const auto& model) {
+  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     const int vocab = model.config().vocab_size;
     std::vector<std::int32_t> start;
     if (text) {
@@ -215,6 +214,28 @@ int run_generate(int argc, char** argv) {
 }
 
 // ---- inspect
+
+// Whether inference reads the file's tables in place (io::Weights::map) or copies them, and which.
+std::string mapping_summary(const io::SafetensorsFile& file) {
+  mf::TableType type = mf::TableType::fp32;
+  try {
+    type = io::load_table_type(file);
+  } catch (const mf::Error&) {
+    return "unknown (invalid \"tables\" entry)";
+  }
+  std::vector<std::string> tables, copied;
+  for (const io::TensorInfo& t : file.tensors())
+    if (mf::detail::is_table_name(t.name)) {
+      tables.push_back(t.name);
+      if (!io::detail::table_is_mappable(file, t.name, type)) copied.push_back(t.name);
+    }
+  if (tables.empty()) return "no hash tables";
+  if (copied.empty()) return "all " + std::to_string(tables.size()) + " tables are read in place (mapped)";
+  std::string s = std::to_string(copied.size()) + " of " + std::to_string(tables.size()) +
+                  " tables are copied on load (not 64-byte aligned, or stored as another dtype), first '" +
+                  copied.front() + "'";
+  return s;
+}
 
 int run_inspect(int argc, char** argv) {
   std::string path;
@@ -255,6 +276,7 @@ int run_inspect(int argc, char** argv) {
       row("config", std::string("invalid: ") + e.what());
       ok = false;
     }
+    row("mapping", mapping_summary(file));
   }
   for (const auto& [key, value] : meta)
     if (key != "format" && key != "arch" && key != "tables" && key != "config" && key != "checksums")
@@ -330,7 +352,7 @@ int run_convert(int argc, char** argv) {
       extra[key] = value;
   const std::string from =
       mf::to_string(for_argument("--weights", weights, [&] { return io::load_table_type(file); }));
-  return with_model("--weights", file, false, [&](auto& model) {
+  return with_model("--weights", file, io::Weights::copy, [&](auto& model) {
     for_argument("--out", out, [&] { io::save_model(model, out, extra, type); });
     std::error_code e1, e2;
     std::cout << weights << " (tables " << from << ", " << std::filesystem::file_size(weights, e1)
@@ -338,6 +360,61 @@ int run_convert(int argc, char** argv) {
               << " bytes)\n";
     return 0;
   });
+}
+
+// ---- init
+
+int run_init(int argc, char** argv) {
+  std::string config_name = "tiny", tables = "fp32", arch = "memoryformer", out;
+  int seed = 1, vocab = 50304, threads = 0;
+  cli::Flags f(
+      "memoryformer init --config tiny|small|base|FILE.json --tables fp32|bf16|int8 --seed 1 --out M.safetensors\n"
+      "Writes a randomly initialised model of any size, streaming its tables to disk a block of rows at "
+      "a time: the file equals what the library saves for a model built with the same config and seed.\n"
+      "tiny, small and base are the paper's sizes (6 x 512, 12 x 768, 24 x 1024; tau 8, e 2), the shapes "
+      "of Pythia-70M, -160M and -410M for --arch dense.");
+  f.add("--config", &config_name, "a size, or a JSON file of a model config (io/model_file.hpp's fields)");
+  f.add("--tables", &tables, "how to store the hash tables", {"fp32", "bf16", "int8"});
+  f.add("--arch", &arch, "block type", {"memoryformer", "dense"});
+  f.add("--vocab", &vocab, "vocabulary size of a named size (Pythia's padded 50304)", 1, 1 << 30);
+  f.add("--seed", &seed, "seed of the initialisation", 0, std::numeric_limits<int>::max());
+  f.add("--out", &out, "model file to write, atomically");
+  add_threads_flag(f, &threads);
+  f.require("--out");
+  if (!f.parse(argc, argv)) return 0;
+  mf::ModelConfig config;
+  if (config_name == "tiny" || config_name == "small" || config_name == "base") {
+    config = config_name == "tiny" ? mf::ModelConfig::tiny(vocab)
+             : config_name == "small" ? mf::ModelConfig::small(vocab)
+                                      : mf::ModelConfig::base(vocab);
+  } else {
+    if (f.given("--vocab"))
+      throw UsageError("--vocab = " + std::to_string(vocab) + ": expected no --vocab with a config file (" +
+                       in_quotes(config_name) + " sets vocab_size)");
+    std::ifstream in(config_name, std::ios::binary);
+    if (!in)
+      throw RunError("--config = " + in_quotes(config_name) +
+                     ": expected tiny, small, base or a readable JSON file, but it cannot be opened");
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    config = for_argument("--config", config_name, [&] { return io::config_from_json(text, config_name); });
+  }
+  config.seed = static_cast<std::uint64_t>(seed);
+  const mf::TableType type = tables == "bf16" ? mf::TableType::bf16 : tables == "int8" ? mf::TableType::int8
+                                                                                      : mf::TableType::fp32;
+  if (arch == "dense" && type != mf::TableType::fp32)
+    throw UsageError("--tables = " + in_quotes(tables) + ": expected fp32 for --arch dense (it has no hash tables)");
+  mf::set_num_threads(threads);
+  for_argument("--out", out, [&] {
+    if (arch == "dense")
+      io::write_initial_model<mf::DenseModel<float>>(config, out, type);
+    else
+      io::write_initial_model<mf::MemoryFormerModel<float>>(config, out, type);
+  });
+  std::error_code ec;
+  std::cout << arch << " " << config.n_layers << " x " << config.d_model << " (vocab " << config.vocab_size
+            << "), tables " << tables << ", seed " << seed << " -> " << out << " ("
+            << std::filesystem::file_size(out, ec) << " bytes)\n";
+  return 0;
 }
 
 struct Command {
@@ -351,6 +428,7 @@ constexpr Command kCommands[] = {
     {"generate", run_generate, "continue a prompt (text or token ids) with the KV cache"},
     {"inspect", run_inspect, "config, tensors, sizes and checksum status of a file"},
     {"convert", run_convert, "store a model's tables as bf16 or int8"},
+    {"init", run_init, "write a randomly initialised model of any size, streamed to disk"},
 };
 
 std::string usage() {
@@ -376,7 +454,7 @@ int main(int argc, char** argv) {
     if (command == c.name) found = &c;
   if (found == nullptr) {
     std::cerr << "memoryformer: command = " << in_quotes(command)
-              << ", expected one of logits, generate, inspect, convert\n"
+              << ", expected one of logits, generate, inspect, convert, init\n"
               << usage();
     return 2;
   }

@@ -102,18 +102,15 @@ class MemoryFormerBlock {
   };
 
   // Q/K/V tables N(0, sqrt(2 / (5 d))) (init_std 0: the layer's default) and biases 0.001 N(0, 1) (§3).
-  MemoryFormerBlock(const ModelConfig& config, std::uint64_t seed)
+  MemoryFormerBlock(const ModelConfig& config, std::uint64_t seed, Init init = Init::random)
       : attn_norm_(config.d_model, config.norm_eps),
-        q_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
-                                        detail::derive_seed(seed, "attn.q"))),
-        k_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
-                                        detail::derive_seed(seed, "attn.k"))),
-        v_(detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
-                                        detail::derive_seed(seed, "attn.v"))),
+        q_(attention_layer(config, seed, "attn.q"), init),
+        k_(attention_layer(config, seed, "attn.k"), init),
+        v_(attention_layer(config, seed, "attn.v"), init),
         qkv_hash_(q_.hash()),
         attention_(config),
         mlp_norm_(config.d_model, config.norm_eps),
-        mlp_(config, detail::derive_seed(seed, "mlp")) {}
+        mlp_(config, detail::derive_seed(seed, "mlp"), init) {}
 
   int d_model() const { return q_.in_dim(); }
   MemoryLayer<Scalar>& q() { return q_; }
@@ -199,15 +196,36 @@ class MemoryFormerBlock {
 
   // Names of method.md §5 below prefix ("blocks.{i}").
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
-    attn_norm_.append_parameters(prefix + ".attn_norm", out);
-    q_.append_parameters(prefix + ".attn.q", out);
-    k_.append_parameters(prefix + ".attn.k", out);
-    v_.append_parameters(prefix + ".attn.v", out);
-    mlp_norm_.append_parameters(prefix + ".mlp_norm", out);
-    mlp_.append_parameters(prefix + ".mlp", out);
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_parameters(name, out); });
+  }
+  // The same without gradients and without the tables (MemoryLayer::append_weights).
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_weights(name, out); });
+  }
+  // prefix.attn.{q,k,v}, prefix.mlp.{up,down}.
+  void append_memory_layers(const std::string& prefix, NamedMemoryLayers<Scalar>& out) {
+    out.push_back({prefix + ".attn.q", &q_});
+    out.push_back({prefix + ".attn.k", &k_});
+    out.push_back({prefix + ".attn.v", &v_});
+    mlp_.append_memory_layers(prefix + ".mlp", out);
   }
 
  private:
+  static MemoryLayerOptions attention_layer(const ModelConfig& config, std::uint64_t seed, const char* name) {
+    return detail::memory_layer_options(config, config.d_model, config.d_model, config.tau, 0.0f,
+                                        detail::derive_seed(seed, name));
+  }
+
+  template <class Visit>
+  void for_each_module(const std::string& prefix, const Visit& visit) {
+    visit(attn_norm_, prefix + ".attn_norm");
+    visit(q_, prefix + ".attn.q");
+    visit(k_, prefix + ".attn.k");
+    visit(v_, prefix + ".attn.v");
+    visit(mlp_norm_, prefix + ".mlp_norm");
+    visit(mlp_, prefix + ".mlp");
+  }
+
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
   SignHash<Scalar> qkv_hash_;
@@ -232,16 +250,16 @@ class DenseBlock {
   };
 
   // Weights N(0, 0.02), biases 0: GPT-NeoX's default ("normal") initialisation.
-  DenseBlock(const ModelConfig& config, std::uint64_t seed)
+  DenseBlock(const ModelConfig& config, std::uint64_t seed, Init init = Init::random)
       : attn_norm_(config.d_model, config.norm_eps),
-        q_(linear(config.d_model, config.d_model, seed, "attn.q")),
-        k_(linear(config.d_model, config.d_model, seed, "attn.k")),
-        v_(linear(config.d_model, config.d_model, seed, "attn.v")),
-        o_(linear(config.d_model, config.d_model, seed, "attn.o")),
+        q_(linear(config.d_model, config.d_model, seed, "attn.q", init)),
+        k_(linear(config.d_model, config.d_model, seed, "attn.k", init)),
+        v_(linear(config.d_model, config.d_model, seed, "attn.v", init)),
+        o_(linear(config.d_model, config.d_model, seed, "attn.o", init)),
         attention_(config),
         mlp_norm_(config.d_model, config.norm_eps),
-        up_(linear(config.d_model, kFfnMultiple * config.d_model, seed, "mlp.up")),
-        down_(linear(kFfnMultiple * config.d_model, config.d_model, seed, "mlp.down")) {}
+        up_(linear(config.d_model, kFfnMultiple * config.d_model, seed, "mlp.up", init)),
+        down_(linear(kFfnMultiple * config.d_model, config.d_model, seed, "mlp.down", init)) {}
 
   int d_model() const { return q_.in_dim(); }
 
@@ -300,22 +318,31 @@ class DenseBlock {
   // blocks.{i}.attn_norm.weight, .attn.{q,k,v,o}.{weight,bias}, .mlp_norm.weight,
   // .mlp.{up,down}.{weight,bias}; weights in PyTorch nn.Linear layout [out, in].
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
-    attn_norm_.append_parameters(prefix + ".attn_norm", out);
-    q_.append_parameters(prefix + ".attn.q", out);
-    k_.append_parameters(prefix + ".attn.k", out);
-    v_.append_parameters(prefix + ".attn.v", out);
-    o_.append_parameters(prefix + ".attn.o", out);
-    mlp_norm_.append_parameters(prefix + ".mlp_norm", out);
-    up_.append_parameters(prefix + ".mlp.up", out);
-    down_.append_parameters(prefix + ".mlp.down", out);
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_parameters(name, out); });
   }
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_weights(name, out); });
+  }
+  void append_memory_layers(const std::string&, NamedMemoryLayers<Scalar>&) {}  // none
 
  private:
+  template <class Visit>
+  void for_each_module(const std::string& prefix, const Visit& visit) {
+    visit(attn_norm_, prefix + ".attn_norm");
+    visit(q_, prefix + ".attn.q");
+    visit(k_, prefix + ".attn.k");
+    visit(v_, prefix + ".attn.v");
+    visit(o_, prefix + ".attn.o");
+    visit(mlp_norm_, prefix + ".mlp_norm");
+    visit(up_, prefix + ".mlp.up");
+    visit(down_, prefix + ".mlp.down");
+  }
+
   static constexpr int kFfnMultiple = 4;
   static constexpr double kInitStd = 0.02;
 
-  static Linear<Scalar> linear(int in_dim, int out_dim, std::uint64_t seed, const char* name) {
-    return Linear<Scalar>(in_dim, out_dim, true, kInitStd, detail::derive_seed(seed, name));
+  static Linear<Scalar> linear(int in_dim, int out_dim, std::uint64_t seed, const char* name, Init init) {
+    return Linear<Scalar>(in_dim, out_dim, true, kInitStd, detail::derive_seed(seed, name), init);
   }
 
   RMSNorm<Scalar> attn_norm_;

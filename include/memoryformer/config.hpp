@@ -43,6 +43,14 @@ using CodeMatrix = RowMatrix<std::int32_t>;
 // Bits per chunk (tau) a hash takes at most: codes index tables of 2^tau rows.
 inline constexpr int kMaxTau = 16;
 
+// What a module's constructor puts in its weights.
+enum class Init {
+  random,         // every weight drawn from the seed (the default)
+  except_tables,  // all but the hash tables, which stay unallocated: `memoryformer init` streams
+                  // them to disk a few rows at a time (MemoryLayer::draw_table_rows)
+  none,           // nothing drawn and no tables allocated: what load_model fills in
+};
+
 // How a chunk's selected row is weighted (method.md §1 step 4).
 enum class Score {
   paper,  // s = p(z), Eq. 10

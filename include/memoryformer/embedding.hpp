@@ -26,17 +26,15 @@ class Embedding {
   using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
   using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
 
-  // Weight N(0, init_std) from `seed`.
-  Embedding(int vocab_size, int dim, double init_std = 0.02, std::uint64_t seed = 0) {
+  // Weight N(0, init_std) from `seed` (uninitialised with Init::none).
+  Embedding(int vocab_size, int dim, double init_std = 0.02, std::uint64_t seed = 0, Init init = Init::random) {
     const char* where = "Embedding";
     if (vocab_size < 1) detail::fail(where, "vocab_size", vocab_size, "a positive integer");
     if (dim < 1) detail::fail(where, "dim", dim, "a positive integer");
     if (!std::isfinite(init_std) || init_std < 0)
       detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(vocab_size, dim);
-    detail::Rng rng(seed);
-    for (Eigen::Index i = 0; i < weight_.size(); ++i)
-      weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
+    if (init != Init::none) detail::fill_normal_rows(seed, init_std, 0, weight_.rows(), weight_.cols(), weight_.data());
   }
 
   int vocab_size() const { return static_cast<int>(weight_.rows()); }
@@ -73,10 +71,16 @@ class Embedding {
     grad_->setZero();
   }
 
+  // Appends prefix.weight with no gradient (Parameter::grad null) and nothing allocated.
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    out.push_back({prefix + ".weight", weight_.data(), nullptr, weight_.rows(), weight_.cols(), true});
+  }
+
   // Appends prefix.weight (with weight decay, as the released code trains it).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!grad_) zero_grad();
-    out.push_back({prefix + ".weight", weight_.data(), grad_->data(), weight_.rows(), weight_.cols(), true});
+    append_weights(prefix, out);
+    out.back().grad = grad_->data();
   }
 
  private:

@@ -26,17 +26,16 @@ class Linear {
   using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
   using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
 
-  // Weight N(0, init_std) from `seed`, bias 0.
-  Linear(int in_dim, int out_dim, bool bias = true, double init_std = 0.02, std::uint64_t seed = 0) {
+  // Weight N(0, init_std) from `seed` (uninitialised with Init::none), bias 0.
+  Linear(int in_dim, int out_dim, bool bias = true, double init_std = 0.02, std::uint64_t seed = 0,
+         Init init = Init::random) {
     const char* where = "Linear";
     if (in_dim < 1) detail::fail(where, "in_dim", in_dim, "a positive integer");
     if (out_dim < 1) detail::fail(where, "out_dim", out_dim, "a positive integer");
     if (!std::isfinite(init_std) || init_std < 0)
       detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(out_dim, in_dim);
-    detail::Rng rng(seed);
-    for (Eigen::Index i = 0; i < weight_.size(); ++i)
-      weight_.data()[i] = static_cast<Scalar>(init_std * rng.normal());
+    if (init != Init::none) detail::fill_normal_rows(seed, init_std, 0, weight_.rows(), weight_.cols(), weight_.data());
     bias_ = RowMatrix<Scalar>::Zero(1, bias ? out_dim : 0);
   }
 
@@ -100,13 +99,20 @@ class Linear {
     grads_->bias.setZero();
   }
 
-  // Appends prefix.weight (weight decay) and, with a bias, prefix.bias (none).
+  // Appends prefix.weight (weight decay) and, with a bias, prefix.bias (none), with no gradient
+  // (Parameter::grad null) and nothing allocated.
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    out.push_back({prefix + ".weight", weight_.data(), nullptr, weight_.rows(), weight_.cols(), true});
+    if (has_bias()) out.push_back({prefix + ".bias", bias_.data(), nullptr, 1, bias_.cols(), false});
+  }
+
+  // The same with their gradients, allocating them if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!grads_) zero_grad();
-    out.push_back(
-        {prefix + ".weight", weight_.data(), grads_->weight.data(), weight_.rows(), weight_.cols(), true});
-    if (has_bias())
-      out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, bias_.cols(), false});
+    const std::size_t first = out.size();
+    append_weights(prefix, out);
+    out[first].grad = grads_->weight.data();
+    if (has_bias()) out[first + 1].grad = grads_->bias.data();
   }
 
  private:

@@ -52,13 +52,15 @@ class MemoryBlock {
 
   // Tables N(0, 0.02) and biases 0.001 N(0, 1), as the released code initialises them (§3);
   // `seed` gives each layer its own stream.
-  MemoryBlock(const ModelConfig& config, std::uint64_t seed)
+  MemoryBlock(const ModelConfig& config, std::uint64_t seed, Init init = Init::random)
       : up_(detail::memory_layer_options(config, config.d_model, config.memory_block_width(), config.tau,
-                                         kTableInitStd, detail::derive_seed(seed, "up"))),
+                                         kTableInitStd, detail::derive_seed(seed, "up")),
+            init),
         norm_(config.memory_block_width(), config.layernorm_eps),
         down_(detail::memory_layer_options(config, config.memory_block_width(), config.d_model,
                                            config.tau + config.expand_bits, kTableInitStd,
-                                           detail::derive_seed(seed, "down"))) {}
+                                           detail::derive_seed(seed, "down")),
+              init) {}
 
   int d_model() const { return up_.in_dim(); }
   int hidden_width() const { return up_.out_dim(); }
@@ -108,12 +110,26 @@ class MemoryBlock {
 
   // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
-    up_.append_parameters(prefix + ".up", out);
-    norm_.append_parameters(prefix + ".norm", out);
-    down_.append_parameters(prefix + ".down", out);
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_parameters(name, out); });
+  }
+  // The same without gradients and without the tables (MemoryLayer::append_weights).
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_weights(name, out); });
+  }
+  // prefix.up and prefix.down.
+  void append_memory_layers(const std::string& prefix, NamedMemoryLayers<Scalar>& out) {
+    out.push_back({prefix + ".up", &up_});
+    out.push_back({prefix + ".down", &down_});
   }
 
  private:
+  template <class Visit>
+  void for_each_module(const std::string& prefix, const Visit& visit) {
+    visit(up_, prefix + ".up");
+    visit(norm_, prefix + ".norm");
+    visit(down_, prefix + ".down");
+  }
+
   static constexpr float kTableInitStd = 0.02f;
 
   MemoryLayer<Scalar> up_;

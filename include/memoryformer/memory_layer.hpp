@@ -58,11 +58,19 @@ class MemoryLayer {
   using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
   using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
 
-  explicit MemoryLayer(const MemoryLayerOptions& options)
+  // Tables N(0, init_std) and bias 0.001 N(0, 1) drawn from options.seed, as the released code
+  // initialises them; `init` may leave the tables unallocated (config.hpp).
+  explicit MemoryLayer(const MemoryLayerOptions& options, Init init = Init::random)
       : options_(validated(options)),
-        tables_(static_cast<Eigen::Index>(options.in_dim / options.tau) << options.tau, options.out_dim),
-        bias_(1, options.bias ? options.out_dim : 0) {
-    initialise();
+        tables_(init == Init::random ? TableStore<Scalar>(table_rows(options), options.out_dim)
+                                     : TableStore<Scalar>::unallocated(table_rows(options), options.out_dim)),
+        bias_(RowMatrix<Scalar>::Zero(1, options.bias ? options.out_dim : 0)) {
+    if (init == Init::none) return;
+    if (init == Init::random)
+      detail::fill_normal_rows(options_.seed, table_init_std(), 0, tables_.rows(), tables_.width(),
+                               tables_.data("MemoryLayer"));
+    // The bias is the row after the tables' last.
+    detail::draw_normal_rows(options_.seed, kBiasInitStd, tables_.rows(), 1, bias_.cols(), bias_.data());
   }
 
   const MemoryLayerOptions& options() const { return options_; }
@@ -87,6 +95,31 @@ class MemoryLayer {
   // The values forward() computes with, [K * 2^tau, out_dim], in any storage (a copy).
   RowMatrix<Scalar> table_values() const { return tables_.values(); }
 
+  // Rows [first, first + count) of the tables the constructor draws with Init::random, into out
+  // ([count, out_dim] row-major), without holding the tables: how `memoryformer init` streams them.
+  void draw_table_rows(Eigen::Index first, Eigen::Index count, Scalar* out) const {
+    if (first < 0 || count < 0 || first + count > tables_.rows())
+      detail::fail("MemoryLayer::draw_table_rows", "rows",
+                   "[" + std::to_string(first) + ", " + std::to_string(first + count) + ")",
+                   "rows within [0, " + std::to_string(tables_.rows()) + ")");
+    detail::fill_normal_rows(options_.seed, table_init_std(), first, count, tables_.width(), out);
+  }
+
+  // The storage policy itself: how and where the tables are held (table_store.hpp).
+  const TableStore<Scalar>& table_store() const { return tables_; }
+
+  // Replaces the tables with `tables` of the same shape, in any storage (load_model hands in the
+  // file's). Gradients are dropped.
+  void set_tables(TableStore<Scalar> tables) {
+    if (tables.rows() != tables_.rows() || tables.width() != tables_.width())
+      detail::fail("MemoryLayer::set_tables", "tables",
+                   std::to_string(tables.rows()) + " x " + std::to_string(tables.width()),
+                   std::to_string(tables_.rows()) + " x " + std::to_string(tables_.width()) +
+                       " (K * 2^tau rows of out_dim)");
+    tables_ = std::move(tables);
+    grads_.reset();
+  }
+
   // How the tables are stored (table_store.hpp): TableType::fp32 in TableLayout::rows unless
   // compress() chose otherwise.
   TableType table_type() const { return tables_.type(); }
@@ -99,9 +132,10 @@ class MemoryLayer {
   // quarter or half the bytes, column tiles suit forwards over a few hundred tokens or more, rows
   // batch-1 decoding (docs/performance.md). The trained tables are replaced, not kept: backward()
   // and the parameters then refuse to run, and compressing back to fp32 gives the rounded values.
-  // Gradients are dropped.
+  // Gradients are dropped. Tables read in place from a file (io::Weights::map) are copied into
+  // memory of the layer's own, even to their own type and layout.
   void compress(TableType type, TableLayout layout = TableLayout::rows) {
-    if (type == table_type() && layout == table_layout()) return;
+    if (type == table_type() && layout == table_layout() && !tables_.is_view()) return;
     tables_ = tables_.compressed(type, layout);
     grads_.reset();
   }
@@ -161,13 +195,19 @@ class MemoryLayer {
   }
   bool has_grad() const { return grads_.has_value(); }
 
+  // Appends prefix.bias, with no gradient (Parameter::grad null) and nothing allocated: what
+  // loading and saving see of the layer besides its tables (table_store(), set_tables()).
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    if (has_bias()) out.push_back({prefix + ".bias", bias_.data(), nullptr, bias_.rows(), bias_.cols(), false});
+  }
+
   // Appends prefix.tables (weight decay) and prefix.bias (none), allocating the gradients if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     Scalar* tables = tables_.data("MemoryLayer::append_parameters");
     if (!grads_) zero_grad();
     out.push_back({prefix + ".tables", tables, grads_->tables.data(), tables_.rows(), tables_.width(), true});
-    if (has_bias())
-      out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), bias_.rows(), bias_.cols(), false});
+    append_weights(prefix, out);
+    if (has_bias()) out.back().grad = grads_->bias.data();
   }
 
   // Sets the gradients to zero, allocating them on first use.
@@ -185,8 +225,17 @@ class MemoryLayer {
     RowMatrix<Scalar> bias;
   };
 
+  static constexpr double kBiasInitStd = 0.001;
+
   MemoryLayer(const MemoryLayerOptions& options, TableStore<Scalar> tables, const RowMatrix<Scalar>& bias)
       : options_(options), tables_(std::move(tables)), bias_(bias) {}
+
+  static Eigen::Index table_rows(const MemoryLayerOptions& o) {
+    return static_cast<Eigen::Index>(o.in_dim / o.tau) << o.tau;
+  }
+  double table_init_std() const {
+    return options_.init_std > 0 ? options_.init_std : std::sqrt(2.0 / (5.0 * in_dim()));
+  }
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";
@@ -205,22 +254,15 @@ class MemoryLayer {
     return o;
   }
 
-  // Tables N(0, init_std) and bias 0.001 N(0, 1), as the released code initialises them.
-  void initialise() {
-    detail::Rng rng(options_.seed);
-    const double std_dev = options_.init_std > 0 ? options_.init_std : std::sqrt(2.0 / (5.0 * in_dim()));
-    Scalar* tables = tables_.data("MemoryLayer");
-    for (Eigen::Index i = 0; i < tables_.rows() * tables_.width(); ++i)
-      tables[i] = static_cast<Scalar>(std_dev * rng.normal());
-    for (Eigen::Index i = 0; i < bias_.size(); ++i)
-      bias_.data()[i] = static_cast<Scalar>(0.001 * rng.normal());
-  }
-
   MemoryLayerOptions options_;
   TableStore<Scalar> tables_;
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;
 };
+
+// The Memory Layers of a module by their method.md §5 names ("blocks.0.attn.q"), for loaders.
+template <class Scalar>
+using NamedMemoryLayers = std::vector<std::pair<std::string, MemoryLayer<Scalar>*>>;
 
 namespace detail {
 

@@ -41,16 +41,19 @@ class Model {
     Eigen::Index capacity = 0;            // tokens it can hold
   };
 
-  // Embedding and head N(0, 0.02) (§3); every module's weights derive from config.seed and its name.
-  explicit Model(const ModelConfig& config)
+  // Embedding and head N(0, 0.02) (§3); every module's weights derive from config.seed and its name,
+  // drawn on the thread pool, the same for any thread count. Init::none draws nothing and allocates
+  // no tables, for a loader to fill (io::load_model); Init::except_tables leaves only the tables
+  // out (config.hpp).
+  explicit Model(const ModelConfig& config, Init init = Init::random)
       : config_(validated(config)),
-        embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed")),
+        embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed"), init),
         final_norm_(config.d_model, config.norm_eps),
-        lm_head_(config.d_model, config.vocab_size, false, kInitStd,
-                 detail::derive_seed(config.seed, "lm_head")) {
+        lm_head_(config.d_model, config.vocab_size, false, kInitStd, detail::derive_seed(config.seed, "lm_head"),
+                 init) {
     blocks_.reserve(static_cast<std::size_t>(config.n_layers));
     for (int i = 0; i < config.n_layers; ++i)
-      blocks_.emplace_back(config, detail::derive_seed(config.seed, block_name(i)));
+      blocks_.emplace_back(config, detail::derive_seed(config.seed, block_name(i)), init);
   }
 
   const ModelConfig& config() const { return config_; }
@@ -154,18 +157,39 @@ class Model {
                              detail::flops_mul(where, config.n_layers, Block::parameter_values(config)));
   }
 
-  // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag.
+  // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag. The
+  // gradients are allocated here if they are not yet: this is the list an optimizer trains.
   ParameterList<Scalar> parameters() {
     ParameterList<Scalar> out;
-    embed_.append_parameters("embed", out);
-    for (int i = 0; i < n_layers(); ++i)
-      blocks_[static_cast<std::size_t>(i)].append_parameters(block_name(i), out);
-    final_norm_.append_parameters("final_norm", out);
-    lm_head_.append_parameters("lm_head", out);
+    for_each_module([&](auto& m, const std::string& name) { m.append_parameters(name, out); });
+    return out;
+  }
+
+  // Every tensor but the hash tables, in the order of parameters(), without gradients
+  // (Parameter::grad null) and allocating none: what loading and saving read and write. The tables
+  // are memory_layers()' TableStores.
+  ParameterList<Scalar> weights() {
+    ParameterList<Scalar> out;
+    for_each_module([&](auto& m, const std::string& name) { m.append_weights(name, out); });
+    return out;
+  }
+
+  // Every Memory Layer by its method.md §5 name ("blocks.0.attn.q"); its tables are "<name>.tables".
+  NamedMemoryLayers<Scalar> memory_layers() {
+    NamedMemoryLayers<Scalar> out;
+    for (int i = 0; i < n_layers(); ++i) blocks_[static_cast<std::size_t>(i)].append_memory_layers(block_name(i), out);
     return out;
   }
 
  private:
+  template <class Visit>
+  void for_each_module(const Visit& visit) {
+    visit(embed_, "embed");
+    for (int i = 0; i < n_layers(); ++i) visit(blocks_[static_cast<std::size_t>(i)], block_name(i));
+    visit(final_norm_, "final_norm");
+    visit(lm_head_, "lm_head");
+  }
+
   static constexpr double kInitStd = 0.02;
 
   static std::string block_name(int i) { return "blocks." + std::to_string(i); }

@@ -87,10 +87,16 @@ class RMSNorm {
     weight_grad_->setZero();
   }
 
-  // Appends prefix.weight (no weight decay), allocating the gradient if needed.
+  // Appends prefix.weight (no weight decay) with no gradient (Parameter::grad null).
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    out.push_back({prefix + ".weight", weight_.data(), nullptr, 1, weight_.cols(), false});
+  }
+
+  // The same with its gradient, allocating it if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!weight_grad_) zero_grad();
-    out.push_back({prefix + ".weight", weight_.data(), weight_grad_->data(), 1, weight_.cols(), false});
+    append_weights(prefix, out);
+    out.back().grad = weight_grad_->data();
   }
 
  private:
@@ -184,11 +190,18 @@ class LayerNorm {
     grads_->bias.setZero();
   }
 
-  // Appends prefix.weight and prefix.bias (no weight decay), allocating the gradients if needed.
+  // Appends prefix.weight and prefix.bias (no weight decay) with no gradients (Parameter::grad null).
+  void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
+    out.push_back({prefix + ".weight", weight_.data(), nullptr, 1, width(), false});
+    out.push_back({prefix + ".bias", bias_.data(), nullptr, 1, width(), false});
+  }
+
+  // The same with their gradients, allocating them if needed.
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     if (!grads_) zero_grad();
-    out.push_back({prefix + ".weight", weight_.data(), grads_->weight.data(), 1, width(), false});
-    out.push_back({prefix + ".bias", bias_.data(), grads_->bias.data(), 1, width(), false});
+    append_weights(prefix, out);
+    out[out.size() - 2].grad = grads_->weight.data();
+    out.back().grad = grads_->bias.data();
   }
 
  private:

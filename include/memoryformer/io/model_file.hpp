@@ -13,10 +13,15 @@
 //  - "tables": "bf16": each table BF16 [K, 2^bits, width], rounded to nearest even;
 //  - "tables": "int8": each table I8 [K, 2^bits, width] plus an F32 tensor "<table name>.scale"
 //    [K, 2^bits] of per-row symmetric scales (value = scale[k, row] * q); quantise_int8_rows() of
-//    table_storage.hpp, the rounding PackedMemoryLayer uses.
-// Loading dequantises into the model's Scalar with the same functions PackedMemoryLayer uses, so
-// the loaded tables equal PackedMemoryLayer(layer, type).tables() exactly. A table whose dtype does
-// not match "tables" (or an int8 table without its scale) is an error naming the tensor.
+//    table_storage.hpp, the rounding MemoryLayer::compress uses.
+// A float model loads bf16 and int8 tables as they are stored (TableStore), never dequantised and
+// quantised again; a double model holds fp32 alone and widens them. A table whose dtype does not
+// match "tables" (or an int8 table without its scale) is an error naming the tensor.
+//
+// Loading allocates what it fills and nothing else: no random initialisation, no gradients (they
+// come with the first backward() or parameters()). With Weights::map the tables are not even
+// copied: the writer starts every table on a 64-byte boundary, in the [rows, width] order the
+// kernels read, so the model reads them in place from the file's mapping.
 #pragma once
 
 #include "../config.hpp"
@@ -30,6 +35,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <list>
 #include <map>
 #include <set>
@@ -137,55 +143,6 @@ void read_into(const SafetensorsFile& file, const std::string& name, const std::
   file.read(name, out);
 }
 
-// Reads a table stored as `type` into out (float values, dequantised if need be); `names` gains the
-// tensors it used.
-template <class Scalar>
-void read_table(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& shape,
-                TableType type, Scalar* out, std::set<std::string>& names) {
-  const TensorInfo& t = checked_info(file, name, shape);
-  names.insert(name);
-  switch (type) {
-    case TableType::fp32:
-      if (t.dtype != DType::F32 && t.dtype != DType::F64 && t.dtype != DType::F16 && t.dtype != DType::BF16)
-        memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' dtype").c_str(),
-                                   to_string(t.dtype),
-                                   "a float dtype (F32, F64, F16, BF16); int8 tables need __metadata__ "
-                                   "\"tables\": \"int8\" and a .scale tensor");
-      file.read(name, out);
-      return;
-    case TableType::bf16:
-      require_dtype(file, t, DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
-      file.read(name, out);  // bf16_to_float, as PackedMemoryLayer widens
-      return;
-    case TableType::int8:
-      break;
-  }
-  require_dtype(file, t, DType::I8, "(__metadata__ \"tables\" is \"int8\")");
-  const std::string scale_name = name + ".scale";
-  const TensorInfo& s = checked_info(file, scale_name, {shape[0], shape[1]});
-  require_dtype(file, s, DType::F32, "(the per-row scales of an int8 table)");
-  names.insert(scale_name);
-  const auto rows = static_cast<std::size_t>(shape[0] * shape[1]), cols = static_cast<std::size_t>(shape[2]);
-  std::vector<float> scale(rows);
-  file.read(scale_name, scale.data());
-  const auto* q = reinterpret_cast<const std::int8_t*>(file.data(name));
-  for (std::size_t r = 0; r < rows; ++r)
-    for (std::size_t c = 0; c < cols; ++c)
-      out[r * cols + c] = static_cast<Scalar>(dequantise_int8(q[r * cols + c], scale[r]));
-}
-
-// A table's values as float, the type the roundings of table_storage.hpp are defined on (a copy
-// only when Scalar is not float).
-template <class Scalar>
-const float* table_as_float(const Parameter<Scalar>& p, std::vector<float>& buffer) {
-  if constexpr (std::is_same_v<Scalar, float>) {
-    return p.value;
-  } else {
-    buffer.assign(p.value, p.value + p.size());
-    return buffer.data();
-  }
-}
-
 // Fails if the file holds a tensor not in `expected`.
 inline void reject_extra_tensors(const SafetensorsFile& file, const std::set<std::string>& expected) {
   for (const TensorInfo& t : file.tensors())
@@ -204,54 +161,178 @@ inline const std::string& metadata_entry(const SafetensorsFile& file, const std:
 
 }  // namespace detail
 
-// Writes every parameter of `model` to `path`, atomically: tables stored as `tables` (see the top of
-// this file), everything else in the dtype of its Scalar. `extra` adds metadata entries of the
-// caller's (e.g. the tokenizer).
-template <class Model>
-void save_model(Model& model, const std::string& path, std::map<std::string, std::string> extra = {},
-                TableType tables = TableType::fp32) {
-  using Scalar = typename Model::Scalar;
-  const ParameterList<Scalar> params = model.parameters();
-  std::vector<TensorData> tensors;
-  // Compressed copies, alive until the write; lists, so that adding one moves no other.
-  std::list<std::vector<std::uint16_t>> bf16;
-  std::list<std::vector<std::int8_t>> int8;
-  std::list<std::vector<float>> scales;
-  std::vector<float> buffer;
-  bool has_tables = false;
-  for (const auto& p : params) {
-    const std::vector<std::int64_t> shape = file_shape(p, model.config());
-    if (tables == TableType::fp32 || !memoryformer::detail::is_table_name(p.name)) {
-      tensors.push_back(tensor(p.name, p.value, shape));
-      continue;
-    }
-    has_tables = true;
-    const float* values = detail::table_as_float(p, buffer);
-    const auto n = static_cast<std::size_t>(p.size());
-    if (tables == TableType::bf16) {
-      auto& out = bf16.emplace_back(n);
-      for (std::size_t i = 0; i < n; ++i) out[i] = float_to_bf16(values[i]);
-      tensors.push_back({p.name, DType::BF16, shape, out.data()});
-    } else {
-      auto& q = int8.emplace_back(n);
-      auto& s = scales.emplace_back(static_cast<std::size_t>(p.rows));
-      quantise_int8_rows(values, p.rows, p.cols, q.data(), s.data());
-      tensors.push_back({p.name, DType::I8, shape, q.data()});
-      tensors.push_back({p.name + ".scale", DType::F32, {shape[0], shape[1]}, s.data()});
+namespace detail {
+
+// A table's values as float row-major, the type the roundings of table_storage.hpp are defined on:
+// the stored array where it is one, else a copy in `buffer`.
+template <class Scalar>
+const float* table_as_float(const MemoryLayer<Scalar>& layer, std::vector<float>& buffer) {
+  const TableStore<Scalar>& store = layer.table_store();
+  if constexpr (std::is_same_v<Scalar, float>)
+    if (store.type() == TableType::fp32 && store.layout() == TableLayout::rows)
+      return static_cast<const float*>(store.stored_values());
+  const RowMatrix<Scalar> values = layer.table_values();
+  buffer.assign(values.data(), values.data() + values.size());
+  return buffer.data();
+}
+
+// The file tensors of one Memory Layer's tables stored as `type`: "<name>.tables" and, for int8,
+// "<name>.tables.scale". Tables already stored so (in rows) are written as they are; others are
+// converted from their float values. `keep` holds what the tensors point into until the write.
+template <class Scalar>
+void append_table_tensors(const std::string& name, const MemoryLayer<Scalar>& layer, TableType type,
+                          const ModelConfig& config, std::vector<TensorData>& out,
+                          std::list<std::vector<std::uint8_t>>& keep) {
+  const TableStore<Scalar>& store = layer.table_store();
+  const std::int64_t k = config.num_chunks();
+  const std::vector<std::int64_t> shape{k, static_cast<std::int64_t>(store.rows()) / k,
+                                        static_cast<std::int64_t>(store.width())};
+  const std::string table = name + ".tables";
+  const auto n = static_cast<std::size_t>(store.rows() * store.width());
+  const auto bytes = [&](std::size_t size) -> std::uint8_t* { return keep.emplace_back(size).data(); };
+  if (type == TableType::fp32) {
+    if constexpr (!std::is_same_v<Scalar, float>) {
+      const RowMatrix<Scalar> values = layer.table_values();
+      auto* copy = bytes(n * sizeof(Scalar));
+      std::memcpy(copy, values.data(), n * sizeof(Scalar));
+      out.push_back({table, dtype_of<Scalar>(), shape, copy});
+      return;
     }
   }
-  if (tables != TableType::fp32 && !has_tables)
-    memoryformer::detail::fail(
-        "save_model", "tables", to_string(tables),
-        std::string("fp32: a model of arch \"") + Model::Block::kArch + "\" has no hash tables to compress");
+  const bool as_stored = store.type() == type && store.layout() == TableLayout::rows;
+  if (as_stored) {
+    out.push_back({table, type == TableType::fp32 ? DType::F32 : type == TableType::bf16 ? DType::BF16 : DType::I8,
+                   shape, store.stored_values()});
+    if (type == TableType::int8)
+      out.push_back({table + ".scale", DType::F32, {shape[0], shape[1]}, store.stored_row_scales()});
+    return;
+  }
+  std::vector<float> buffer;
+  const float* values = table_as_float(layer, buffer);
+  switch (type) {
+    case TableType::fp32: {
+      auto* copy = bytes(n * sizeof(float));
+      std::memcpy(copy, values, n * sizeof(float));
+      out.push_back({table, DType::F32, shape, copy});
+      return;
+    }
+    case TableType::bf16: {
+      auto* q = reinterpret_cast<std::uint16_t*>(bytes(n * sizeof(std::uint16_t)));
+      for (std::size_t i = 0; i < n; ++i) q[i] = float_to_bf16(values[i]);
+      out.push_back({table, DType::BF16, shape, q});
+      return;
+    }
+    case TableType::int8:
+      break;
+  }
+  auto* q = reinterpret_cast<std::int8_t*>(bytes(n));
+  auto* scales = reinterpret_cast<float*>(bytes(static_cast<std::size_t>(store.rows()) * sizeof(float)));
+  quantise_int8_rows(values, store.rows(), store.width(), q, scales);
+  out.push_back({table, DType::I8, shape, q});
+  out.push_back({table + ".scale", DType::F32, {shape[0], shape[1]}, scales});
+}
+
+// The metadata save_model writes: the caller's entries, then format, arch, config and tables.
+template <class Model>
+std::map<std::string, std::string> model_metadata(const ModelConfig& config, TableType tables,
+                                                  std::map<std::string, std::string> extra) {
   extra["format"] = "memoryformer";
   extra["arch"] = Model::Block::kArch;
-  extra["config"] = config_to_json(model.config());
+  extra["config"] = config_to_json(config);
   if (tables == TableType::fp32)
     extra.erase("tables");
   else
     extra["tables"] = to_string(tables);
-  write_safetensors(path, tensors, std::move(extra));
+  return extra;
+}
+
+template <class Model>
+void require_tables_for(const char* where, TableType tables) {
+  if (tables != TableType::fp32 && std::string(Model::Block::kArch) != "memoryformer")
+    memoryformer::detail::fail(
+        where, "tables", to_string(tables),
+        std::string("fp32: a model of arch \"") + Model::Block::kArch + "\" has no hash tables to compress");
+}
+
+}  // namespace detail
+
+// Writes every weight of `model` to `path`, atomically: tables stored as `tables` (see the top of
+// this file), everything else in the dtype of its Scalar. Tables the model already stores as
+// `tables` are written unchanged (a loaded int8 model saves bit for bit); others are converted from
+// the values forward() reads. `extra` adds metadata entries of the caller's (e.g. the tokenizer).
+template <class Model>
+void save_model(Model& model, const std::string& path, std::map<std::string, std::string> extra = {},
+                TableType tables = TableType::fp32) {
+  detail::require_tables_for<Model>("save_model", tables);
+  std::vector<TensorData> tensors;
+  for (const auto& p : model.weights()) tensors.push_back(tensor(p.name, p.value, file_shape(p, model.config())));
+  std::list<std::vector<std::uint8_t>> keep;  // converted tables, alive until the write
+  for (const auto& [name, layer] : model.memory_layers())
+    detail::append_table_tensors(name, *layer, tables, model.config(), tensors, keep);
+  write_safetensors(path, tensors, detail::model_metadata<Model>(model.config(), tables, std::move(extra)));
+}
+
+// Writes the model Model(config) would be, initialised from config.seed, to `path`, atomically, as
+// save_model(Model(config), path, extra, tables) would, byte for byte, but without ever holding the
+// tables: they are drawn `block_bytes` of rows at a time (MemoryLayer::draw_table_rows) and
+// streamed to the file. Memory stays near one block plus the other tensors, for a model of any size.
+template <class Model>
+void write_initial_model(const ModelConfig& config, const std::string& path, TableType tables = TableType::fp32,
+                         std::map<std::string, std::string> extra = {}, std::size_t block_bytes = 8 << 20) {
+  using Scalar = typename Model::Scalar;
+  detail::require_tables_for<Model>("write_initial_model", tables);
+  Model model(config, Init::except_tables);
+  std::vector<StreamedTensor> tensors;
+  for (const auto& p : model.weights()) tensors.push_back(streamed(tensor(p.name, p.value, file_shape(p, config))));
+  const std::int64_t k = config.num_chunks();
+  for (const auto& [name, layer] : model.memory_layers()) {
+    const MemoryLayer<Scalar>* source = layer;
+    const Eigen::Index rows = layer->table_store().rows(), width = layer->out_dim();
+    const std::vector<std::int64_t> shape{k, static_cast<std::int64_t>(rows) / k, static_cast<std::int64_t>(width)};
+    const Eigen::Index block =
+        std::max<Eigen::Index>(1, static_cast<Eigen::Index>(block_bytes) / (width * Eigen::Index{sizeof(Scalar)}));
+    // Rows [first, first + count) as the file stores them (save_model's conversions), handed to
+    // `use` with their int8 scales.
+    const auto draw = [source, width, tables](Eigen::Index first, Eigen::Index count, const auto& use) {
+      std::vector<Scalar> values(static_cast<std::size_t>(count * width));
+      source->draw_table_rows(first, count, values.data());
+      const auto n = values.size();
+      if (tables == TableType::fp32) return use(values.data(), n * sizeof(Scalar), nullptr);
+      const std::vector<float> as_float(values.begin(), values.end());
+      if (tables == TableType::bf16) {
+        std::vector<std::uint16_t> q(n);
+        for (std::size_t i = 0; i < n; ++i) q[i] = float_to_bf16(as_float[i]);
+        return use(q.data(), n * sizeof(std::uint16_t), nullptr);
+      }
+      std::vector<std::int8_t> q(n);
+      std::vector<float> scales(static_cast<std::size_t>(count));
+      quantise_int8_rows(as_float.data(), count, width, q.data(), scales.data());
+      return use(q.data(), n, scales.data());
+    };
+    const DType dtype = tables == TableType::int8 ? DType::I8 : tables == TableType::bf16 ? DType::BF16 : dtype_of<Scalar>();
+    // int8 scales come with the table's rows: kept when the table is written first, drawn again
+    // otherwise (the writer's order follows tensor sizes).
+    auto scales = std::make_shared<std::vector<float>>();
+    tensors.push_back({name + ".tables", dtype, shape, [=](const ByteSink& sink) {
+                         for (Eigen::Index first = 0; first < rows; first += block)
+                           draw(first, std::min(block, rows - first), [&](const void* bytes, std::size_t n, const float* s) {
+                             sink(bytes, n);
+                             if (s != nullptr) scales->insert(scales->end(), s, s + std::min(block, rows - first));
+                           });
+                       }});
+    if (tables == TableType::int8)
+      tensors.push_back({name + ".tables.scale", DType::F32, {shape[0], shape[1]}, [=](const ByteSink& sink) {
+                           if (scales->size() == static_cast<std::size_t>(rows))
+                             return sink(scales->data(), scales->size() * sizeof(float));
+                           for (Eigen::Index first = 0; first < rows; first += block) {
+                             const Eigen::Index count = std::min(block, rows - first);
+                             draw(first, count, [&](const void*, std::size_t, const float* s) {
+                               sink(s, static_cast<std::size_t>(count) * sizeof(float));
+                             });
+                           }
+                         }});
+  }
+  write_safetensors_streamed(path, tensors, detail::model_metadata<Model>(config, tables, std::move(extra)));
 }
 
 // The config stored in a model file.
@@ -278,10 +359,105 @@ inline TableType load_table_type(const SafetensorsFile& file) {
                              "\"bf16\" or \"int8\" (or no entry, for float tables)");
 }
 
+// How load_model holds a file's hash tables.
+enum class Weights {
+  // In memory of the model's own: fp32 tables are trainable, and the file may change or go.
+  copy,
+  // Float models: tables read in place from the file's mapping wherever the file stores them as the
+  // kernels read them (table_is_mappable(): what save_model writes). Nothing is copied, pages are
+  // read on first use and shared with every process that maps the file. For inference: such
+  // tables cannot be trained or changed. Other tables are copied (mapped_tables() counts the
+  // others); so are the other tensors, which are small.
+  map,
+};
+
+namespace detail {
+
+// A float dtype a table may be stored as without a "tables" entry.
+inline bool is_float_dtype(DType d) {
+  return d == DType::F32 || d == DType::F64 || d == DType::F16 || d == DType::BF16;
+}
+
+// Whether a float model loaded with Weights::map reads table tensor `name`, stored as `type`, in
+// place: the file stores it as the kernels read it (F32, BF16, or I8 with F32 scales), on a 64-byte
+// boundary (and its scales on a float's).
+inline bool table_is_mappable(const SafetensorsFile& file, const std::string& name, TableType type) {
+  const DType want = type == TableType::int8 ? DType::I8 : type == TableType::bf16 ? DType::BF16 : DType::F32;
+  if (!file.mapping() || !file.contains(name) || file.info(name).dtype != want) return false;
+  const std::string scale_name = name + ".scale";
+  if (type == TableType::int8 && !file.contains(scale_name)) return false;
+  const auto* scales = type == TableType::int8 ? reinterpret_cast<const float*>(file.data(scale_name)) : nullptr;
+  return TableStore<float>::can_view(file.data(name), scales);
+}
+
+// The tables of `name` as the file stores them (see the top of this file); `names` gains the tensors
+// read. Viewed in place when `how` is map and the file's bytes allow it, else copied.
+template <class Scalar>
+TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& name,
+                               const std::vector<std::int64_t>& shape, TableType type, Weights how,
+                               std::set<std::string>& names) {
+  const TensorInfo& t = checked_info(file, name, shape);
+  names.insert(name);
+  const Eigen::Index rows = static_cast<Eigen::Index>(shape[0] * shape[1]),
+                     width = static_cast<Eigen::Index>(shape[2]);
+  switch (type) {
+    case TableType::fp32:
+      if (!is_float_dtype(t.dtype))
+        memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' dtype").c_str(),
+                                   to_string(t.dtype),
+                                   "a float dtype (F32, F64, F16, BF16); int8 tables need __metadata__ "
+                                   "\"tables\": \"int8\" and a .scale tensor");
+      break;
+    case TableType::bf16:
+      require_dtype(file, t, DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
+      break;
+    case TableType::int8:
+      require_dtype(file, t, DType::I8, "(__metadata__ \"tables\" is \"int8\")");
+      break;
+  }
+  const float* scales = nullptr;
+  std::vector<float> scale_copy;
+  if (type == TableType::int8) {
+    const std::string scale_name = name + ".scale";
+    require_dtype(file, checked_info(file, scale_name, {shape[0], shape[1]}), DType::F32,
+                  "(the per-row scales of an int8 table)");
+    names.insert(scale_name);
+    scales = reinterpret_cast<const float*>(file.data(scale_name));
+    if (!TableStore<Scalar>::can_view(nullptr, scales)) {  // unaligned in the file: read them out
+      scale_copy.resize(static_cast<std::size_t>(rows));
+      file.read(scale_name, scale_copy.data());
+      scales = scale_copy.data();
+    }
+  }
+  const void* values = file.data(name);
+  if constexpr (std::is_same_v<Scalar, float>)
+    if (how == Weights::map && table_is_mappable(file, name, type))
+      return TableStore<Scalar>::viewing(type, rows, width, values, scales, file.mapping());
+  // A double model holds fp32 alone; other dtypes are converted.
+  const bool stored_as_scalar =
+      type == TableType::fp32 ? t.dtype == dtype_of<Scalar>() : std::is_same_v<Scalar, float>;
+  if (!stored_as_scalar) {
+    TableStore<Scalar> store(rows, width);
+    Scalar* out = store.data("load_model");
+    if (type == TableType::int8) {
+      const auto* q = static_cast<const std::int8_t*>(values);
+      for (Eigen::Index r = 0; r < rows; ++r)
+        for (Eigen::Index c = 0; c < width; ++c)
+          out[r * width + c] = static_cast<Scalar>(dequantise_int8(q[r * width + c], scales[r]));
+    } else {
+      file.read(name, out);  // widened, as the kernels widen
+    }
+    return store;
+  }
+  return TableStore<Scalar>::copying(type, rows, width, values, scales);
+}
+
+}  // namespace detail
+
 // A model of type Model (its block type must be the file's "arch") with the file's config and
-// weights; compressed tables are dequantised into Scalar.
+// weights; tables as `how` says.
 template <class Model>
-Model load_model(const SafetensorsFile& file) {
+Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
   const ModelConfig config = load_config(file);
   const std::string file_arch = load_arch(file);
   if (file_arch != Model::Block::kArch)
@@ -296,25 +472,33 @@ Model load_model(const SafetensorsFile& file) {
                                "a model the file can hold: it needs " + std::to_string(needed) +
                                    " parameter values, but the data section holds only " +
                                    std::to_string(file.data_size()) + " bytes");
-  Model model(config);
+  Model model(config, Init::none);
   std::set<std::string> names;
-  for (const auto& p : model.parameters()) {
-    const std::vector<std::int64_t> shape = file_shape(p, config);
-    if (memoryformer::detail::is_table_name(p.name)) {
-      detail::read_table(file, p.name, shape, tables, p.value, names);
-    } else {
-      detail::read_into(file, p.name, shape, p.value);
-      names.insert(p.name);
-    }
+  for (const auto& p : model.weights()) {
+    detail::read_into(file, p.name, file_shape(p, config), p.value);
+    names.insert(p.name);
+  }
+  for (const auto& [name, layer] : model.memory_layers()) {
+    const std::int64_t k = config.num_chunks();
+    const std::vector<std::int64_t> shape{k, layer->table_store().rows() / k, layer->out_dim()};
+    layer->set_tables(detail::read_tables<typename Model::Scalar>(file, name + ".tables", shape, tables, how, names));
   }
   detail::reject_extra_tensors(file, names);
   return model;
 }
 
-// The same from a path.
+// The same from a path. With Weights::map the model keeps the file mapped for as long as it lives.
 template <class Model>
-Model load_model(const std::string& path) {
-  return load_model<Model>(SafetensorsFile::open(path));
+Model load_model(const std::string& path, Weights how = Weights::copy) {
+  return load_model<Model>(SafetensorsFile::open(path), how);
+}
+
+// How many of the model's Memory Layers read their tables in place from a file (Weights::map).
+template <class Model>
+int mapped_tables(Model& model) {
+  int n = 0;
+  for (const auto& named : model.memory_layers()) n += named.second->table_store().is_view() ? 1 : 0;
+  return n;
 }
 
 // Writes the optimizer's moments and step count for `params` (the list it was built with), atomically.

@@ -25,8 +25,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <ostream>
 #include <set>
 #include <string>
@@ -175,15 +177,12 @@ class SafetensorsFile {
 
   SafetensorsFile(SafetensorsFile&& other) noexcept { take(other); }
   SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
-    if (this != &other) {
-      release();
-      take(other);
-    }
+    if (this != &other) take(other);
     return *this;
   }
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
-  ~SafetensorsFile() { release(); }
+  ~SafetensorsFile() = default;
 
   const std::string& path() const { return path_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -216,8 +215,14 @@ class SafetensorsFile {
                     (tensors_.empty() ? " tensors)" : " tensors: " + known + ")"));
   }
 
-  // The tensor's bytes inside the read-only mapping, valid while this object lives.
+  // The tensor's bytes inside the read-only mapping, valid while this object lives, or while
+  // something holds mapping().
   const std::uint8_t* data(const std::string& name) const { return data_ + info(name).begin; }
+
+  // The mapping of an open()ed file, shared: whoever holds it keeps every tensor's bytes valid
+  // after this object is gone (load_model's mapped tables do). Null for from_memory(), whose
+  // bytes the caller owns.
+  const std::shared_ptr<const void>& mapping() const { return mapping_; }
 
   // [shape[0], product of the other dims] (1-D: [1, n], 0-D: [1, 1]), converted to Scalar.
   template <class Scalar>
@@ -323,8 +328,7 @@ class SafetensorsFile {
 
   void take(SafetensorsFile& other) noexcept {
     path_ = std::move(other.path_);
-    mapping_ = std::exchange(other.mapping_, nullptr);
-    mapping_size_ = std::exchange(other.mapping_size_, 0);
+    mapping_ = std::move(other.mapping_);
     data_ = std::exchange(other.data_, nullptr);
     data_size_ = std::exchange(other.data_size_, 0);
     metadata_ = std::move(other.metadata_);
@@ -332,12 +336,6 @@ class SafetensorsFile {
     has_checksums_ = std::exchange(other.has_checksums_, false);
     checksums_ = std::move(other.checksums_);
   }
-  void release() noexcept {
-    if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
-    mapping_ = nullptr;
-    mapping_size_ = 0;
-  }
-
   void parse(const std::uint8_t* bytes, std::uint64_t size, Checksums checksums);
   void parse_header(std::string_view header);
   TensorInfo parse_tensor(const std::string& name, const JsonValue& entry) const;
@@ -346,8 +344,7 @@ class SafetensorsFile {
   static std::string hex64(std::uint64_t v);
 
   std::string path_;
-  void* mapping_ = nullptr;
-  std::size_t mapping_size_ = 0;
+  std::shared_ptr<const void> mapping_;  // unmaps when its last holder goes
   const std::uint8_t* data_ = nullptr;
   std::size_t data_size_ = 0;
   std::map<std::string, std::string> metadata_;
@@ -405,8 +402,8 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums 
   const int saved = errno;
   ::close(fd);  // the mapping keeps the file alive
   if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(saved));
-  file.mapping_ = mapping;
-  file.mapping_size_ = static_cast<std::size_t>(size);
+  const auto length = static_cast<std::size_t>(size);
+  file.mapping_ = std::shared_ptr<const void>(mapping, [length](const void* p) { ::munmap(const_cast<void*>(p), length); });
   file.parse(static_cast<const std::uint8_t*>(mapping), size, checksums);
   return file;
 }
@@ -628,17 +625,36 @@ TensorData tensor(const std::string& name, const RowMatrix<Scalar>& m) {
 template <class Scalar>
 TensorData tensor(const std::string& name, RowMatrix<Scalar>&& m) = delete;  // would dangle
 
-// Writes the tensors in the given order, back to back; the header is padded with spaces so the
-// data section starts at a multiple of 8 bytes. With `checksums`, metadata gains "checksums".
-inline void write_safetensors(const std::string& path, const std::vector<TensorData>& tensors,
-                              std::map<std::string, std::string> metadata = {}, bool checksums = true) {
+// A tensor whose bytes are produced while the file is written: produce(sink) calls sink(bytes, n)
+// with the tensor's bytes, in order, in pieces of any size. What a writer of a model larger than
+// memory needs (`memoryformer init`).
+using ByteSink = std::function<void(const void*, std::size_t)>;
+struct StreamedTensor {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<std::int64_t> shape;
+  std::function<void(const ByteSink&)> produce;
+};
+
+// Tensor data in the file starts on this boundary wherever the format allows it, so that a reader
+// can use tables in place from a mapping (load_model's Weights::map).
+inline constexpr std::size_t kTensorAlignment = 64;
+
+// Writes the tensors to `path`, atomically, streaming each one's bytes from its producer. The data
+// section starts at a multiple of kTensorAlignment bytes in the file (the header is padded with
+// spaces, as the format allows). The format allows no gaps between tensors, so tensors whose size
+// is a multiple of kTensorAlignment come first, in the given order, and all of them start aligned;
+// the others follow. With `checksums`, metadata gains "checksums", filled in once the data is
+// written.
+inline void write_safetensors_streamed(const std::string& path, const std::vector<StreamedTensor>& tensors,
+                                       std::map<std::string, std::string> metadata = {}, bool checksums = true) {
   const char* where = "write_safetensors";
   using memoryformer::detail::fail;
   std::set<std::string> names;
   std::vector<std::uint64_t> sizes;
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const TensorData& t = tensors[i];
+    const StreamedTensor& t = tensors[i];
     const std::string arg = "tensors[" + std::to_string(i) + "]";
     if (t.name.empty()) fail(where, (arg + ".name").c_str(), "\"\"", "a non-empty name");
     if (t.name == "__metadata__")
@@ -655,8 +671,8 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
     if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) bytes = 0;
     if (overflow && bytes != 0)
       fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a size that fits in 64 bits");
-    if (bytes > 0 && t.data == nullptr)
-      fail(where, (arg + ".data").c_str(), "nullptr", "a pointer to " + std::to_string(bytes) + " bytes");
+    if (bytes > 0 && !t.produce)
+      fail(where, (arg + ".data").c_str(), "nullptr", "the tensor's " + std::to_string(bytes) + " bytes");
     if (bytes > std::numeric_limits<std::uint64_t>::max() - total)
       fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a total size that fits in 64 bits");
     total += bytes;
@@ -665,55 +681,107 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorD
   for (const auto& [key, value] : metadata)
     if (!is_valid_utf8(key) || !is_valid_utf8(value))
       fail(where, "metadata key", json_quote(key), "valid UTF-8 key and value");
-  if (checksums) {
-    if (metadata.count("checksums") != 0)
-      fail(where, "metadata key", "\"checksums\"",
-           "no \"checksums\" entry when checksums = true (it is written automatically)");
-    std::map<std::string, std::string> sums;
-    for (std::size_t i = 0; i < tensors.size(); ++i)
-      sums[tensors[i].name] =
-          detail_bits::hex64(XXH3_64bits(tensors[i].data, static_cast<std::size_t>(sizes[i])));
-    std::string json = "{";
-    for (const auto& [name, hex] : sums)
-      json += (json.size() > 1 ? "," : "") + json_quote(name) + ":\"" + hex + "\"";
-    metadata["checksums"] = json + "}";
-  }
+  if (checksums && metadata.count("checksums") != 0)
+    fail(where, "metadata key", "\"checksums\"",
+         "no \"checksums\" entry when checksums = true (it is written automatically)");
 
-  std::string header = "{";
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    bool first = true;
-    for (const auto& [key, value] : metadata) {
-      header += (first ? "" : ",") + json_quote(key) + ":" + json_quote(value);
-      first = false;
+  std::vector<std::size_t> order;
+  for (const bool aligned : {true, false})
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      if ((sizes[i] % kTensorAlignment == 0) == aligned) order.push_back(i);
+
+  // The header for a given set of checksums: every checksum is 16 hex digits, so the header written
+  // first with zeros has the length of the final one.
+  const auto header_for = [&](const std::map<std::string, std::string>& sums) {
+    std::map<std::string, std::string> meta = metadata;
+    if (checksums) {
+      std::string json = "{";
+      for (const auto& [name, hex] : sums) json += (json.size() > 1 ? "," : "") + json_quote(name) + ":\"" + hex + "\"";
+      meta["checksums"] = json + "}";
+    }
+    std::string header = "{";
+    if (!meta.empty()) {
+      header += "\"__metadata__\":{";
+      bool first = true;
+      for (const auto& [key, value] : meta) {
+        header += (first ? "" : ",") + json_quote(key) + ":" + json_quote(value);
+        first = false;
+      }
+      header += "}";
+    }
+    std::uint64_t offset = 0;
+    for (const std::size_t i : order) {
+      const StreamedTensor& t = tensors[i];
+      std::string shape = "[";
+      for (std::size_t k = 0; k < t.shape.size(); ++k) shape += (k ? "," : "") + std::to_string(t.shape[k]);
+      header += (header.size() > 1 ? "," : "") + json_quote(t.name) + ":{\"dtype\":\"" + to_string(t.dtype) +
+                "\",\"shape\":" + shape + "],\"data_offsets\":[" + std::to_string(offset) + "," +
+                std::to_string(offset + sizes[i]) + "]}";
+      offset += sizes[i];
     }
     header += "}";
-  }
-  std::uint64_t offset = 0;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const TensorData& t = tensors[i];
-    std::string shape = "[";
-    for (std::size_t k = 0; k < t.shape.size(); ++k) shape += (k ? "," : "") + std::to_string(t.shape[k]);
-    header += (header.size() > 1 ? "," : "") + json_quote(t.name) + ":{\"dtype\":\"" + to_string(t.dtype) +
-              "\",\"shape\":" + shape + "],\"data_offsets\":[" + std::to_string(offset) + "," +
-              std::to_string(offset + sizes[i]) + "]}";
-    offset += sizes[i];
-  }
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
-  if (header.size() > SafetensorsFile::max_header_bytes)
-    fail(where, "header size", header.size(),
-         "at most " + std::to_string(SafetensorsFile::max_header_bytes) + " bytes");
+    header.append((kTensorAlignment - (8 + header.size()) % kTensorAlignment) % kTensorAlignment, ' ');
+    if (header.size() > SafetensorsFile::max_header_bytes)
+      fail(where, "header size", header.size(),
+           "at most " + std::to_string(SafetensorsFile::max_header_bytes) + " bytes");
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      bytes[static_cast<std::size_t>(i)] = static_cast<char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xFF);
+    return bytes + header;
+  };
 
-  std::string bytes;
-  bytes.reserve(static_cast<std::size_t>(8 + header.size() + total));
-  for (int i = 0; i < 8; ++i)
-    bytes += static_cast<char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xFF);
-  bytes += header;
-  for (std::size_t i = 0; i < tensors.size(); ++i)
-    if (sizes[i] > 0)
-      bytes.append(static_cast<const char*>(tensors[i].data), static_cast<std::size_t>(sizes[i]));
-  write_file_atomically(path, bytes);
+  std::map<std::string, std::string> sums;
+  for (const StreamedTensor& t : tensors) sums[t.name] = std::string(16, '0');
+  const std::string placeholder = header_for(sums);
+  AtomicFile file(path);
+  file.write(placeholder.data(), placeholder.size());
+  XXH3_state_t state;
+  for (const std::size_t i : order) {
+    if (sizes[i] == 0) {
+      sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits(nullptr, 0));
+      continue;
+    }
+    XXH3_64bits_reset(&state);
+    std::uint64_t given = 0;
+    tensors[i].produce([&](const void* bytes, std::size_t n) {
+      if (n > sizes[i] - given)
+        fail(where, ("tensors[" + std::to_string(i) + "]").c_str(), "more bytes than its shape",
+             std::to_string(sizes[i]) + " bytes");
+      XXH3_64bits_update(&state, bytes, n);
+      file.write(bytes, n);
+      given += n;
+    });
+    if (given != sizes[i])
+      fail(where, ("tensors[" + std::to_string(i) + "]").c_str(), std::to_string(given) + " bytes produced",
+           std::to_string(sizes[i]) + " bytes (its shape)");
+    sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits_digest(&state));
+  }
+  if (checksums) {
+    const std::string header = header_for(sums);
+    file.write_at(header.data(), header.size(), 0);
+  }
+  file.commit();
+}
+
+// A tensor in memory as a streamed one: its bytes in one piece (none when data is null; the writer
+// checks the shape before it asks).
+inline StreamedTensor streamed(const TensorData& t) {
+  StreamedTensor s{t.name, t.dtype, t.shape, {}};
+  if (t.data != nullptr) {
+    std::uint64_t bytes = dtype_size(t.dtype);
+    for (const std::int64_t d : t.shape) bytes *= static_cast<std::uint64_t>(std::max<std::int64_t>(d, 0));
+    s.produce = [data = t.data, bytes](const ByteSink& sink) { sink(data, static_cast<std::size_t>(bytes)); };
+  }
+  return s;
+}
+
+// The same from tensors in memory.
+inline void write_safetensors(const std::string& path, const std::vector<TensorData>& tensors,
+                              std::map<std::string, std::string> metadata = {}, bool checksums = true) {
+  std::vector<StreamedTensor> all;
+  all.reserve(tensors.size());
+  for (const TensorData& t : tensors) all.push_back(streamed(t));
+  write_safetensors_streamed(path, all, std::move(metadata), checksums);
 }
 
 }  // namespace io
