@@ -89,6 +89,25 @@ TEST(Linear, ResultDoesNotDependOnThreadCount) {
   EXPECT_EQ(dw1, dw3);
 }
 
+TEST(Linear, FewerRowsThanThreadsSplitTheOutputColumns) {
+  // Decoding: 1 or 2 rows on 3 threads, enough work for all of them, 300 outputs in uneven slices.
+  mf::Linear<double> layer(256, 300, true, 0.1, 6);
+  layer.bias() = test::random_matrix<double>(1, 300, 7);
+  const int before = mf::num_threads();
+  mf::set_num_threads(3);
+  for (const Eigen::Index rows : {1, 2}) {
+    const mf::RowMatrix<double> x = test::random_matrix<double>(rows, 256, 8);
+    const mf::RowMatrix<double> y = layer.forward(x);
+    for (Eigen::Index n = 0; n < rows; ++n)
+      for (Eigen::Index o = 0; o < 300; ++o) {
+        double expected = layer.bias()(0, o);
+        for (Eigen::Index i = 0; i < 256; ++i) expected += x(n, i) * layer.weight()(o, i);
+        EXPECT_NEAR(y(n, o), expected, 1e-12) << n << ", " << o;
+      }
+  }
+  mf::set_num_threads(before);
+}
+
 TEST(Linear, BadArgumentsAreNamed) {
   test::expect_error([] { mf::Linear<float>(0, 3); }, {"in_dim = 0"});
   test::expect_error([] { mf::Linear<float>(3, -1); }, {"out_dim = -1"});

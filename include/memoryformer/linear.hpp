@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "detail/aligned_buffer.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "parameter.hpp"
@@ -54,7 +55,18 @@ class Linear {
     RowMatrix<Scalar> y(x.rows(), out_dim());
     const double work =
         static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
-    for_row_blocks(x.rows(), work, [&](Eigen::Index first, Eigen::Index count) {
+    // Fewer rows than threads (decoding a token): the threads share the output columns instead, so
+    // that each reads its own slice of the weight (an LM head of 50K x 1024 is 200 MB a token).
+    if (x.rows() < detail::thread_pool()->size()) {
+      const auto line = static_cast<Eigen::Index>(detail::kCacheLineBytes / sizeof(Scalar));
+      for_blocks(out_dim(), work, line, [&](Eigen::Index first, Eigen::Index count) {
+        auto out = y.middleCols(first, count);
+        out.noalias() = x * weight_.middleRows(first, count).transpose();
+        if (has_bias()) out.rowwise() += bias_.row(0).segment(first, count);
+      });
+      return y;
+    }
+    for_blocks(x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       auto out = y.middleRows(first, count);
       out.noalias() = x.middleRows(first, count) * weight_.transpose();
       if (has_bias()) out.rowwise() += bias_.row(0);
@@ -71,11 +83,11 @@ class Linear {
     if (!grads_) zero_grad();
     RowMatrix<Scalar> dx(x.rows(), in_dim());
     const double work = static_cast<double>(x.rows()) * in_dim() * out_dim();
-    for_row_blocks(x.rows(), work, [&](Eigen::Index first, Eigen::Index count) {
+    for_blocks(x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       dx.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_;
     });
     // Output rows of dW are independent: each task owns a slice of them.
-    for_row_blocks(out_dim(), work, [&](Eigen::Index first, Eigen::Index count) {
+    for_blocks(out_dim(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       grads_->weight.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
     });
     if (has_bias()) grads_->bias.row(0) += dy.colwise().sum();
@@ -120,13 +132,14 @@ class Linear {
     RowMatrix<Scalar> weight, bias;
   };
 
-  // Calls body(first, count) over [0, rows) in slices, one pool task each (`work` multiply-adds in all).
+  // Calls body(first, count) over [0, total) in slices whose inner boundaries are multiples of
+  // `align`, one pool task each (`work` multiply-adds in all).
   template <class Body>
-  void for_row_blocks(Eigen::Index rows, double work, const Body& body) const {
+  void for_blocks(Eigen::Index total, double work, Eigen::Index align, const Body& body) const {
     const auto pool = detail::thread_pool();
-    const int tasks = detail::task_count(work, rows, pool->size());
+    const int tasks = detail::task_count(work, (total + align - 1) / align, pool->size());
     pool->parallel_for(tasks, [&](int task) {
-      const detail::Range r = detail::split_range(rows, tasks, task);
+      const detail::Range r = detail::split_range(total, tasks, task, align);
       if (r.size() > 0) body(r.begin, r.size());
     });
   }
