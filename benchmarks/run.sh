@@ -3,8 +3,9 @@
 #
 #   benchmarks/run.sh [--quick | --full] [--reps N] [--out FILE] [-- extra benchmark flags]
 #
-#   --quick  the default grid (d = h = 1024, tau 8, N in {1, 64, 4096}) and the block benchmarks;
-#            3 short repetitions, the main job's choice (scripts/run.sh)
+#   --quick  the default grid (d = h = 1024, tau 8, N in {1, 64, 4096}), the block benchmarks and
+#            whole-model decoding of the tiny size; 3 short repetitions, the main job's choice
+#            (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
 #   default  the default grid with 5 repetitions
 # The raw results go to FILE (JSON, every repetition) and FILE.log (the console table); this prints
@@ -26,7 +27,7 @@ while [[ $# -gt 0 ]]; do
     --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a file}"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "benchmarks/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +43,7 @@ bin=build/release/benchmarks/memoryformer_bench
 if grep -q AuthenticAMD /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Zen}"
 elif grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"; fi
 [[ "$grid" == full ]] && export MF_BENCH_GRID=full
+[[ "$grid" == quick ]] && export MF_BENCH_GRID=quick  # BM_ModelDecode: MF-tiny and Pythia-70M only
 
 echo "memoryformer_bench: grid $grid, $reps repetition(s), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} -> $out"
 mkdir -p "$(dirname "$out")"
