@@ -1,13 +1,16 @@
 // Whole-model generation: the number a CPU-inference user asks for first (docs/performance.md).
 //   BM_ModelDecode/arch:{0 dense, 1 memoryformer}/size:{0 tiny, 1 small, 2 base}/table:{0 fp32,
 //   1 bf16, 2 int8}/kv: one generated token through every layer, the LM head included, with kv
-//   positions in every KV cache. items_per_second is tokens per second.
+//   positions in every KV cache. Counters as in memoryformer_bench.cpp (tokens_per_s), FLOPs by
+//   flops.hpp's block counts plus attention over kv + 1 positions and the LM head.
 // Sizes are the paper's (ModelConfig::tiny/small/base: 6 x 512, 12 x 768, 24 x 1024, tau 8, e 2)
 // with Pythia's padded vocabulary of 50304; the dense models of the same shapes are Pythia-70M,
 // -160M and -410M. Models are written once by io::write_initial_model into MF_BENCH_MODELS
 // (default build/release/bench_models: MF-base is 6.6 GB in int8) and loaded as a user would,
 // with io::Weights::map. Points that do not fit this machine's memory are not registered: MF-base
 // in fp32 (27 GB).
+#include "counters.hpp"
+
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 
@@ -79,7 +82,16 @@ void decode(benchmark::State& state, const Model& model, Eigen::Index kv) {
     decoding.position = kv;
     if (++next == kRing) next = 0;
   }
-  state.SetItemsProcessed(state.iterations());
+}
+
+// Multiply-adds of one decoded token: each layer's projections and attention over kv + 1 keys, and
+// the LM head.
+double decode_macs(std::int64_t arch, const mf::ModelConfig& c, Eigen::Index kv) {
+  const double attention = 2.0 * static_cast<double>(kv + 1) * c.d_model;
+  const double projections = static_cast<double>(
+      arch == 0 ? mf::dense_block_macs_without_attention(1, c.d_model)
+                : mf::memoryformer_block_macs_without_attention(1, c.d_model, c.tau));
+  return c.n_layers * (attention + projections) + static_cast<double>(c.d_model) * c.vocab_size;
 }
 
 void BM_ModelDecode(benchmark::State& state) {
@@ -95,7 +107,9 @@ void BM_ModelDecode(benchmark::State& state) {
       decode(state, cached_model<mf::MemoryFormerModel<float>>(size, table), kv);
   } catch (const mf::Error& e) {
     state.SkipWithError(e.what());
+    return;
   }
+  mf_bench::set_token_counters(state, 1.0, decode_macs(arch, model_config(size), kv));
 }
 
 // Bytes of a model's file, by the counts of parameter_values (4 bytes a value in fp32).
