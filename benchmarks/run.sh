@@ -7,7 +7,8 @@
 #            whole-model decoding of the tiny size; 3 short repetitions, the main job's choice
 #            (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
-#   default  the default grid with 5 repetitions
+#   default  the default grid with 5 repetitions, and whole-model decoding up to MF-base (model files
+#            are written once into build/release/bench_models, ~40 GB; MF_BENCH_MODELS moves them)
 # The raw results go to FILE (JSON, every repetition) and FILE.log (the console table); this prints
 # the headline table (plot.py --markdown: medians, and speedups as ranges over the repetitions)
 # and the paths of the plots.
@@ -27,7 +28,7 @@ while [[ $# -gt 0 ]]; do
     --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
     --out) out="${2:?--out needs a file}"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "benchmarks/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
