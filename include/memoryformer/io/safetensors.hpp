@@ -405,7 +405,7 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums 
 #if defined(MADV_HUGEPAGE)
   // Tables read in place (load_model's Weights::map) are read a row per page: with 4 KiB pages
   // every row is a TLB miss and a page walk. Pages this mapping reads in come as 2 MiB folios,
-  // mapped whole (docs/performance.md: MF-base decoding 3x faster); a no-op where THP is off.
+  // mapped whole (docs/performance.md, "Huge pages for mapped files"); a no-op where THP is off.
   ::madvise(mapping, static_cast<std::size_t>(size), MADV_HUGEPAGE);
 #endif
   const auto length = static_cast<std::size_t>(size);
