@@ -46,9 +46,9 @@ TEST_P(LayerOnPath, ForwardMatchesReference) {
 TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
   const mf::MemoryLayer<float> layer(test::panel_layer_options());
   ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
-  ASSERT_LT(
-      mf::detail::panel_group<float>(layer.num_chunks(), layer.num_buckets(), mf::detail::kPanelColumns),
-      layer.num_chunks());
+  ASSERT_LT(mf::detail::panel_group<float>(layer.num_chunks(), layer.num_buckets(), mf::detail::kPanelColumns,
+                                           layer.context().l2_cache_bytes()),
+            layer.num_chunks());
   const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 31u, 0.0, 2.0);
   EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
 }
@@ -84,7 +84,8 @@ TEST_P(LayerOnPath, PanelPassesOverLongInputsMatchExplicitSums) {
   mf::RowMatrix<double> expected = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
   for (Eigen::Index i = 0; i < n; ++i)
     for (Eigen::Index k = 0; k < b.codes.cols(); ++k)
-      expected.row(k * layer.num_buckets() + b.codes(i, k)) += double(b.scores(i, k)) * dy.row(i).cast<double>();
+      expected.row(k * layer.num_buckets() + b.codes(i, k)) +=
+          double(b.scores(i, k)) * dy.row(i).cast<double>();
   EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
 }
 

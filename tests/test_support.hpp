@@ -40,8 +40,9 @@ inline constexpr Eigen::Index kPanelTokens = 100;
 inline mf::MemoryLayerOptions panel_layer_options() {
   mf::MemoryLayerOptions o;
   o.tau = 4;
-  o.in_dim =
-      o.tau * (mf::detail::panel_group<std::int8_t>(1 << 20, 1 << o.tau, mf::detail::kTileColumns) + 3);
+  o.in_dim = o.tau * (mf::detail::panel_group<std::int8_t>(1 << 20, 1 << o.tau, mf::detail::kTileColumns,
+                                                           mf::default_context().l2_cache_bytes()) +
+                      3);
   o.out_dim = 200;
   o.temperature = 0.8f;
   return o;

@@ -6,8 +6,8 @@
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/partition.hpp"
-#include "threading.hpp"
 
 #include <unsupported/Eigen/CXX11/Tensor>
 
@@ -98,6 +98,10 @@ class CausalSelfAttention {
   }
 
   int d_model() const { return d_model_; }
+
+  // What it runs on: the context given to set_context(), else the default one (context.hpp).
+  Context context() const { return context_.get(); }
+  void set_context(Context context) { context_.set(std::move(context)); }
   int n_heads() const { return n_heads_; }
   int head_dim() const { return d_model_ / n_heads_; }
 
@@ -218,15 +222,16 @@ class CausalSelfAttention {
     return p;
   }
 
-  // Runs body(sequence, head, unit = sequence * heads + head) for every pair, split over the pool.
+  // Runs body(sequence, head, unit = sequence * heads + head) for every pair, split over the
+  // context's threads.
   template <class Body>
   void for_each_head(Eigen::Index batch, Eigen::Index queries, Eigen::Index keys, const Body& body) const {
     const Eigen::Index units = batch * n_heads_;
     const double work = 2.0 * static_cast<double>(units) * static_cast<double>(queries) *
                         static_cast<double>(keys) * head_dim();
-    const auto pool = detail::thread_pool();
-    const int tasks = detail::task_count(work, units, pool->size());
-    pool->parallel_for(tasks, [&](int task) {
+    const Context ctx = context();
+    const int tasks = detail::task_count(work, units, ctx.num_threads());
+    ctx.parallel_for(tasks, [&](int task) {
       const detail::Range r = detail::split_range(units, tasks, task);
       for (Eigen::Index u = r.begin; u < r.end; ++u)
         body(u / n_heads_, static_cast<int>(u % n_heads_), static_cast<std::size_t>(u));
@@ -252,6 +257,7 @@ class CausalSelfAttention {
   }
 
   int d_model_, n_heads_;
+  detail::ModuleContext context_;
 };
 
 }  // namespace v0

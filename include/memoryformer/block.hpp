@@ -5,7 +5,7 @@
 //    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
 // Interface (what Model relies on): Scalar, Saved, a constructor (ModelConfig, seed),
 // forward(x [batch * seq, d], seq, Saved*), backward(Saved, dy) -> dx, decode(x [n, d], KVCache),
-// zero_grad(), append_parameters(prefix, list).
+// zero_grad(), append_parameters(prefix, list), context() and set_context(Context).
 #pragma once
 
 #include "attention.hpp"
@@ -38,6 +38,7 @@ class RotaryAttention {
       : attention_(c.d_model, c.n_heads), rotary_(c.head_dim(), c.rotary_pct, c.rotary_base) {}
 
   int n_heads() const { return attention_.n_heads(); }
+  void set_context(const Context& context) { attention_.set_context(context); }
 
   RowMatrix<Scalar> forward(const Input& q, const Input& k, const Input& v, Eigen::Index seq_len,
                             Saved* saved) const {
@@ -123,13 +124,12 @@ class MemoryFormerBlock {
   // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (method.md §2).
   // Saving activations for backward() needs the fp32 tables (compress_tables).
   RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
-    if (saved != nullptr)
-      detail::require_trainable_for_saved("MemoryFormerBlock::forward", q_);
+    if (saved != nullptr) detail::require_trainable_for_saved("MemoryFormerBlock::forward", q_);
     RowMatrix<Scalar> a = attn_norm_.forward(x);
-    Buckets<Scalar> hash = qkv_hash_(a);
+    Buckets<Scalar> hash = qkv_hash_(a, q_.context());
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
-    RowMatrix<Scalar> z =
-        x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash), seq_len, attention_saved);
+    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash),
+                                                 seq_len, attention_saved);
     RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
     if (saved != nullptr) {
       saved->x = x;
@@ -149,13 +149,13 @@ class MemoryFormerBlock {
     const RowMatrix<Scalar> dscores = q_.backward_scores(saved.qkv_hash, g.dq) +
                                       k_.backward_scores(saved.qkv_hash, g.dk) +
                                       v_.backward_scores(saved.qkv_hash, g.dv);
-    dz += attn_norm_.backward(saved.x, qkv_hash_.backward(saved.a, dscores));
+    dz += attn_norm_.backward(saved.x, qkv_hash_.backward(saved.a, dscores, q_.context()));
     return dz;
   }
 
   // New tokens x [n, d] of one sequence whose earlier keys and values are in `cache`.
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
-    const Buckets<Scalar> hash = qkv_hash_(attn_norm_.forward(x));
+    const Buckets<Scalar> hash = qkv_hash_(attn_norm_.forward(x), q_.context());
     const RowMatrix<Scalar> z =
         x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
     return z + mlp_.forward(mlp_norm_.forward(z));
@@ -168,6 +168,15 @@ class MemoryFormerBlock {
   }
   TableType table_type() const { return q_.table_type(); }
   TableLayout table_layout() const { return q_.table_layout(); }
+
+  // What the block runs on (context.hpp): one context for its hash, layers and attention, which
+  // set_context() gives them all.
+  Context context() const { return q_.context(); }
+  void set_context(const Context& context) {
+    for (MemoryLayer<Scalar>* layer : {&q_, &k_, &v_}) layer->set_context(context);
+    attention_.set_context(context);
+    mlp_.set_context(context);
+  }
 
   void zero_grad() {
     attn_norm_.zero_grad();
@@ -298,6 +307,13 @@ class DenseBlock {
     const RowMatrix<Scalar> z =
         x + o_.forward(attention_.decode(q_.forward(a), k_.forward(a), v_.forward(a), cache));
     return z + down_.forward(detail::gelu(up_.forward(mlp_norm_.forward(z))));
+  }
+
+  // What the block runs on (context.hpp), given to all its projections and its attention.
+  Context context() const { return q_.context(); }
+  void set_context(const Context& context) {
+    for (Linear<Scalar>* l : {&q_, &k_, &v_, &o_, &up_, &down_}) l->set_context(context);
+    attention_.set_context(context);
   }
 
   void zero_grad() {

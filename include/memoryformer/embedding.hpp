@@ -34,7 +34,7 @@ class Embedding {
     if (!std::isfinite(init_std) || init_std < 0)
       detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(vocab_size, dim);
-    if (init != Init::none) detail::fill_normal_rows(seed, init_std, 0, weight_.rows(), weight_.cols(), weight_.data());
+    if (init != Init::none) detail::fill_normal_rows(default_context(), seed, init_std, 0, weight_.rows(), weight_.cols(), weight_.data());
   }
 
   int vocab_size() const { return static_cast<int>(weight_.rows()); }

@@ -4,10 +4,9 @@
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/partition.hpp"
-#include "kernel_path.hpp"
-#include "threading.hpp"
 
 #include <cmath>
 #include <limits>
@@ -67,15 +66,16 @@ class SignHash {
     return detail::scalar::chunk_probabilities(ChunkView(z, 1, tau), temperature, e)(0);
   }
 
-  // [N, in_dim] -> codes and scores [N, K], through the active path's hash kernel (float; double
-  // runs the scalar one), rows split across the pool's threads when there are enough of them.
-  Buckets<Scalar> operator()(const Input& x) const {
+  // [N, in_dim] -> codes and scores [N, K], through the context's hash kernel (float; double runs
+  // the scalar one), rows split across its threads when there are enough of them.
+  Buckets<Scalar> operator()(const Input& x) const { return (*this)(x, default_context()); }
+  Buckets<Scalar> operator()(const Input& x, const Context& ctx) const {
     check_rows(x, "x");
     const Eigen::Index n = x.rows();
     const int k_chunks = num_chunks();
     Buckets<Scalar> out{CodeMatrix(n, k_chunks), RowMatrix<Scalar>(n, k_chunks)};
-    const auto kernel = detail::hash_kernel_for<Scalar>(kernel_path());
-    for_row_ranges(n, [&](const detail::Range& rows) {
+    const auto kernel = detail::hash_kernel_for<Scalar>(ctx.kernel_path());
+    for_row_ranges(ctx, n, [&](const detail::Range& rows) {
       for (Eigen::Index i = rows.begin; i < rows.end; ++i)
         kernel(x.row(i).data(), k_chunks, tau_, temperature_, score_, out.codes.row(i).data(),
                out.scores.row(i).data());
@@ -86,11 +86,14 @@ class SignHash {
   // dL/dx [N, in_dim] from dL/ds [N, K] (Eq. 12), rows split across the pool's threads. The codes
   // are piecewise constant and pass no gradient; sign(0) is taken as +1, matching the hash.
   RowMatrix<Scalar> backward(const Input& x, const Input& dscores) const {
+    return backward(x, dscores, default_context());
+  }
+  RowMatrix<Scalar> backward(const Input& x, const Input& dscores, const Context& ctx) const {
     check_rows(x, "x");
     detail::require_shape("SignHash::backward", "dscores", dscores.rows(), dscores.cols(), x.rows(),
                           num_chunks());
     RowMatrix<Scalar> dx(x.rows(), in_dim_);
-    for_row_ranges(x.rows(), [&](const detail::Range& rows) {
+    for_row_ranges(ctx, x.rows(), [&](const detail::Range& rows) {
       ChunkArray e;
       for (Eigen::Index i = rows.begin; i < rows.end; ++i) row_backward(x, dscores, i, e, dx);
     });
@@ -124,13 +127,12 @@ class SignHash {
     return ChunkView(x.row(i).data(), num_chunks(), tau_);
   }
 
-  // body(rows) for ranges of the n rows, split across the pool's threads when there are enough.
+  // body(rows) for ranges of the n rows, split across the context's threads when there are enough.
   template <class Body>
-  void for_row_ranges(Eigen::Index n, const Body& body) const {
-    const auto pool = detail::thread_pool();
+  void for_row_ranges(const Context& ctx, Eigen::Index n, const Body& body) const {
     const int tasks =
-        detail::task_count(static_cast<double>(n) * in_dim_ * kHashWorkPerValue, n, pool->size());
-    pool->parallel_for(tasks, [&](int task) { body(detail::split_range(n, tasks, task)); });
+        detail::task_count(static_cast<double>(n) * in_dim_ * kHashWorkPerValue, n, ctx.num_threads());
+    ctx.parallel_for(tasks, [&](int task) { body(detail::split_range(n, tasks, task)); });
   }
 
   // What hashing one value costs, in multiply-adds (an exp and a compare), for task_count.

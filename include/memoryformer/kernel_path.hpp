@@ -1,13 +1,13 @@
-// Which implementation of the gather kernels runs: the portable scalar path (always compiled, the
-// test oracle) or a SIMD path the CPU supports. Chosen at run time: the best supported path by
-// default, the environment variable MEMORYFORMER_PATH=scalar|avx2|avx512 if set, or
-// set_kernel_path(), which overrides both. Applies to float layers; double always runs scalar.
+// The implementations of the kernels: the portable scalar path (always compiled, the test oracle)
+// or a SIMD path the CPU supports. A Context (context.hpp) says which one runs: the best supported
+// path by default, the environment variable MEMORYFORMER_PATH=scalar|avx2|avx512 if set, or the one
+// it is built with; set_kernel_path() changes the default context's. Applies to float layers;
+// double always runs scalar.
 #pragma once
 
 #include "config.hpp"
 #include "detail/cpu_features.hpp"
 
-#include <atomic>
 #include <cstdlib>
 #include <ostream>
 #include <string>
@@ -62,9 +62,6 @@ inline KernelPath parse_kernel_path(const std::string& name) {
 
 namespace detail {
 
-inline constexpr int kPathUnset = -1;
-inline std::atomic<int> g_kernel_path{kPathUnset};
-
 inline void require_supported(const char* where, const char* name, KernelPath path) {
   if (!kernel_path_supported(path))
     fail(where, name, to_string(path),
@@ -89,24 +86,6 @@ inline KernelPath initial_kernel_path() {
 }
 
 }  // namespace detail
-
-// The path the kernels use now. Throws Error if MEMORYFORMER_PATH names an unknown or unsupported
-// path and set_kernel_path() has not overridden it.
-inline KernelPath kernel_path() {
-  int current = detail::g_kernel_path.load(std::memory_order_acquire);
-  if (current == detail::kPathUnset) {
-    const int chosen = static_cast<int>(detail::initial_kernel_path());
-    detail::g_kernel_path.compare_exchange_strong(current, chosen, std::memory_order_acq_rel);
-    current = detail::g_kernel_path.load(std::memory_order_acquire);
-  }
-  return static_cast<KernelPath>(current);
-}
-
-// Selects `path` for all subsequent calls in the process; throws Error if it is not supported.
-inline void set_kernel_path(KernelPath path) {
-  detail::require_supported("set_kernel_path", "path", path);
-  detail::g_kernel_path.store(static_cast<int>(path), std::memory_order_release);
-}
 
 }  // namespace v0
 }  // namespace memoryformer

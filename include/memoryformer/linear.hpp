@@ -1,14 +1,14 @@
 // A fully connected layer y = x W^T + b on Eigen's GEMM: the LM head of both models and every
 // projection of the dense baseline. W is [out, in] (PyTorch nn.Linear's layout, so weight files
-// carry over without transposes); rows of x are split over the library's thread pool.
+// carry over without transposes); rows of x are split over the threads of its context.
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/aligned_buffer.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "parameter.hpp"
-#include "threading.hpp"
 
 #include <cmath>
 #include <optional>
@@ -36,7 +36,9 @@ class Linear {
     if (!std::isfinite(init_std) || init_std < 0)
       detail::fail(where, "init_std", init_std, "a finite value >= 0");
     weight_.resize(out_dim, in_dim);
-    if (init != Init::none) detail::fill_normal_rows(seed, init_std, 0, weight_.rows(), weight_.cols(), weight_.data());
+    if (init != Init::none)
+      detail::fill_normal_rows(default_context(), seed, init_std, 0, weight_.rows(), weight_.cols(),
+                               weight_.data());
     bias_ = RowMatrix<Scalar>::Zero(1, bias ? out_dim : 0);
   }
 
@@ -49,24 +51,29 @@ class Linear {
   MatrixView bias() { return detail::view(bias_); }  // [1, out], or [1, 0] without bias
   ConstMatrixView bias() const { return detail::view(bias_); }
 
+  // What the layer runs on: the context given to set_context(), else the default one (context.hpp).
+  Context context() const { return context_.get(); }
+  void set_context(Context context) { context_.set(std::move(context)); }
+
   // x [N, in] -> [N, out].
   RowMatrix<Scalar> forward(const Input& x) const {
+    const Context ctx = context();
     detail::require_shape("Linear::forward", "x", x.rows(), x.cols(), x.rows(), in_dim());
     RowMatrix<Scalar> y(x.rows(), out_dim());
     const double work =
         static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
     // Fewer rows than threads (decoding a token): the threads share the output columns instead, so
     // that each reads its own slice of the weight (an LM head of 50K x 1024 is 200 MB a token).
-    if (x.rows() < detail::thread_pool()->size()) {
+    if (x.rows() < ctx.num_threads()) {
       const auto line = static_cast<Eigen::Index>(detail::kCacheLineBytes / sizeof(Scalar));
-      for_blocks(out_dim(), work, line, [&](Eigen::Index first, Eigen::Index count) {
+      for_blocks(ctx, out_dim(), work, line, [&](Eigen::Index first, Eigen::Index count) {
         auto out = y.middleCols(first, count);
         out.noalias() = x * weight_.middleRows(first, count).transpose();
         if (has_bias()) out.rowwise() += bias_.row(0).segment(first, count);
       });
       return y;
     }
-    for_blocks(x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
+    for_blocks(ctx, x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       auto out = y.middleRows(first, count);
       out.noalias() = x.middleRows(first, count) * weight_.transpose();
       if (has_bias()) out.rowwise() += bias_.row(0);
@@ -81,13 +88,14 @@ class Linear {
     detail::require_shape(where, "x", x.rows(), x.cols(), x.rows(), in_dim());
     detail::require_shape(where, "dy", dy.rows(), dy.cols(), x.rows(), out_dim());
     if (!grads_) zero_grad();
+    const Context ctx = context();
     RowMatrix<Scalar> dx(x.rows(), in_dim());
     const double work = static_cast<double>(x.rows()) * in_dim() * out_dim();
-    for_blocks(x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
+    for_blocks(ctx, x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       dx.middleRows(first, count).noalias() = dy.middleRows(first, count) * weight_;
     });
     // Output rows of dW are independent: each task owns a slice of them.
-    for_blocks(out_dim(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
+    for_blocks(ctx, out_dim(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
       grads_->weight.middleRows(first, count).noalias() += dy.middleCols(first, count).transpose() * x;
     });
     if (has_bias()) grads_->bias.row(0) += dy.colwise().sum();
@@ -133,12 +141,12 @@ class Linear {
   };
 
   // Calls body(first, count) over [0, total) in slices whose inner boundaries are multiples of
-  // `align`, one pool task each (`work` multiply-adds in all).
+  // `align`, one task each on the context's threads (`work` multiply-adds in all).
   template <class Body>
-  void for_blocks(Eigen::Index total, double work, Eigen::Index align, const Body& body) const {
-    const auto pool = detail::thread_pool();
-    const int tasks = detail::task_count(work, (total + align - 1) / align, pool->size());
-    pool->parallel_for(tasks, [&](int task) {
+  static void for_blocks(const Context& ctx, Eigen::Index total, double work, Eigen::Index align,
+                         const Body& body) {
+    const int tasks = detail::task_count(work, (total + align - 1) / align, ctx.num_threads());
+    ctx.parallel_for(tasks, [&](int task) {
       const detail::Range r = detail::split_range(total, tasks, task, align);
       if (r.size() > 0) body(r.begin, r.size());
     });
@@ -146,6 +154,7 @@ class Linear {
 
   RowMatrix<Scalar> weight_, bias_;
   std::optional<Gradients> grads_;
+  detail::ModuleContext context_;
 };
 
 }  // namespace v0

@@ -75,10 +75,11 @@ class MemoryBlock {
   // m [N, d] -> [N, d]. Fills `saved` for backward() when given (fp32 tables only).
   RowMatrix<Scalar> forward(const Input& m, Saved* saved = nullptr) const {
     if (saved != nullptr) detail::require_trainable_for_saved("MemoryBlock::forward", up_);
-    Buckets<Scalar> up_hash = up_.hash()(m);
+    const Context ctx = context();
+    Buckets<Scalar> up_hash = up_.hash()(m, ctx);
     RowMatrix<Scalar> u = up_.forward(up_hash);
     RowMatrix<Scalar> u_norm = norm_.forward(u);
-    Buckets<Scalar> down_hash = down_.hash()(u_norm);
+    Buckets<Scalar> down_hash = down_.hash()(u_norm, ctx);
     RowMatrix<Scalar> y = down_.forward(down_hash);
     if (saved != nullptr)
       *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(down_hash)};
@@ -87,11 +88,19 @@ class MemoryBlock {
 
   // dL/dy [N, d] -> dL/dm [N, d]; accumulates the gradients of both layers and the norm.
   RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
+    const Context ctx = context();
     const RowMatrix<Scalar> d_down_scores = down_.backward_scores(saved.down_hash, dy);
-    const RowMatrix<Scalar> d_u_norm = down_.hash().backward(saved.u_norm, d_down_scores);
+    const RowMatrix<Scalar> d_u_norm = down_.hash().backward(saved.u_norm, d_down_scores, ctx);
     const RowMatrix<Scalar> d_u = norm_.backward(saved.u, d_u_norm);
     const RowMatrix<Scalar> d_up_scores = up_.backward_scores(saved.up_hash, d_u);
-    return up_.hash().backward(saved.m, d_up_scores);
+    return up_.hash().backward(saved.m, d_up_scores, ctx);
+  }
+
+  // What both layers run on (context.hpp): the block's hashes and layers share one context.
+  Context context() const { return up_.context(); }
+  void set_context(const Context& context) {
+    up_.set_context(context);
+    down_.set_context(context);
   }
 
   void zero_grad() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/aligned_buffer.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/gather_schedule.hpp"
@@ -12,7 +13,6 @@
 #include "hash_bucket.hpp"
 #include "parameter.hpp"
 #include "table_store.hpp"
-#include "threading.hpp"
 
 #include <cmath>
 #include <optional>
@@ -67,8 +67,8 @@ class MemoryLayer {
         bias_(RowMatrix<Scalar>::Zero(1, options.bias ? options.out_dim : 0)) {
     if (init == Init::none) return;
     if (init == Init::random)
-      detail::fill_normal_rows(options_.seed, table_init_std(), 0, tables_.rows(), tables_.width(),
-                               tables_.data("MemoryLayer"));
+      detail::fill_normal_rows(default_context(), options_.seed, table_init_std(), 0, tables_.rows(),
+                               tables_.width(), tables_.data("MemoryLayer"));
     // The bias is the row after the tables' last.
     detail::draw_normal_rows(options_.seed, kBiasInitStd, tables_.rows(), 1, bias_.cols(), bias_.data());
   }
@@ -102,7 +102,7 @@ class MemoryLayer {
       detail::fail("MemoryLayer::draw_table_rows", "rows",
                    "[" + std::to_string(first) + ", " + std::to_string(first + count) + ")",
                    "rows within [0, " + std::to_string(tables_.rows()) + ")");
-    detail::fill_normal_rows(options_.seed, table_init_std(), first, count, tables_.width(), out);
+    detail::fill_normal_rows(context(), options_.seed, table_init_std(), first, count, tables_.width(), out);
   }
 
   // The storage policy itself: how and where the tables are held (table_store.hpp).
@@ -143,46 +143,42 @@ class MemoryLayer {
   // A copy of this layer with its tables stored as `type` in `layout`, made without copying the
   // trained tables first.
   MemoryLayer compressed(TableType type, TableLayout layout = TableLayout::rows) const {
-    return MemoryLayer(options_, tables_.compressed(type, layout), bias_);
+    MemoryLayer out(options_, tables_.compressed(type, layout), bias_);
+    out.context_ = context_;
+    return out;
   }
+
+  // What the layer runs on: the context given to set_context(), else the default context at the
+  // time of each call (context.hpp).
+  Context context() const { return context_.get(); }
+  void set_context(Context context) { context_.set(std::move(context)); }
   // Bias [1, out_dim] ([1, 0] when options().bias is false).
   MatrixView bias() { return detail::view(bias_); }
   ConstMatrixView bias() const { return detail::view(bias_); }
 
   // [N, in_dim] -> [N, out_dim]. Const and safe to call from several threads at once.
-  RowMatrix<Scalar> forward(const Input& x) const { return forward(hash()(x)); }
+  RowMatrix<Scalar> forward(const Input& x) const {
+    const Context ctx = context();
+    return gather(ctx, hash()(x, ctx));
+  }
 
   // The same from a precomputed hash of the input (Q, K and V share one).
-  RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const {
-    detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    return tables_.gather(buckets, num_buckets(), bias_);
-  }
+  RowMatrix<Scalar> forward(const Buckets<Scalar>& buckets) const { return gather(context(), buckets); }
 
   // Given x [N, in_dim] and dL/dy [N, out_dim]: accumulates dL/dtables and dL/dbias into the
   // gradients and returns dL/dx [N, in_dim] (Eq. 12).
   RowMatrix<Scalar> backward(const Input& x, const Input& dy) {
+    const Context ctx = context();
     const SignHash<Scalar> h = hash();
-    const Buckets<Scalar> buckets = h(x);
-    return h.backward(x, backward_scores(buckets, dy));
+    const Buckets<Scalar> buckets = h(x, ctx);
+    return h.backward(x, backward_scores(ctx, buckets, dy), ctx);
   }
 
   // The same from a precomputed hash: accumulates the table and bias gradients and returns
   // dL/dscores [N, K], for the caller to pass to SignHash::backward (summed over the layers that
   // share the hash).
   RowMatrix<Scalar> backward_scores(const Buckets<Scalar>& buckets, const Input& dy) {
-    detail::check_buckets("MemoryLayer::backward", buckets, num_chunks(), num_buckets());
-    const Eigen::Index n = buckets.codes.rows();
-    detail::require_shape("MemoryLayer::backward", "dy", dy.rows(), dy.cols(), n, out_dim());
-    const Scalar* tables = tables_.data("MemoryLayer::backward");
-    if (!grads_) zero_grad();
-    if (has_bias()) grads_->bias += dy.colwise().sum();
-
-    const auto kernels = detail::active_kernels<Scalar>();
-    // dL/dT[row] += s * dy, on the schedule gather_schedule.hpp picks for this N.
-    detail::scatter_tokens(grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
-                           kernels.scatter);
-    // dL/ds_k = <dy, T[row_k]>, likewise.
-    return detail::dot_tokens(tables, buckets.codes, num_buckets(), dy, kernels);
+    return backward_scores(context(), buckets, dy);
   }
 
   // Accumulated gradients, shaped like tables() and bias(). They exist from the first backward()
@@ -198,7 +194,8 @@ class MemoryLayer {
   // Appends prefix.bias, with no gradient (Parameter::grad null) and nothing allocated: what
   // loading and saving see of the layer besides its tables (table_store(), set_tables()).
   void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
-    if (has_bias()) out.push_back({prefix + ".bias", bias_.data(), nullptr, bias_.rows(), bias_.cols(), false});
+    if (has_bias())
+      out.push_back({prefix + ".bias", bias_.data(), nullptr, bias_.rows(), bias_.cols(), false});
   }
 
   // Appends prefix.tables (weight decay) and prefix.bias (none), allocating the gradients if needed.
@@ -220,6 +217,27 @@ class MemoryLayer {
   }
 
  private:
+  RowMatrix<Scalar> gather(const Context& ctx, const Buckets<Scalar>& buckets) const {
+    detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
+    return tables_.gather(ctx, buckets, num_buckets(), bias_);
+  }
+
+  RowMatrix<Scalar> backward_scores(const Context& ctx, const Buckets<Scalar>& buckets, const Input& dy) {
+    detail::check_buckets("MemoryLayer::backward", buckets, num_chunks(), num_buckets());
+    const Eigen::Index n = buckets.codes.rows();
+    detail::require_shape("MemoryLayer::backward", "dy", dy.rows(), dy.cols(), n, out_dim());
+    const Scalar* tables = tables_.data("MemoryLayer::backward");
+    if (!grads_) zero_grad();
+    if (has_bias()) grads_->bias += dy.colwise().sum();
+
+    const auto kernels = detail::kernels_for<Scalar>(ctx.kernel_path());
+    // dL/dT[row] += s * dy, on the schedule gather_schedule.hpp picks for this N.
+    detail::scatter_tokens(ctx, grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
+                           kernels.scatter);
+    // dL/ds_k = <dy, T[row_k]>, likewise.
+    return detail::dot_tokens(ctx, tables, buckets.codes, num_buckets(), dy, kernels);
+  }
+
   struct Gradients {
     detail::AlignedMatrix<Scalar> tables;  // aligned like the tables: the scatter writes its rows
     RowMatrix<Scalar> bias;
@@ -258,6 +276,7 @@ class MemoryLayer {
   TableStore<Scalar> tables_;
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;
+  detail::ModuleContext context_;
 };
 
 // The Memory Layers of a module by their method.md §5 names ("blocks.0.attn.q"), for loaders.

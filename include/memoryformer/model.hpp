@@ -49,8 +49,8 @@ class Model {
       : config_(validated(config)),
         embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed"), init),
         final_norm_(config.d_model, config.norm_eps),
-        lm_head_(config.d_model, config.vocab_size, false, kInitStd, detail::derive_seed(config.seed, "lm_head"),
-                 init) {
+        lm_head_(config.d_model, config.vocab_size, false, kInitStd,
+                 detail::derive_seed(config.seed, "lm_head"), init) {
     blocks_.reserve(static_cast<std::size_t>(config.n_layers));
     for (int i = 0; i < config.n_layers; ++i)
       blocks_.emplace_back(config, detail::derive_seed(config.seed, block_name(i)), init);
@@ -139,6 +139,14 @@ class Model {
     return blocks_.empty() ? TableLayout::rows : blocks_.front().table_layout();
   }
 
+  // What the model runs on (context.hpp): the default context until set_context() gives every
+  // block and the LM head another. Two models with different contexts run side by side.
+  Context context() const { return lm_head_.context(); }
+  void set_context(const Context& context) {
+    for (Block& b : blocks_) b.set_context(context);
+    lm_head_.set_context(context);
+  }
+
   void zero_grad() {
     embed_.zero_grad();
     for (Block& b : blocks_) b.zero_grad();
@@ -177,7 +185,8 @@ class Model {
   // Every Memory Layer by its method.md §5 name ("blocks.0.attn.q"); its tables are "<name>.tables".
   NamedMemoryLayers<Scalar> memory_layers() {
     NamedMemoryLayers<Scalar> out;
-    for (int i = 0; i < n_layers(); ++i) blocks_[static_cast<std::size_t>(i)].append_memory_layers(block_name(i), out);
+    for (int i = 0; i < n_layers(); ++i)
+      blocks_[static_cast<std::size_t>(i)].append_memory_layers(block_name(i), out);
     return out;
   }
 

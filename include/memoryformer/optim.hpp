@@ -9,9 +9,9 @@
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/partition.hpp"
 #include "parameter.hpp"
-#include "threading.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -91,14 +91,14 @@ class AdamW {
     const Scalar step_size = static_cast<Scalar>(lr / c1),
                  inv_sqrt_c2 = static_cast<Scalar>(1.0 / std::sqrt(c2));
     const Scalar eps = static_cast<Scalar>(options_.eps), scale = static_cast<Scalar>(grad_scale);
-    const auto pool = detail::thread_pool();
+    const Context ctx = context();
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Parameter<Scalar>& p = params[i];
       const Scalar keep = p.decay ? static_cast<Scalar>(1.0 - lr * options_.weight_decay) : Scalar(1);
       Scalar* m = first_[i].data();
       Scalar* v = second_[i].data();
-      const int tasks = detail::task_count(8.0 * static_cast<double>(p.size()), p.size(), pool->size());
-      pool->parallel_for(tasks, [&](int task) {
+      const int tasks = detail::task_count(8.0 * static_cast<double>(p.size()), p.size(), ctx.num_threads());
+      ctx.parallel_for(tasks, [&](int task) {
         const detail::Range r = detail::split_range(p.size(), tasks, task, 16);
         for (Eigen::Index j = r.begin; j < r.end; ++j) {
           const Scalar g = p.grad[j] * scale;
@@ -109,6 +109,10 @@ class AdamW {
       });
     }
   }
+
+  // What it runs on: the context given to set_context(), else the default one (context.hpp).
+  Context context() const { return context_.get(); }
+  void set_context(Context context) { context_.set(std::move(context)); }
 
  private:
   void check_same_list(const char* where, const ParameterList<Scalar>& params) const {
@@ -126,6 +130,7 @@ class AdamW {
   std::vector<std::string> names_;
   std::vector<std::vector<Scalar>> first_, second_;
   long steps_ = 0;
+  detail::ModuleContext context_;
 };
 
 namespace detail {
@@ -155,10 +160,10 @@ double sum_of_squares(const Scalar* x, Eigen::Index n) {
 
 // sqrt of the sum of every squared gradient entry, accumulated in double. A model's tables make the
 // gradient large (1 GiB at d_model 512, 4 layers), so blocks of kNormBlockValues are summed on the
-// pool's threads; the block sums are then added in order, which gives the same norm on any number
-// of threads.
+// context's threads; the block sums are then added in order, which gives the same norm on any
+// number of threads.
 template <class Scalar>
-double global_grad_norm(const ParameterList<Scalar>& params) {
+double global_grad_norm(const ParameterList<Scalar>& params, const Context& ctx) {
   struct Block {
     const Scalar* grad;
     Eigen::Index size;
@@ -168,11 +173,10 @@ double global_grad_norm(const ParameterList<Scalar>& params) {
     for (Eigen::Index begin = 0; begin < p.size(); begin += detail::kNormBlockValues)
       blocks.push_back({p.grad + begin, std::min(detail::kNormBlockValues, p.size() - begin)});
   std::vector<double> sums(blocks.size());
-  const auto pool = detail::thread_pool();
   const auto count = static_cast<Eigen::Index>(blocks.size());
-  const int tasks = static_cast<int>(std::min<Eigen::Index>(count, pool->size()));
+  const int tasks = static_cast<int>(std::min<Eigen::Index>(count, ctx.num_threads()));
   if (tasks > 0)
-    pool->parallel_for(tasks, [&](int task) {
+    ctx.parallel_for(tasks, [&](int task) {
       const detail::Range mine = detail::split_range(count, tasks, task);
       for (Eigen::Index b = mine.begin; b < mine.end; ++b) {
         const Block& block = blocks[static_cast<std::size_t>(b)];
@@ -182,6 +186,12 @@ double global_grad_norm(const ParameterList<Scalar>& params) {
   double sum = 0;
   for (double s : sums) sum += s;
   return std::sqrt(sum);
+}
+
+// The same on the default context.
+template <class Scalar>
+double global_grad_norm(const ParameterList<Scalar>& params) {
+  return global_grad_norm(params, default_context());
 }
 
 // The factor that brings a gradient of norm `norm` down to at most max_norm: min(1, max_norm /

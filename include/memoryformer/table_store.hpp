@@ -11,6 +11,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "context.hpp"
 #include "detail/aligned_buffer.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/float16.hpp"
@@ -199,9 +200,8 @@ class TableStore {
     const Scalar* source = row_major ? stored<Scalar>() : copy.data();
     switch (type) {
       case TableType::bf16:
-        out.bf16_ = out.laid_out<detail::bf16>(source, [](Scalar v) {
-          return detail::bf16{detail::float_to_bf16(static_cast<float>(v))};
-        });
+        out.bf16_ = out.laid_out<detail::bf16>(
+            source, [](Scalar v) { return detail::bf16{detail::float_to_bf16(static_cast<float>(v))}; });
         break;
       case TableType::int8:
         if constexpr (std::is_same<Scalar, float>::value) {
@@ -220,22 +220,24 @@ class TableStore {
 
   // y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) (Eq. 11), on the kernels of the
   // selected path (scalar for double) and the schedule gather_schedule.hpp picks.
-  RowMatrix<Scalar> gather(const Buckets<Scalar>& buckets, int buckets_per_table, const RowMatrix<Scalar>& bias) const {
+  RowMatrix<Scalar> gather(const Context& ctx, const Buckets<Scalar>& buckets, int buckets_per_table,
+                           const RowMatrix<Scalar>& bias) const {
     require_allocated("MemoryLayer::forward");
     if constexpr (std::is_same<Scalar, float>::value) {
-      const KernelPath path = kernel_path();
+      const KernelPath path = ctx.kernel_path();
       switch (type_) {
         case TableType::bf16:
-          return gather_stored(buckets, buckets_per_table, bias, stored<detail::bf16>(),
+          return gather_stored(ctx, buckets, buckets_per_table, bias, stored<detail::bf16>(),
                                detail::packed_kernels_for<detail::bf16>(path));
         case TableType::int8:
-          return gather_stored(buckets, buckets_per_table, bias, stored<std::int8_t>(),
+          return gather_stored(ctx, buckets, buckets_per_table, bias, stored<std::int8_t>(),
                                detail::packed_kernels_for<std::int8_t>(path));
         case TableType::fp32:
           break;
       }
     }
-    return gather_stored(buckets, buckets_per_table, bias, stored<Scalar>(), detail::active_kernels<Scalar>());
+    return gather_stored(ctx, buckets, buckets_per_table, bias, stored<Scalar>(),
+                         detail::kernels_for<Scalar>(ctx.kernel_path()));
   }
 
  private:
@@ -279,15 +281,16 @@ class TableStore {
   void require_trainable(const char* where) const {
     require_allocated(where);
     if (is_view())
-      detail::fail(where, "tables", std::string(to_string(type_)) + " tables read in place from a mapped file",
+      detail::fail(where, "tables",
+                   std::string(to_string(type_)) + " tables read in place from a mapped file",
                    "tables of the layer's own to train or write: load with io::Weights::copy, or read the "
                    "values with table_values()");
     if (!is_trainable())
-      detail::fail(where, "tables",
-                   std::string(to_string(type_)) + " tables in " + to_string(layout_) +
-                       " (compressed for inference)",
-                   "the trained tables (fp32 in rows): compress() keeps no copy of them; read the "
-                   "values with table_values()");
+      detail::fail(
+          where, "tables",
+          std::string(to_string(type_)) + " tables in " + to_string(layout_) + " (compressed for inference)",
+          "the trained tables (fp32 in rows): compress() keeps no copy of them; read the "
+          "values with table_values()");
   }
 
   // The stored tables as the schedules see them: one tile as wide as a row, or tiles of
@@ -316,10 +319,12 @@ class TableStore {
   // A token's K scales are K random lines, cold at batch 1: they are all requested into L2 first
   // (detail::prefetch_row), or the loads queue on L1's few miss buffers (docs/performance.md).
   template <class T, class Kernels>
-  RowMatrix<Scalar> gather_stored(const Buckets<Scalar>& buckets, int buckets_per_table, const RowMatrix<Scalar>& bias,
-                                  const T* table, const Kernels& kernels) const {
+  RowMatrix<Scalar> gather_stored(const Context& ctx, const Buckets<Scalar>& buckets, int buckets_per_table,
+                                  const RowMatrix<Scalar>& bias, const T* table,
+                                  const Kernels& kernels) const {
     if (type_ != TableType::int8)
-      return detail::gather_tokens(tiles(table), buckets.codes, buckets.scores, buckets_per_table, bias, kernels);
+      return detail::gather_tokens(ctx, tiles(table), buckets.codes, buckets.scores, buckets_per_table, bias,
+                                   kernels);
     const float* row_scale = row_scales();
     const auto scale = [&](Eigen::Index i, Eigen::Index k) -> const float& {
       return row_scale[k * buckets_per_table + buckets.codes(i, k)];
@@ -329,7 +334,7 @@ class TableStore {
       for (Eigen::Index k = 0; k < scaled.cols(); ++k) detail::prefetch_row(&scale(i, k), sizeof(float));
       for (Eigen::Index k = 0; k < scaled.cols(); ++k) scaled(i, k) = buckets.scores(i, k) * scale(i, k);
     }
-    return detail::gather_tokens(tiles(table), buckets.codes, scaled, buckets_per_table, bias, kernels);
+    return detail::gather_tokens(ctx, tiles(table), buckets.codes, scaled, buckets_per_table, bias, kernels);
   }
 
   TableType type_ = TableType::fp32;

@@ -77,12 +77,6 @@ HashKernel<S> hash_kernel_for(KernelPath path) {
   return scalar::hash_chunks<S>;
 }
 
-// The kernels of the path selected now (kernel_path()).
-template <class T>
-GatherKernels<T> active_kernels() {
-  return kernels_for<T>(kernel_path());
-}
-
 }  // namespace detail
 }  // namespace v0
 }  // namespace memoryformer

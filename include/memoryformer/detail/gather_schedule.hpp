@@ -22,7 +22,7 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../threading.hpp"
+#include "../context.hpp"
 #include "aligned_buffer.hpp"
 #include "kernels/row_selection.hpp"
 #include "partition.hpp"
@@ -34,7 +34,6 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
 #endif
 
 namespace memoryformer {
@@ -75,23 +74,11 @@ inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
 // BM_MemoryLayerBackward N = 512, interleaved: 39-41 -> 31-32.
 inline constexpr double kMinTokensPerRowByCode = 0.5;
 
-// Bytes of L2 per core, as the OS reports it (1 MiB if it does not).
-inline std::size_t l2_cache_bytes() {
-  static const std::size_t bytes = [] {
-    long reported = 0;
-#if defined(_SC_LEVEL2_CACHE_SIZE)
-    reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
-#endif
-    return reported > 0 ? static_cast<std::size_t>(reported) : std::size_t{1} << 20;
-  }();
-  return bytes;
-}
-
 // Chunk tables per panel: as many as fit in half of L2 (the other half holds the y being written).
 template <class T>
-int panel_group(int chunks, int buckets, Eigen::Index panel_columns) {
+int panel_group(int chunks, int buckets, Eigen::Index panel_columns, std::size_t l2_bytes) {
   const std::size_t table_bytes = static_cast<std::size_t>(buckets) * panel_columns * sizeof(T);
-  const std::size_t fit = l2_cache_bytes() / 2 / table_bytes;
+  const std::size_t fit = l2_bytes / 2 / table_bytes;
   return static_cast<int>(std::clamp<std::size_t>(fit, 1, static_cast<std::size_t>(chunks)));
 }
 
@@ -210,14 +197,14 @@ inline constexpr Eigen::Index kStripTokens = 4096;
 // matrix is writable. Threads own slices, each with its own panel and strip buffers, so each packs
 // its own panels and writes its own columns.
 template <class T, class M, class Body>
-void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets, M& matrix,
-                    const Body& body) {
+void for_each_panel(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index columns, int chunks,
+                    int buckets, M& matrix, const Body& body) {
   using S = typename std::remove_const_t<M>::Scalar;
-  const PanelGrid<T> grid(tiles, columns, chunks, panel_group<T>(chunks, buckets, columns));
-  const auto pool = thread_pool();
-  const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), pool->size()));
+  const PanelGrid<T> grid(tiles, columns, chunks,
+                          panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes()));
+  const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), ctx.num_threads()));
   const Eigen::Index n = matrix.rows(), passes = (n + kStripTokens - 1) / kStripTokens;
-  pool->parallel_for(tasks, [&](int task) {
+  ctx.parallel_for(tasks, [&](int task) {
     AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
     AlignedBuffer<S> strip_buffer(static_cast<std::size_t>(std::min(n, kStripTokens) * columns));
     const Range mine = split_range(grid.slices(), tasks, task);
@@ -241,14 +228,14 @@ void for_each_panel(const TableTiles<T>& tiles, Eigen::Index columns, int chunks
 // their slices in order, so that a sum over slices per (token, chunk) is added up in the same order
 // on any number of threads. Groups are made small enough that every thread has one.
 template <class T, class Body>
-void for_each_panel_by_group(const TableTiles<T>& tiles, Eigen::Index columns, int chunks, int buckets,
-                             const Body& body) {
-  const auto pool = thread_pool();
-  const int per_thread = (chunks + pool->size() - 1) / pool->size();
-  const PanelGrid<T> grid(tiles, columns, chunks,
-                          std::min(panel_group<T>(chunks, buckets, columns), per_thread));
-  const int tasks = std::min(grid.groups(), pool->size());
-  pool->parallel_for(tasks, [&](int task) {
+void for_each_panel_by_group(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index columns, int chunks,
+                             int buckets, const Body& body) {
+  const int per_thread = (chunks + ctx.num_threads() - 1) / ctx.num_threads();
+  const PanelGrid<T> grid(
+      tiles, columns, chunks,
+      std::min(panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes()), per_thread));
+  const int tasks = std::min(grid.groups(), ctx.num_threads());
+  ctx.parallel_for(tasks, [&](int task) {
     AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
     const Range mine = split_range(grid.groups(), tasks, task);
     for (Eigen::Index g = mine.begin; g < mine.end; ++g)
@@ -282,9 +269,10 @@ void panel_tokens(int width, int first, int group, int buckets, const CodeMatrix
 // The forward gather on the panel schedule: each panel packed from the table, every token's rows
 // of it summed into the token's row of the strip of y.
 template <class T, class Acc, class Kernel>
-void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const CodeMatrix& codes,
-                   const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
-  for_each_panel(tiles, columns, static_cast<int>(codes.cols()), buckets, y,
+void gather_panels(const Context& ctx, const TableTiles<const T>& tiles, Eigen::Index columns,
+                   const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y,
+                   const Kernel& kernel) {
+  for_each_panel(ctx, tiles, columns, static_cast<int>(codes.cols()), buckets, y,
                  [&](T* panel, Eigen::Map<RowMatrix<Acc>>& strip, const PanelSlice<const T>& slice,
                      const Range& tokens, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
@@ -300,17 +288,16 @@ void gather_panels(const TableTiles<const T>& tiles, Eigen::Index columns, const
 // read straight from the table, one kernel call per tile piece of the range. Columns are split
 // on 64-byte boundaries of y, or on tile boundaries for a tiled table.
 template <class T, class Acc, class Kernel>
-void gather_per_token(const TableTiles<const T>& tiles, const CodeMatrix& codes, const RowMatrix<Acc>& scores,
-                      int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
+void gather_per_token(const Context& ctx, const TableTiles<const T>& tiles, const CodeMatrix& codes,
+                      const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y, const Kernel& kernel) {
   const Eigen::Index n = codes.rows(), width = tiles.width;
   const int chunks = static_cast<int>(codes.cols());
   const Eigen::Index align = tiles.is_row_major() ? column_align<Acc>() : tiles.tile_columns;
-  const auto pool = thread_pool();
   const double work = static_cast<double>(n) * chunks * width;
-  const int row_tasks = task_count(work, n, pool->size());
+  const int row_tasks = task_count(work, n, ctx.num_threads());
   const int col_tasks =
-      task_count(work, width / column_align<Acc>(), (pool->size() + row_tasks - 1) / row_tasks);
-  pool->parallel_for(row_tasks * col_tasks, [&](int task) {
+      task_count(work, width / column_align<Acc>(), (ctx.num_threads() + row_tasks - 1) / row_tasks);
+  ctx.parallel_for(row_tasks * col_tasks, [&](int task) {
     const Range rows = split_range(n, row_tasks, task / col_tasks);
     const Range cols = split_range(width, col_tasks, task % col_tasks, align);
     for (Eigen::Index i = rows.begin; i < rows.end; ++i)
@@ -326,7 +313,7 @@ void gather_per_token(const TableTiles<const T>& tiles, const CodeMatrix& codes,
 // table, through the active path's kernels(table, selection, scores, y, width): `gather` per
 // token, `panel` on packed panels, on `schedule`. T is the stored type and Acc the accumulated one.
 template <class T, class Acc, class Kernels>
-RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix& codes,
+RowMatrix<Acc> gather_tokens(const Context& ctx, const TableTiles<const T>& tiles, const CodeMatrix& codes,
                              const RowMatrix<Acc>& scores, int buckets, const RowMatrix<Acc>& bias,
                              const Kernels& kernels, Schedule schedule) {
   RowMatrix<Acc> y(codes.rows(), tiles.width);
@@ -335,18 +322,18 @@ RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix&
   else
     y.setZero();
   if (schedule != Schedule::per_token)
-    gather_panels(tiles, panel_columns(schedule, tiles), codes, scores, buckets, y, kernels.panel);
+    gather_panels(ctx, tiles, panel_columns(schedule, tiles), codes, scores, buckets, y, kernels.panel);
   else
-    gather_per_token(tiles, codes, scores, buckets, y, kernels.gather);
+    gather_per_token(ctx, tiles, codes, scores, buckets, y, kernels.gather);
   return y;
 }
 
 // The same on the schedule choose_schedule() picks for this N.
 template <class T, class Acc, class Kernels>
-RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix& codes,
+RowMatrix<Acc> gather_tokens(const Context& ctx, const TableTiles<const T>& tiles, const CodeMatrix& codes,
                              const RowMatrix<Acc>& scores, int buckets, const RowMatrix<Acc>& bias,
                              const Kernels& kernels) {
-  return gather_tokens(tiles, codes, scores, buckets, bias, kernels,
+  return gather_tokens(ctx, tiles, codes, scores, buckets, bias, kernels,
                        choose_schedule(codes.rows(), buckets, tiles));
 }
 
@@ -356,11 +343,11 @@ RowMatrix<Acc> gather_tokens(const TableTiles<const T>& tiles, const CodeMatrix&
 // receives its additions in token order, as in the per-token loop: the results are identical, and
 // each gradient row is read and written once per call rather than once per token.
 template <class T, class Dy, class Kernel>
-void scatter_panels(const TableTiles<T>& grad, const CodeMatrix& codes, const RowMatrix<T>& scores,
-                    int buckets, const Dy& dy, const Kernel& scatter) {
-  for_each_panel(grad, kPanelColumns, static_cast<int>(codes.cols()), buckets, dy,
-                 [&](T* panel, Eigen::Map<RowMatrix<T>>& strip, const PanelSlice<T>& slice, const Range& tokens,
-                     int first, int g) {
+void scatter_panels(const Context& ctx, const TableTiles<T>& grad, const CodeMatrix& codes,
+                    const RowMatrix<T>& scores, int buckets, const Dy& dy, const Kernel& scatter) {
+  for_each_panel(ctx, grad, kPanelColumns, static_cast<int>(codes.cols()), buckets, dy,
+                 [&](T* panel, Eigen::Map<RowMatrix<T>>& strip, const PanelSlice<T>& slice,
+                     const Range& tokens, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
                    panel_tokens(slice.width, first, g, buckets, codes, tokens,
                                 [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
@@ -394,17 +381,17 @@ inline void tokens_by_code(const CodeMatrix& codes, int k, int buckets, std::vec
 // boundaries where there are enough tables, so that the score gradients they write ([N, K]
 // row-major) do not share cache lines.
 template <class T, class Dy, class Body>
-void for_each_token_by_code(T* table, const CodeMatrix& codes, int buckets, const Dy& dy, const Body& body) {
+void for_each_token_by_code(const Context& ctx, T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
+                            const Body& body) {
   const Eigen::Index width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
   const std::size_t row_bytes = sizeof(T) * static_cast<std::size_t>(width);
   const std::size_t ahead =
       std::max<std::size_t>(1, kPrefetchBytes / std::max<std::size_t>(1, 2 * row_bytes));
-  const auto pool = thread_pool();
-  const Eigen::Index align = chunks >= kTablesPerLine * pool->size() ? kTablesPerLine : 1;
+  const Eigen::Index align = chunks >= kTablesPerLine * ctx.num_threads() ? kTablesPerLine : 1;
   const int tasks = task_count(static_cast<double>(codes.rows()) * chunks * width,
-                               (chunks + align - 1) / align, pool->size());
-  pool->parallel_for(tasks, [&](int task) {
+                               (chunks + align - 1) / align, ctx.num_threads());
+  ctx.parallel_for(tasks, [&](int task) {
     const Range tables = split_range(chunks, tasks, task, align);
     std::vector<Eigen::Index> order, next_of_code;
     for (Eigen::Index k = tables.begin; k < tables.end; ++k) {
@@ -428,27 +415,26 @@ void for_each_token_by_code(T* table, const CodeMatrix& codes, int buckets, cons
 // threads owning tables; or per token, with threads owning column ranges (rows picked by several
 // tokens never race). All add each value's terms in token order: the results are identical.
 template <class T, class Dy, class Kernel>
-void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores, int buckets, const Dy& dy,
-                    const Kernel& scatter) {
+void scatter_tokens(const Context& ctx, T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores,
+                    int buckets, const Dy& dy, const Kernel& scatter) {
   const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
   const auto tiles = TableTiles<T>::row_major(grad, static_cast<Eigen::Index>(chunks) * buckets, width);
   const Schedule schedule = choose_backward_schedule(n, buckets, tiles);
   if (schedule == Schedule::panels) {
-    scatter_panels(tiles, codes, scores, buckets, dy, scatter);
+    scatter_panels(ctx, tiles, codes, scores, buckets, dy, scatter);
     return;
   }
   if (schedule == Schedule::by_code) {
-    for_each_token_by_code(grad, codes, buckets, dy,
+    for_each_token_by_code(ctx, grad, codes, buckets, dy,
                            [&](T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
                              scatter(rows, sel, &scores(i, k), dy.row(i).data(), static_cast<int>(width));
                            });
     return;
   }
-  const auto pool = thread_pool();
   const double work = static_cast<double>(n) * chunks * width;
-  const int col_tasks = task_count(work, width / column_align<T>(), pool->size());
-  pool->parallel_for(col_tasks, [&](int task) {
+  const int col_tasks = task_count(work, width / column_align<T>(), ctx.num_threads());
+  ctx.parallel_for(col_tasks, [&](int task) {
     const Range cols = split_range(width, col_tasks, task, column_align<T>());
     for (Eigen::Index i = 0; i < n; ++i) {
       const RowSelection sel{codes.row(i).data(), chunks, buckets, width};
@@ -465,8 +451,8 @@ void scatter_tokens(T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores
 // Below that, `dot` straight from the table, by code from kMinTokensPerRowByCode tokens per row (a
 // row shared by tokens read once), else per token.
 template <class T, class Dy, class Kernels>
-RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
-                        const Kernels& kernels) {
+RowMatrix<T> dot_tokens(const Context& ctx, const T* table, const CodeMatrix& codes, int buckets,
+                        const Dy& dy, const Kernels& kernels) {
   const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
   const auto tiles =
@@ -476,7 +462,7 @@ RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, co
   if (schedule == Schedule::panels) {
     dscores.setZero();
     for_each_panel_by_group(
-        tiles, kPanelColumns, chunks, buckets,
+        ctx, tiles, kPanelColumns, chunks, buckets,
         [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
           pack_panel(slice, first, g, buckets, panel);
           RowMatrix<T> sums(1, g);
@@ -489,16 +475,15 @@ RowMatrix<T> dot_tokens(const T* table, const CodeMatrix& codes, int buckets, co
     return dscores;
   }
   if (schedule == Schedule::by_code) {
-    for_each_token_by_code(table, codes, buckets, dy,
+    for_each_token_by_code(ctx, table, codes, buckets, dy,
                            [&](const T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
                              kernels.dot(rows, sel, dy.row(i).data(), static_cast<int>(width),
                                          &dscores(i, k));
                            });
     return dscores;
   }
-  const auto pool = thread_pool();
-  const int row_tasks = task_count(static_cast<double>(n) * chunks * width, n, pool->size());
-  pool->parallel_for(row_tasks, [&](int task) {
+  const int row_tasks = task_count(static_cast<double>(n) * chunks * width, n, ctx.num_threads());
+  ctx.parallel_for(row_tasks, [&](int task) {
     const Range rows = split_range(n, row_tasks, task);
     for (Eigen::Index i = rows.begin; i < rows.end; ++i)
       kernels.dot(table, RowSelection{codes.row(i).data(), chunks, buckets, width}, dy.row(i).data(),

@@ -9,7 +9,7 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../threading.hpp"
+#include "../context.hpp"
 #include "partition.hpp"
 
 #include <cmath>
@@ -115,14 +115,14 @@ void draw_normal_rows(std::uint64_t seed, double scale, Eigen::Index first_row, 
   }
 }
 
-// The same cut over the thread pool: bit-identical for any thread count.
+// The same cut over the context's threads: bit-identical for any thread count.
 template <class Scalar>
-void fill_normal_rows(std::uint64_t seed, double scale, Eigen::Index first_row, Eigen::Index rows,
-                      Eigen::Index cols, Scalar* out) {
-  const auto pool = thread_pool();
+void fill_normal_rows(const Context& ctx, std::uint64_t seed, double scale, Eigen::Index first_row,
+                      Eigen::Index rows, Eigen::Index cols, Scalar* out) {
   // A normal costs about as much as 4 multiply-adds (a 64-bit draw, a lookup, a compare).
-  const int tasks = task_count(static_cast<double>(rows) * static_cast<double>(cols) * 4, rows, pool->size());
-  pool->parallel_for(tasks, [&](int task) {
+  const int tasks =
+      task_count(static_cast<double>(rows) * static_cast<double>(cols) * 4, rows, ctx.num_threads());
+  ctx.parallel_for(tasks, [&](int task) {
     const Range part = split_range(rows, tasks, task);
     draw_normal_rows(seed, scale, first_row + part.begin, part.size(), cols, out + part.begin * cols);
   });

@@ -2,14 +2,18 @@
 // The calling thread works too, so a pool of size n has n - 1 workers. One parallel_for runs at a
 // time; a call made while the pool is busy (from another thread, or nested inside a task) runs
 // serially on its caller instead of waiting, which keeps concurrent forward() calls safe.
+// A task that throws does not end the process: the first exception is rethrown on the caller once
+// every task has finished or been skipped, and the pool stays usable.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__amd64__)
@@ -47,7 +51,8 @@ class ThreadPool {
 
   int size() const { return size_; }
 
-  // Runs body(i) for every i in [0, tasks); returns when all have finished. `body` must not throw.
+  // Runs body(i) for every i in [0, tasks); returns when all have finished. If a task throws, the
+  // tasks not yet started are skipped and the first exception is rethrown here.
   template <class Body>
   void parallel_for(int tasks, const Body& body) {
     if (tasks <= 0) return;
@@ -60,6 +65,8 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       context_ = &body;
       invoke_ = [](const void* ctx, int i) { (*static_cast<const Body*>(ctx))(i); };
+      error_ = nullptr;
+      failed_.store(false, std::memory_order_relaxed);
       tasks_ = tasks;
       next_.store(0, std::memory_order_relaxed);
       pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
@@ -72,6 +79,7 @@ class ThreadPool {
       cpu_relax();
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return pending_workers_.load(std::memory_order_acquire) == 0; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
@@ -79,10 +87,19 @@ class ThreadPool {
   // futex path, at a bounded cost (a few microseconds) when the pool goes idle.
   static constexpr int kSpins = 4000;
 
+  // Takes tasks until none is left; after a failure the rest are taken but not run.
   void run_tasks() {
     for (int i = next_.fetch_add(1, std::memory_order_relaxed); i < tasks_;
-         i = next_.fetch_add(1, std::memory_order_relaxed))
-      invoke_(context_, i);
+         i = next_.fetch_add(1, std::memory_order_relaxed)) {
+      if (failed_.load(std::memory_order_relaxed)) continue;
+      try {
+        invoke_(context_, i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
+      }
+    }
   }
 
   void worker_loop() {
@@ -117,6 +134,8 @@ class ThreadPool {
   const void* context_ = nullptr;
   void (*invoke_)(const void*, int) = nullptr;
   int tasks_ = 0;
+  std::exception_ptr error_;  // the first exception a task of this job threw (guarded by mutex_)
+  std::atomic<bool> failed_{false};
   std::atomic<int> next_{0};
   std::atomic<int> pending_workers_{0};
   std::atomic<std::uint64_t> generation_{0};
