@@ -20,7 +20,7 @@ namespace detail {
 inline constexpr int kHashBlockChunks = 16;
 
 // The tau low bits of `bits` (element 0 in bit 0, as vector compares give them) as a code with
-// element 0 as its most significant bit (method.md §1 step 2).
+// element 0 as its most significant bit (docs/method.md §1 step 2).
 inline std::int32_t msb_first(std::uint32_t bits, int tau) {
   static constexpr std::array<std::uint8_t, 256> kReversed = [] {
     std::array<std::uint8_t, 256> reversed{};
