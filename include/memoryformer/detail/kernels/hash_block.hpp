@@ -3,8 +3,7 @@
 // (1 + exp(-2|z|/t), |z| and the sign bit of every value), finish() forms each chunk's code and
 // score product from it, and the kernel divides. Reading contiguously, rather than gathering
 // element j of 16 chunks, is what keeps the hash fast when rows stream from memory: a gather waits
-// on every line it misses (4096 rows of 1024 floats, tau 8, avx512: 590-700 ns per row against
-// 730-1800 with gathers; the same ~600 ns from L1).
+// on every line it misses (BM_MemoryLayer at N = 4096; docs/performance.md, "Hashing").
 #pragma once
 
 #include "../../config.hpp"
