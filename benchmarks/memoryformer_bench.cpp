@@ -4,10 +4,10 @@
 // Dense baselines: Eigen's GEMM, and cblas_sgemm from the system BLAS when the build found one
 // (MF_BENCH_HAVE_CBLAS). Report the faster of the two as "best dense".
 //
-// OpenBLAS: Debian's build mis-detects this CPU and runs ~5x slow unless OPENBLAS_CORETYPE is set
-// (Zen on AMD, SkylakeX on Intel with AVX-512). OpenBLAS reads it when the shared library is
-// loaded, before main() runs, so setting it here would be too late: run.sh sets it. The
-// value, or a warning that it is unset, goes into the benchmark context (and the JSON output).
+// OpenBLAS: Debian's build mis-detects this CPU and runs several times slower unless
+// OPENBLAS_CORETYPE is set (Zen on AMD, SkylakeX on Intel with AVX-512). OpenBLAS reads it when the
+// shared library is loaded, before main() runs, so setting it here would be too late: run.sh sets
+// it. The value, or a warning that it is unset, goes into the benchmark context (and the JSON output).
 //
 // Eigen: the binary is built with -march=native (MF_BENCH_NATIVE, on by default) so that Eigen's GEMM
 // uses this CPU's widest vectors; the context records the instruction sets Eigen was compiled for.
@@ -274,9 +274,9 @@ void BM_MemoryLayer(benchmark::State& state) {
     state.SkipWithError(e.what());
     return;
   }
-  // The constructor's Box-Muller initialisation takes ~1 s per 128 MiB; the other cold sets get
-  // fresh values from the fast generator (same spread as the default init). Packed sets are
-  // converted one at a time from a single float layer.
+  // Drawing normals for every cold set would slow the setup; the other cold sets get fresh values
+  // from the fast uniform generator (same spread as the default init). Packed sets are converted
+  // one at a time from a single float layer.
   const float scale = std::sqrt(6.0f / (5.0f * static_cast<float>(d)));
   for (std::size_t set = 0; set < sets; ++set) {
     if (type != mf::TableType::fp32) {

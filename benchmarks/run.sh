@@ -39,8 +39,8 @@ bin=build/release/benchmarks/memoryformer_bench
 
 # Debian's OpenBLAS mis-detects this CPU and runs several times slower unless told its core type;
 # the dense baseline must not be crippled. It reads the variable when it is loaded, so set it here.
-# On the AMD EPYC (Zen 4) of docs/performance.md, Zen beat SkylakeX at N = 1 (265 vs 395 us cold)
-# and tied at N = 4096 (42.4 vs 41.6 ms); on Intel CPUs with AVX-512, SkylakeX.
+# On AMD, Zen beats SkylakeX at N = 1 and ties at N = 4096 (docs/performance.md, "Dense
+# baselines"); on Intel CPUs with AVX-512, SkylakeX.
 if grep -q AuthenticAMD /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Zen}"
 elif grep -q avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"; fi
 [[ "$grid" == full ]] && export MF_BENCH_GRID=full

@@ -1,4 +1,4 @@
-// The Memory Block and both Transformer blocks (method.md §2): the Memory Block against a reference
+// The Memory Block and both Transformer blocks (docs/method.md §2): the Memory Block against a reference
 // built from the independent Memory Layer reference and LayerNorm written out, every block's
 // backward against central finite differences, KV-cached decoding against the full forward.
 #include "test_support.hpp"
@@ -110,7 +110,7 @@ TEST(MemoryFormerBlock, ParameterNamesAndShapesFollowTheWeightFormat) {
   mf::ParameterList<float> params;
   block.append_parameters("blocks.3", params);
   const long k = c.num_chunks(), d = c.d_model, w = (c.tau + 2) * k;
-  // method.md §5, with tables [K, 2^bits, out] flattened to [K * 2^bits, out].
+  // docs/method.md §5, with tables [K, 2^bits, out] flattened to [K * 2^bits, out].
   const std::vector<std::tuple<std::string, long, long, bool>> want = {
       {"blocks.3.attn_norm.weight", 1, d, false},
       {"blocks.3.attn.q.tables", k << c.tau, d, true},

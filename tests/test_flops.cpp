@@ -1,6 +1,6 @@
-// MAC counts and table sizes against method.md §4. Expected values are written out as integers
+// MAC counts and table sizes against docs/method.md §4. Expected values are written out as integers
 // computed by hand from the formulas (not by the library), then compared with the paper's printed
-// rounding where method.md says the two agree.
+// rounding where docs/method.md says the two agree.
 #include "test_support.hpp"
 
 #include <cmath>
@@ -15,7 +15,7 @@ static_assert(mf::memory_block_table_bytes(512, 8, 2, 2) == 88080384, "Memory Bl
 
 constexpr std::int64_t kSeq = 2048;  // Table 1's sequence length
 
-// Table 1 models (method.md §3), tau = 8 so K = d / 8.
+// Table 1 models (docs/method.md §3), tau = 8 so K = d / 8.
 struct Model {
   const char* name;
   std::int64_t d;
@@ -85,7 +85,7 @@ TEST(Flops, Table1MemoryFormerTinyAndBaseMatchPaperRounding) {
 }
 
 TEST(Flops, Table1MemoryFormerSmallIsWhatTheFormulaGivesNotThePrint) {
-  // The paper prints 7.4G and 1.0G; 2s^2d + 6Ksd gives 7.348G and 0.906G (method.md §4).
+  // The paper prints 7.4G and 1.0G; 2s^2d + 6Ksd gives 7.348G and 0.906G (docs/method.md §4).
   const std::int64_t total = mf::memoryformer_block_macs(kSeq, kSmall.d, 8);
   const std::int64_t rest = mf::memoryformer_block_macs_without_attention(kSeq, kSmall.d, 8);
   EXPECT_DOUBLE_EQ(rounded(total, 1e9, 2), 7.35);

@@ -13,7 +13,7 @@ mf::RowMatrix<double> row(std::initializer_list<double> values) {
 }
 
 TEST(SignHash, CodesOfTheMethodExamplesAreMsbFirst) {
-  // method.md §1 step 2, worked by hand.
+  // docs/method.md §1 step 2, worked by hand.
   EXPECT_EQ(Hash(2, 2)(row({0.7, -0.1})).codes(0, 0), 2);
   EXPECT_EQ(Hash(3, 3)(row({-1.1, -2.7, 0.6})).codes(0, 0), 1);
   EXPECT_EQ(Hash(3, 3)(row({3.4, -1.9, -2.3})).codes(0, 0), 4);
@@ -45,7 +45,7 @@ TEST(SignHash, CodesMatchReferenceForEveryTau) {
 }
 
 TEST(SignHash, ClosedFormProbabilityEqualsExplicitSoftmax) {
-  // method.md §4: the closed form p = prod sigmoid(2|z|/t) equals the 2^tau-way softmax (tau = 8).
+  // docs/method.md §4: the closed form p = prod sigmoid(2|z|/t) equals the 2^tau-way softmax (tau = 8).
   for (double t : {0.25, 1.0, 3.0}) {
     const auto z = test::random_matrix<double>(20, 8, 7u, 0.0, 2.0);
     for (Eigen::Index n = 0; n < z.rows(); ++n)
@@ -120,7 +120,7 @@ TEST(SignHash, L1ScoreGradientMatchesFiniteDifferences) {
 }
 
 TEST(SignHash, GradientAtZeroTakesSignPlusOne) {
-  // d p / d z_j at z_j = 0 is p (2/t) sigmoid(0) = p / t with sign(0) = +1 (method.md §1).
+  // d p / d z_j at z_j = 0 is p (2/t) sigmoid(0) = p / t with sign(0) = +1 (docs/method.md §1).
   const Hash hash(2, 2, mf::Score::paper, 2.0);
   const auto x = row({0.0, 1.0});
   const auto dx = hash.backward(x, row({1.0}));

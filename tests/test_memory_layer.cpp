@@ -256,7 +256,7 @@ TEST(MemoryLayerInit, IsDeterministicAndFollowsTheSeed) {
 }
 
 TEST(MemoryLayerInit, TablesHaveTheQkvStandardDeviationAndSmallBias) {
-  // method.md §3: tables N(0, sqrt(2 / (5 d))), biases 0.001 N(0, 1).
+  // docs/method.md §3: tables N(0, sqrt(2 / (5 d))), biases 0.001 N(0, 1).
   const mf::MemoryLayer<double> layer(options(64, 64, 8));
   const auto& t = layer.tables();
   const double mean = t.mean();

@@ -1,4 +1,4 @@
-// The whole model (method.md §3): loss gradients against central finite differences, causality,
+// The whole model (docs/method.md §3): loss gradients against central finite differences, causality,
 // KV-cached decoding against the full forward, generation against argmax of the full forward,
 // a short training run whose loss must fall, parameter names and configuration errors.
 #include "test_support.hpp"
@@ -170,7 +170,7 @@ TEST(Model, ParametersCoverEveryTensorOnce) {
   EXPECT_EQ(params.back().cols, 16);
   std::set<std::string> names;
   for (const auto& p : params) EXPECT_TRUE(names.insert(p.name).second) << p.name;
-  EXPECT_EQ(params.size(), 2u * 14u + 3u);  // 14 tensors per block (method.md §5)
+  EXPECT_EQ(params.size(), 2u * 14u + 3u);  // 14 tensors per block (docs/method.md §5)
   // Q, K, V, up: K * 2^4 * width; down: K * 2^5 * 16 (K = 4, width 16, up width 20).
   const Eigen::Index tables = 2 * (3 * 64 * 16 + 64 * 20 + 128 * 16);
   EXPECT_EQ(mf::table_bytes(params), tables * 4);

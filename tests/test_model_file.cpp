@@ -1,4 +1,4 @@
-// Model and optimizer files (method.md §5): round trips that reproduce logits and training exactly,
+// Model and optimizer files (docs/method.md §5): round trips that reproduce logits and training exactly,
 // the names, shapes and metadata a PyTorch reader relies on, and the errors of files that do not fit.
 #include "test_support.hpp"
 

@@ -1,4 +1,4 @@
-// RMSNorm and LayerNorm (method.md §2): forward against loops in double written from the formulas,
+// RMSNorm and LayerNorm (docs/method.md §2): forward against loops in double written from the formulas,
 // backward against central finite differences, gradient accumulation, argument errors.
 #include "test_support.hpp"
 
@@ -61,7 +61,7 @@ TEST(Norm, RMSNormForwardMatchesReference) {
     EXPECT_LT(test::relative_error(yf, reference_rms(xf, f)), 1e-6) << "width " << width;
     EXPECT_LT(test::relative_error(d.forward(xd), reference_rms(xd, d)), 1e-14) << "width " << width;
   }
-  // Defaults (method.md §2): eps 1e-8, scale 1; a zero row stays zero.
+  // Defaults (docs/method.md §2): eps 1e-8, scale 1; a zero row stays zero.
   const mf::RMSNorm<float> norm(4);
   EXPECT_EQ(norm.width(), 4);
   EXPECT_FLOAT_EQ(norm.eps(), 1e-8f);

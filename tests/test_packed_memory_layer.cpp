@@ -1,6 +1,6 @@
 // PackedMemoryLayer on every kernel path: fp32 packing changes nothing; bf16 and int8 tables stay
 // within their rounding bounds, element by element and in the output; and the forward pass equals
-// the double-precision reference of method.md §1 run on the dequantised tables.
+// the double-precision reference of docs/method.md §1 run on the dequantised tables.
 #include "test_support.hpp"
 
 #include <memoryformer/packed_memory_layer.hpp>

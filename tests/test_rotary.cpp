@@ -1,4 +1,4 @@
-// Rotary position embedding, GPT-NeoX "rotate half" (method.md §2): hand-worked values, the
+// Rotary position embedding, GPT-NeoX "rotate half" (docs/method.md §2): hand-worked values, the
 // properties that make it a position encoding (norm kept, relative positions), its transpose as
 // the backward, and the position offsets used by the KV cache and by batches.
 #include "test_support.hpp"

@@ -1,5 +1,5 @@
 // Shared by the tests: random inputs, a fixture that runs a test on every kernel path the CPU
-// supports, and an independent reference of method.md §1 written from the formulas, not from the
+// supports, and an independent reference of docs/method.md §1 written from the formulas, not from the
 // library (explicit 2^tau-way softmax, bits packed by powers of two, double precision).
 #pragma once
 

@@ -1,4 +1,4 @@
-// memoryformer: model files (method.md §5 safetensors) from the command line.
+// memoryformer: model files (docs/method.md §5 safetensors) from the command line.
 //
 //   memoryformer logits   --weights M --tokens 3,1,4 --out L.safetensors
 //   memoryformer generate --weights M (--prompt TEXT | --tokens 3,1,4) [--max-new N] [--temperature T]

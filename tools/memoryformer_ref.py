@@ -3,17 +3,17 @@
 
 This is an independent implementation of the method, kept small and readable, against which the C++
 library is cross-checked (tests/interop/check_interop.py). It is not a port of the C++ code:
-every formula below cites the method.md section it comes from. Gradients come from autograd.
+every formula below cites the docs/method.md section it comes from. Gradients come from autograd.
 
 Contents
   - a safetensors reader and writer of its own (struct + json + numpy, no other package);
-  - Config: the 12 fields of the method.md §5 "config" metadata;
+  - Config: the 12 fields of the docs/method.md §5 "config" metadata;
   - sign_hash / MemoryLayer (§1), rms_norm / layer_norm, rotary, causal attention (§2);
   - MemoryFormerBlock (§2) and MemoryFormerModel (§3), whose named_parameters() are the §5 names;
   - load_model / save_model for §5 weight files; random_model for test models.
 
 Weight files. save_model writes every tensor as F32 (or F64) with the §5 names and shapes and
-`__metadata__` {"format": "memoryformer", "config": <JSON string>}: exactly what method.md §5
+`__metadata__` {"format": "memoryformer", "config": <JSON string>}: exactly what docs/method.md §5
 requires of any writer. It writes no "checksums" (XXH3-64 needs a package we do not use; the C++
 loader verifies checksums only when present) and no "arch" (a C++ extension that defaults to
 "memoryformer" when absent). load_model accepts files of any writer: it ignores "checksums"
@@ -25,7 +25,7 @@ Requirements: Debian's python3-torch (1.13) and python3-numpy, run with /usr/bin
 
 Command line
   /usr/bin/python3 tools/memoryformer_ref.py init --config JSON --seed 1 --out m.safetensors [--dtype F64]
-      a random model (method.md §3 initialisation, norms perturbed so that their gradients matter);
+      a random model (docs/method.md §3 initialisation, norms perturbed so that their gradients matter);
       JSON holds every §5 config field, e.g. {"vocab_size": 13, "d_model": 32, "n_layers": 2,
       "n_heads": 2, "tau": 4, "expand_bits": 2, "rotary_pct": 0.25, "rotary_base": 10000,
       "score": "paper", "temperature": 1, "norm_eps": 1e-8, "layernorm_eps": 1e-5}
@@ -63,7 +63,7 @@ _MAX_HEADER_BYTES = 100_000_000
 
 
 class FormatError(ValueError):
-    """A file that does not follow safetensors or method.md §5; the message says what and where."""
+    """A file that does not follow safetensors or docs/method.md §5; the message says what and where."""
 
 
 def read_safetensors(path):
@@ -142,7 +142,7 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Config: the fields of method.md §5's "config" metadata.
+# Config: the fields of docs/method.md §5's "config" metadata.
 
 class Config:
     INT_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "tau", "expand_bits")
@@ -152,7 +152,7 @@ class Config:
     def __init__(self, vocab_size=256, d_model=512, n_layers=6, n_heads=8, tau=8, expand_bits=2,
                  rotary_pct=0.25, rotary_base=10000.0, score="paper", temperature=1.0, norm_eps=1e-8,
                  layernorm_eps=1e-5):
-        # Defaults: method.md §1 (t = 1, paper score), §2 (eps, e = 2, rotary), §3 (tiny model).
+        # Defaults: docs/method.md §1 (t = 1, paper score), §2 (eps, e = 2, rotary), §3 (tiny model).
         self.vocab_size, self.d_model, self.n_layers, self.n_heads = vocab_size, d_model, n_layers, n_heads
         self.tau, self.expand_bits = tau, expand_bits
         self.rotary_pct, self.rotary_base = float(rotary_pct), float(rotary_base)
@@ -213,7 +213,7 @@ class Config:
 # §1 Memory Layer
 
 def sign_hash(x, bits, temperature, score):
-    """x [N, K * bits] -> (codes [N, K] int64, scores [N, K]) by method.md §1 steps 1-4."""
+    """x [N, K * bits] -> (codes [N, K] int64, scores [N, K]) by docs/method.md §1 steps 1-4."""
     n, width = x.shape
     z = x.reshape(n, width // bits, bits)  # step 1: chunk k is x[k*bits : (k+1)*bits]
     # Step 2: bit j is 1 iff z_j >= 0 (zero counts as positive), MSB-first: z_0 weighs 2^(bits-1).
@@ -340,7 +340,7 @@ class MemoryFormerBlock(torch.nn.Module):
         self.mlp = MemoryBlock(c, dtype)
 
     def forward(self, x, trace=None, prefix=""):
-        """x [B, S, d] -> [B, S, d], method.md §2 line by line."""
+        """x [B, S, d] -> [B, S, d], docs/method.md §2 line by line."""
         c = self.c
         b, s, d = x.shape
         a = self.attn_norm(x).reshape(b * s, d)
@@ -438,7 +438,7 @@ def load_model(path, dtype=torch.float64):
 
 
 def random_model(config, seed, dtype=torch.float64, round_to=np.float32):
-    """A model initialised as method.md §3 says, except that norm scales are 1 + 0.2 N(0,1) and the
+    """A model initialised as docs/method.md §3 says, except that norm scales are 1 + 0.2 N(0,1) and the
     LayerNorm bias 0.1 N(0,1), so that their gradients are not degenerate. With `round_to`, every
     value is first rounded to that dtype, so a file written in it holds exactly this model."""
     gen = torch.Generator().manual_seed(seed)

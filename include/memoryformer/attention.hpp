@@ -1,4 +1,4 @@
-// Causal multi-head self-attention (method.md §2, paper Eq. 13's softmax(QK^T / sqrt(d_h)) V) and
+// Causal multi-head self-attention (docs/method.md §2, paper Eq. 13's softmax(QK^T / sqrt(d_h)) V) and
 // the key/value cache of incremental decoding. The only matrix products of a MemoryFormer block
 // besides the LM head: QK^T and AV run on Eigen's GEMM, one (sequence, head) pair per pool task.
 // Heads are contiguous column slices of d (head h owns columns [h d_h, (h + 1) d_h)); there is no

@@ -1,5 +1,5 @@
 // The two Transformer blocks a Model is built from, behind one interface:
-//  - MemoryFormerBlock (method.md §2, paper Eq. 13): Q, K, V and the FFN are Memory Layers; no
+//  - MemoryFormerBlock (docs/method.md §2, paper Eq. 13): Q, K, V and the FFN are Memory Layers; no
 //    output projection. Pre-norm, sequential residuals, as the released code runs it.
 //  - DenseBlock: the standard pre-norm block of the same shape (Q/K/V/O projections, 4x FFN with
 //    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
@@ -121,7 +121,7 @@ class MemoryFormerBlock {
   const SignHash<Scalar>& qkv_hash() const { return qkv_hash_; }
   MemoryBlock<Scalar>& mlp() { return mlp_; }
 
-  // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (method.md §2).
+  // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (docs/method.md §2).
   // Saving activations for backward() needs the fp32 tables (compress_tables).
   RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
     if (saved != nullptr) detail::require_trainable_for_saved("MemoryFormerBlock::forward", q_);
@@ -203,7 +203,7 @@ class MemoryFormerBlock {
     return flops_add(where, flops_add(where, flops_mul(where, 3, qkv), up), flops_add(where, down, 2 * d));
   }
 
-  // Names of method.md §5 below prefix ("blocks.{i}").
+  // Names of docs/method.md §5 below prefix ("blocks.{i}").
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_parameters(name, out); });
   }

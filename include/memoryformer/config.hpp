@@ -51,7 +51,7 @@ enum class Init {
   none,           // nothing drawn and no tables allocated: what load_model fills in
 };
 
-// How a chunk's selected row is weighted (method.md §1 step 4).
+// How a chunk's selected row is weighted (docs/method.md §1 step 4).
 enum class Score {
   paper,  // s = p(z), Eq. 10
   l1,     // s = ||z||_1 * p(z), as the authors' released code trains

@@ -1,4 +1,4 @@
-// Token embedding: ids [batch, seq] -> rows of a [vocab, d] table (method.md §3, "embed.weight").
+// Token embedding: ids [batch, seq] -> rows of a [vocab, d] table (docs/method.md §3, "embed.weight").
 #pragma once
 
 #include "config.hpp"

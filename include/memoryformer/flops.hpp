@@ -1,4 +1,4 @@
-// Compute and storage counts (method.md §4: paper Table 1 and its table-memory figures).
+// Compute and storage counts (docs/method.md §4: paper Table 1 and its table-memory figures).
 // FLOPs are counted as multiply-accumulates (MACs), as the paper does. Every count is an exact
 // integer (std::int64_t); a count that would overflow throws Error instead of wrapping. Arguments
 // are checked as the layers check them (tau in 1..16, dims a multiple of tau, sizes >= 0).
@@ -39,7 +39,7 @@ constexpr void flops_check_expand_bits(const char* where, int expand_bits) {
     fail(where, "expand_bits", expand_bits, "an integer in 0..8");
 }
 
-// K = in_dim / tau chunks; the layers refuse an in_dim that tau does not divide (method.md §1).
+// K = in_dim / tau chunks; the layers refuse an in_dim that tau does not divide (docs/method.md §1).
 constexpr std::int64_t flops_chunks(const char* where, const char* name, std::int64_t in_dim, int tau) {
   flops_check_tau(where, tau);
   flops_check_size(where, name, in_dim);
@@ -77,7 +77,7 @@ constexpr std::int64_t dense_layer_macs(std::int64_t tokens, std::int64_t in_dim
   return detail::flops_mul(where, tokens, in_dim, out_dim);
 }
 
-// Memory Layer (method.md §1): K = in_dim / tau selected rows of out_dim summed per token, i.e.
+// Memory Layer (docs/method.md §1): K = in_dim / tau selected rows of out_dim summed per token, i.e.
 // exactly dense_layer_macs / tau. Hashing and scoring (O(in_dim) per token) are not MACs of a
 // product and are left out, as in the paper.
 constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_dim, std::int64_t out_dim,
@@ -121,7 +121,7 @@ constexpr std::int64_t memory_layer_table_bytes(std::int64_t in_dim, std::int64_
   return memory_table_bytes(chunks, tau, out_dim, bytes_per_value);
 }
 
-// ---- One block, sequence length s, width d: the paper's convention (method.md §4) -------------
+// ---- One block, sequence length s, width d: the paper's convention (docs/method.md §4) --------
 
 // QK^T and AV over the full s x s score matrix (the paper does not halve it for the causal mask).
 constexpr std::int64_t attention_macs(std::int64_t s, std::int64_t d) {
@@ -166,7 +166,7 @@ constexpr std::int64_t memoryformer_block_macs(std::int64_t s, std::int64_t d, i
                            memoryformer_block_macs_without_attention(s, d, tau));
 }
 
-// ---- One block counted from its real layer shapes (method.md §2) ------------------------------
+// ---- One block counted from its real layer shapes (docs/method.md §2) -------------------------
 
 // Attention plus: Q, K, V (d -> d, tau bits, 3Ksd); up (d -> (tau+e)K, tau bits, s K (tau+e)K);
 // down ((tau+e)K -> d, K chunks of tau+e bits, Ksd). Total 2s^2d + Ks(4d + (tau+e)K)

@@ -1,4 +1,4 @@
-// SignHash: the locality-sensitive hash of a Memory Layer (method.md §1, paper Eq. 4, 9, 10).
+// SignHash: the locality-sensitive hash of a Memory Layer (docs/method.md §1, paper Eq. 4, 9, 10).
 // A row x[d] is cut into K = d / tau chunks z_k; each chunk's sign bits give its bucket code_k and
 // its differentiable score s_k. Q, K and V share one SignHash result, so it is a type of its own.
 #pragma once
@@ -41,7 +41,7 @@ class SignHash {
  public:
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
 
-  // in_dim must be a multiple of tau (1..16); temperature t > 0 (method.md §1 step 3).
+  // in_dim must be a multiple of tau (1..16); temperature t > 0 (docs/method.md §1 step 3).
   SignHash(int in_dim, int tau, Score score = Score::paper, Scalar temperature = Scalar(1))
       : in_dim_(in_dim), tau_(tau), score_(score), temperature_(temperature) {
     detail::check_hash_params("SignHash", in_dim, tau, static_cast<double>(temperature));

@@ -1,4 +1,4 @@
-// MemoryBlock: the MemoryFormer's replacement of the FFN (method.md §2, paper §3.3):
+// MemoryBlock: the MemoryFormer's replacement of the FFN (docs/method.md §2, paper §3.3):
 //   u = MemoryLayer_up(m)      d -> (tau + e) K, K = d / tau chunks of tau bits
 //   u = LayerNorm(u)
 //   y = MemoryLayer_down(u)    (tau + e) K -> d, K chunks of tau + e bits
@@ -117,7 +117,7 @@ class MemoryBlock {
   TableType table_type() const { return up_.table_type(); }
   TableLayout table_layout() const { return up_.table_layout(); }
 
-  // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (method.md §5).
+  // prefix.up.{tables,bias}, prefix.norm.{weight,bias}, prefix.down.{tables,bias} (docs/method.md §5).
   void append_parameters(const std::string& prefix, ParameterList<Scalar>& out) {
     for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_parameters(name, out); });
   }

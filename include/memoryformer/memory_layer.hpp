@@ -1,4 +1,4 @@
-// MemoryLayer: the drop-in replacement of a dense projection y = xW (method.md §1, paper Eq. 11).
+// MemoryLayer: the drop-in replacement of a dense projection y = xW (docs/method.md §1, paper Eq. 11).
 // [N, in_dim] -> [N, out_dim]: each row is hashed into K = in_dim / tau buckets (SignHash) and the
 // selected table rows, weighted by their scores, are summed with the bias.
 #pragma once
@@ -45,7 +45,7 @@ struct MemoryLayerOptions {
   Score score = Score::paper;  // chunk weight: p(z) or ||z||_1 p(z)
   float temperature = 1.0f;    // t of Eq. 10, > 0
   bool bias = true;
-  float init_std = 0.0f;  // table init N(0, init_std); 0 picks sqrt(2 / (5 in_dim)) (method.md §3)
+  float init_std = 0.0f;  // table init N(0, init_std); 0 picks sqrt(2 / (5 in_dim)) (docs/method.md §3)
   std::uint64_t seed = 0x4d656d6f7279ULL;  // initialisation is a pure function of the options
 };
 
@@ -279,7 +279,7 @@ class MemoryLayer {
   detail::ModuleContext context_;
 };
 
-// The Memory Layers of a module by their method.md §5 names ("blocks.0.attn.q"), for loaders.
+// The Memory Layers of a module by their docs/method.md §5 names ("blocks.0.attn.q"), for loaders.
 template <class Scalar>
 using NamedMemoryLayers = std::vector<std::pair<std::string, MemoryLayer<Scalar>*>>;
 

@@ -1,4 +1,4 @@
-// A causal language model (method.md §3): token embedding -> n_layers blocks -> final RMSNorm ->
+// A causal language model (docs/method.md §3): token embedding -> n_layers blocks -> final RMSNorm ->
 // dense LM head (untied; the only fully connected layer a MemoryFormer keeps). Generic over the
 // block type, so MemoryFormerModel and DenseModel share every line but the block.
 #pragma once
@@ -165,7 +165,7 @@ class Model {
                              detail::flops_mul(where, config.n_layers, Block::parameter_values(config)));
   }
 
-  // Every trainable tensor by its method.md §5 name, with its gradient and weight-decay flag. The
+  // Every trainable tensor by its docs/method.md §5 name, with its gradient and weight-decay flag. The
   // gradients are allocated here if they are not yet: this is the list an optimizer trains.
   ParameterList<Scalar> parameters() {
     ParameterList<Scalar> out;
@@ -182,7 +182,7 @@ class Model {
     return out;
   }
 
-  // Every Memory Layer by its method.md §5 name ("blocks.0.attn.q"); its tables are "<name>.tables".
+  // Every Memory Layer by its docs/method.md §5 name ("blocks.0.attn.q"); its tables are "<name>.tables".
   NamedMemoryLayers<Scalar> memory_layers() {
     NamedMemoryLayers<Scalar> out;
     for (int i = 0; i < n_layers(); ++i)

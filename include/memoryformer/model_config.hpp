@@ -1,6 +1,6 @@
 // The shape and hyper-parameters of a MemoryFormer (or of the dense Transformer of the same shape):
 // everything a block and a model are built from, and what a weight file's "config" records
-// (method.md §3, §5).
+// (docs/method.md §3, §5).
 #pragma once
 
 #include "config.hpp"
@@ -33,7 +33,7 @@ struct ModelConfig {
   int num_chunks() const { return d_model / tau; }                               // K
   int memory_block_width() const { return (tau + expand_bits) * num_chunks(); }  // (tau + e) K
 
-  // The paper's sizes (method.md §3): tau 8, e 2.
+  // The paper's sizes (docs/method.md §3): tau 8, e 2.
   static ModelConfig tiny(int vocab_size) { return sized(vocab_size, 6, 512, 8); }
   static ModelConfig small(int vocab_size) { return sized(vocab_size, 12, 768, 12); }
   static ModelConfig base(int vocab_size) { return sized(vocab_size, 24, 1024, 16); }

@@ -1,4 +1,4 @@
-// RMSNorm and LayerNorm over the last dimension of [N, width] activations (method.md §2):
+// RMSNorm and LayerNorm over the last dimension of [N, width] activations (docs/method.md §2):
 // RMSNorm before attention and the MLP, LayerNorm between the Memory Block's two Memory Layers.
 #pragma once
 

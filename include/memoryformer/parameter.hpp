@@ -1,5 +1,5 @@
 // A named view of one trainable tensor and its gradient: what the optimizer, gradient clipping and
-// weight files see of a model. Names and shapes are those of method.md §5 (e.g.
+// weight files see of a model. Names and shapes are those of docs/method.md §5 (e.g.
 // "blocks.0.attn.q.tables", [K * 2^tau, d]); the modules own the storage, a Parameter only points
 // into it and stays valid while the module lives and is not moved.
 #pragma once
@@ -31,7 +31,7 @@ using ParameterList = std::vector<Parameter<Scalar>>;
 
 namespace detail {
 
-// The hash tables of Memory Layers are the parameters whose method.md §5 names end in ".tables".
+// The hash tables of Memory Layers are the parameters whose docs/method.md §5 names end in ".tables".
 inline bool is_table_name(const std::string& name) {
   const std::string suffix = ".tables";
   return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -1,4 +1,4 @@
-// Rotary position embedding on Q and K, GPT-NeoX convention (method.md §2): the leading
+// Rotary position embedding on Q and K, GPT-NeoX convention (docs/method.md §2): the leading
 // rot = floor(rotary_pct * head_dim) dims of each head rotate "rotate half" style, the rest pass
 // through. Row r of a [s, n_heads * head_dim] matrix is position first_position + r.
 #pragma once

@@ -2,7 +2,7 @@
 """Cross-checks of the C++ library against the PyTorch reference (tools/memoryformer_ref.py).
 
 Groups (each one ctest test, label "interop"):
-  selftest        the reference against method.md's own statements: the §1 bit-order examples,
+  selftest        the reference against docs/method.md's own statements: the §1 bit-order examples,
                   closed-form p against the explicit 2^tau-way softmax, the §1 gradient formulas
                   (Eq. 12) against autograd, safetensors and §5 model-file round trips.
   python-to-cpp   random tiny models written by the reference (no checksums, no "arch") are run by
@@ -201,7 +201,7 @@ def cpp_to_python(driver, work):
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference against method.md itself: what makes it a reference rather than a second opinion.
+# The reference against docs/method.md itself: what makes it a reference rather than a second opinion.
 
 def cli_logits(cli, work):
     worst = 0.0

@@ -5,7 +5,7 @@
 //       loads M (io::load_model) and writes R with "logits" [B*S, V] and "codes.<site>" [B*S, K]
 //       (the bucket codes of every hash: "blocks.{i}.attn", "blocks.{i}.mlp.up", "blocks.{i}.mlp.down",
 //       so a flipped bucket is told apart from a wrong formula); with --targets also "loss" (F64,
-//       shape []) and "grad.<name>" for every parameter, by its method.md §5 name and shape.
+//       shape []) and "grad.<name>" for every parameter, by its docs/method.md §5 name and shape.
 //   interop_driver init --config JSON --seed S --out M [--tokens T --logits-out R]
 //       writes a C++-initialised model (io::save_model); with --tokens, R as above (no targets)
 //       from the model in memory, before any file round trip.

@@ -2,13 +2,12 @@
 //
 // - 64-byte aligned. A table row of a multiple of 16 floats then starts on a cache line, and no
 //   AVX-512 load of it spans two lines. malloc's blocks start 16 bytes past a line (Eigen aligns to
-//   16 unless built for AVX-512), and the panel gather ran 25% slower on them (0.27 against 0.35
-//   FMAs per cycle, measured on this Zen 4).
+//   16 unless built for AVX-512), and the panel gather ran slower on them (docs/performance.md,
+//   "Alignment").
 // - From 2 MiB on (Linux), 2 MiB aligned and advised for transparent huge pages. A batch-1 gather
 //   reads K rows in K different 4 KiB pages: with 4 KiB pages each row costs a TLB miss and a page
-//   walk before its DRAM access can start. Measured (d = h = 1024, tau 8, one thread, tables in
-//   DRAM): fp32 78 -> 53 us, bf16 63 -> 42 us, int8 31 -> 22 us per token. Where the kernel grants
-//   no huge page (THP "never") the advice is a no-op.
+//   walk before its DRAM access can start (BM_MemoryLayer N = 1 cold; docs/performance.md, "TLB
+//   misses"). Where the kernel grants no huge page (THP "never") the advice is a no-op.
 #pragma once
 
 #include "../config.hpp"

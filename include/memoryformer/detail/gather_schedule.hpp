@@ -4,8 +4,8 @@
 //
 // - per token: each token reads its K rows straight from the table. At small N the rows are read
 //   once per call anyway; this is the decode path (columns split across threads when N is small).
-// - panels: at large N the per-token loop rereads every row from DRAM each time a token picks it
-//   (12-13 GB/s measured at N = 4096, time set by bytes per value). Here the table is cut into
+// - panels: at large N the per-token loop rereads every row from DRAM each time a token picks it,
+//   so its time follows the bytes per value (docs/performance.md). Here the table is cut into
 //   panels, kPanelColumns columns of a group of chunk tables, copied into one contiguous buffer that
 //   fills half of L2, and every token gathers its rows of that group from the panel before the next
 //   panel is packed: each table value comes from DRAM once per call and from L2 N / 2^tau times.
@@ -47,31 +47,20 @@ constexpr Eigen::Index column_align() {
 }
 
 // Panels are used from this many tokens per table row (N / 2^tau) on. Packing reads the whole
-// table once per call; below this the per-token loop reads fewer bytes. Measured at d = h = 1024,
-// tau 8, 2 threads (us per token, per-token loop -> panels): N = 256 fp32 43 -> 75-100, int8
-// 13 -> 41 (worse); N = 1024 fp32 39-52 -> 21-48, int8 13.5 -> 10.5-13 (about even, noisy);
-// N = 4096 fp32 38-40 -> 14-20, bf16 30-34 -> 19-25, int8 14 -> 9.4. Re-measured after the L2
-// prefetch window (row_selection.hpp), hot tables: N = 512 fp32 18-21 -> 24-38, bf16 12-15 ->
-// 14-20, int8 7.4-9.4 -> 10.6-11.5 (worse); N = 1024 fp32 18-20 -> 15-17, bf16 12-15 -> 10-14,
-// int8 8.0-9.2 -> 7.5-8.7. The backward's scatter and row dots take the same threshold (row dots
-// at N = 512: 37-40 -> 44-47 us per token, worse).
+// table once per call; below this the per-token loop reads fewer bytes. Chosen with BM_MemoryLayer
+// at d = h = 1024, tau 8, N = 256 to 4096 (docs/performance.md, "Large N: the panel schedule").
+// The backward's scatter and row dots take the same threshold (BM_MemoryLayerBackward).
 inline constexpr double kMinTokensPerRowForPanels = 4.0;
 
 // Whole-tile panels of tiled tables (table_tiles.hpp) from this many tokens per row on, up to
-// kMinTokensPerRowForPanels: the copy is one contiguous read at DRAM streaming speed. Measured with
-// 128-column tiles, cold tables, d = h = 1024, 2 threads, us per token (per token -> tile panels):
-// tau 8 int8 N = 64 16-19 -> 21-23 (worse), N = 128 18-19 -> 14-16, N = 512 18-22 -> 7.0-7.5,
-// N = 1024 17-18 -> 6.8-6.9; bf16 N = 512 33 -> 12.5; fp32 N = 512 49-51 -> 20-22;
-// tau 10 int8 N = 256 21 -> 28 (worse), N = 512 21 -> 17. From 4 tokens per row, 64-column
-// panels cut from the tiles hold twice the tables and were as fast or faster for int8 (N = 4096:
-// 6.0-8.0 against 8.6-11.3).
+// kMinTokensPerRowForPanels: the copy is one contiguous read at DRAM streaming speed. Chosen with
+// BM_MemoryLayer on 128-column tiles (docs/performance.md, "Tiled tables"). From 4 tokens per
+// row, 64-column panels cut from the tiles hold twice the tables and are as fast or faster.
 inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
 
 // The backward's scatter-add and row dots go by code (for_each_token_by_code) from this many tokens
-// per row on, until panels pay. Measured with MemoryLayer::backward, d = h = 1024, tau 8, 2 threads,
-// hot tables, us per token (per token -> by code, medians of 15, two runs): N = 64 40-42 -> 42-55
-// (even or worse), N = 128 43-52 -> 38-42, N = 256 39-50 -> 32-46, N = 512 39-43 -> 27.5-39;
-// BM_MemoryLayerBackward N = 512, interleaved: 39-41 -> 31-32.
+// per row on, until panels pay; below it by code was even or worse (BM_MemoryLayerBackward;
+// docs/performance.md, "Backward").
 inline constexpr double kMinTokensPerRowByCode = 0.5;
 
 // Chunk tables per panel: as many as fit in half of L2 (the other half holds the y being written).
@@ -118,8 +107,8 @@ struct PanelSlice {
 
 // How many rows ahead pack_panel requests the pieces it copies out of row-major rows. Each piece
 // lies in a page of its own (rows are out_dim values apart), where the hardware prefetchers do not
-// follow. Measured packing a 128 MiB fp32 table in 64-column slices, one thread: 6.7 GB/s without,
-// 7.4 with 16 rows ahead, 8.2 with 64 (a contiguous copy of the same bytes: about 9).
+// follow. 64 rows ahead brings the strided copy close to a contiguous one (docs/performance.md,
+// "y strips").
 inline constexpr std::ptrdiff_t kPackRowsAhead = 64;
 
 // panel[(k * buckets + r) * w + c] = source[((first + k) * buckets + r) * ld + c] for the `group`

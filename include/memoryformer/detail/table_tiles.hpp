@@ -5,11 +5,10 @@
 //
 // MemoryLayer keeps its trained tables row-major. PackedMemoryLayer stores its compressed copy in
 // tiles of kTileColumns, so that the panel schedule's copy of a group of tables is one contiguous
-// read: packing a 64-column slice out of row-major rows reads 64-256 bytes a row apart, which
-// measured no faster from DRAM than gathering rows per token (int8, d = h = 1024, tau 8, N = 512,
-// 2 threads: row-major panels 5.5-5.8 ms, per token 5.7-6.6 ms, 128-column tiles 3.3-3.9 ms).
-// Tiles much narrower cost the batch-1 path, which then reads every row in small pieces (same
-// layer, N = 1 from DRAM: row-major 8.8 us, tiles of 128 columns 10.4 us, of 64 columns 13.5 us).
+// read: packing a 64-column slice out of row-major rows reads 64-256 bytes a row apart, which is
+// no faster from DRAM than gathering rows per token. Tiles much narrower cost the batch-1 path,
+// which then reads every row in small pieces. Both trades: BM_MemoryLayer and
+// BM_Block{Forward,Decode}Tiled in docs/performance.md ("Tiled tables").
 #pragma once
 
 #include <Eigen/Core>

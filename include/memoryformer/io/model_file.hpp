@@ -1,4 +1,4 @@
-// Models and optimizer state in safetensors files, by the names and shapes of method.md §5.
+// Models and optimizer state in safetensors files, by the names and shapes of docs/method.md §5.
 //
 // A model file holds every parameter (tables as [K, 2^bits, width], norms and biases as [width],
 // embedding and LM head as [V, d]) and `__metadata__` {"format": "memoryformer", "arch":
@@ -61,7 +61,7 @@ inline std::string config_to_json(const ModelConfig& c) {
          ", \"norm_eps\": " + number(c.norm_eps) + ", \"layernorm_eps\": " + number(c.layernorm_eps) + "}";
 }
 
-// Every field of method.md §5 is required; unknown fields are an error (a newer writer's config
+// Every field of docs/method.md §5 is required; unknown fields are an error (a newer writer's config
 // would otherwise be half understood). `what` names the source in messages.
 inline ModelConfig config_from_json(const std::string& text, const std::string& what) {
   const JsonValue root = parse_json(text, what);
@@ -99,7 +99,7 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
   return c;
 }
 
-// The file shape of a parameter (method.md §5): tables [K, rows / K, width]; one-row tensors
+// The file shape of a parameter (docs/method.md §5): tables [K, rows / K, width]; one-row tensors
 // (norm scales, biases) [width]; the rest as stored.
 template <class Scalar>
 std::vector<std::int64_t> file_shape(const Parameter<Scalar>& p, const ModelConfig& config) {

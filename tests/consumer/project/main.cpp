@@ -1,4 +1,4 @@
-// The public API snippet of design.md, unchanged, inside a program that checks the shapes.
+// The stable API snippet of docs/memory_layer.md, unchanged, inside a program that checks the shapes.
 #include <memoryformer/memoryformer.hpp>
 
 #include <cstdio>
@@ -8,7 +8,7 @@ int main() {
   const mf::RowMatrix<float> x = mf::RowMatrix<float>::Random(3, 64);
   const mf::RowMatrix<float> dy = mf::RowMatrix<float>::Random(3, 48);
   // clang-format off
-  // --- design.md ---
+  // --- docs/memory_layer.md, "The stable contract" ---
   mf::MemoryLayerOptions opt;          // plain struct, C++17 aggregate with defaults
   opt.in_dim = 64; opt.out_dim = 48; opt.tau = 8;
   opt.score = mf::Score::paper;        // or mf::Score::l1

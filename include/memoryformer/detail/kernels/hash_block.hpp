@@ -3,8 +3,7 @@
 // (1 + exp(-2|z|/t), |z| and the sign bit of every value), finish() forms each chunk's code and
 // score product from it, and the kernel divides. Reading contiguously, rather than gathering
 // element j of 16 chunks, is what keeps the hash fast when rows stream from memory: a gather waits
-// on every line it misses (4096 rows of 1024 floats, tau 8, avx512: 590-700 ns per row against
-// 730-1800 with gathers; the same ~600 ns from L1).
+// on every line it misses (BM_MemoryLayer at N = 4096; docs/performance.md, "Hashing").
 #pragma once
 
 #include "../../config.hpp"
@@ -20,7 +19,7 @@ namespace detail {
 inline constexpr int kHashBlockChunks = 16;
 
 // The tau low bits of `bits` (element 0 in bit 0, as vector compares give them) as a code with
-// element 0 as its most significant bit (method.md §1 step 2).
+// element 0 as its most significant bit (docs/method.md §1 step 2).
 inline std::int32_t msb_first(std::uint32_t bits, int tau) {
   static constexpr std::array<std::uint8_t, 256> kReversed = [] {
     std::array<std::uint8_t, 256> reversed{};

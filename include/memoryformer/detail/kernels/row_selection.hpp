@@ -39,9 +39,8 @@ inline constexpr int kPanelColumns = 64;
 // How far ahead of the row being summed the SIMD kernels keep the selection's next rows requested,
 // in bytes: the first rows of a call are requested at once, then one more per row summed. The
 // requests go to L2 (prefetcht2): into L1 they compete with the loads for its few miss buffers.
-// Measured at batch 1, d = h = 1024, tau 8, 2 threads, cold tables, us per gather (8 rows ahead
-// into L1 -> 32 KiB ahead into L2): int8 11-14 -> 6.4-9.7, bf16 18-25 -> 9-15, fp32 29-37 -> 16-21.
-// 64 KiB and more measured slower for fp32; 16 KiB slower for int8.
+// 32 KiB is the window that served fp32 and int8 best at batch 1 from DRAM (BM_MemoryLayer N = 1
+// cold; docs/performance.md, "where the prefetches went").
 inline constexpr std::size_t kPrefetchBytes = std::size_t{32} << 10;
 
 // Requests a row's first `bytes` bytes into L2.
@@ -53,7 +52,8 @@ MF_ALWAYS_INLINE void prefetch_row(const void* row, std::size_t bytes) {
 // Called before summing row k of the selection: requests into L2 the row that enters the prefetch
 // window, kPrefetchBytes ahead (and at k = 0 the whole first window). Always inlined: GCC at -O2
 // otherwise judges these functions pure, since a prefetch is no side effect to it, and deletes every
-// call (batch 1 int8 gather at -O2: 26 us without the prefetches, 15 with).
+// call, which slows the batch-1 gather badly (the codegen_prefetch_kept test guards it;
+// docs/performance.md has the cost).
 template <class T>
 MF_ALWAYS_INLINE void prefetch_ahead(const T* table, const RowSelection& sel, int k, int width) {
   const std::size_t row_bytes = sizeof(T) * static_cast<std::size_t>(width);

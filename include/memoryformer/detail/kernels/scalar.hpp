@@ -1,5 +1,5 @@
 // Portable reference kernels: always compiled, used for double, and the oracle the SIMD paths are
-// tested against. Plain loops in the order of method.md §1, Eq. 9-12.
+// tested against. Plain loops in the order of docs/method.md §1, Eq. 9-12.
 #pragma once
 
 #include "../../config.hpp"
@@ -19,7 +19,7 @@ using ChunkArray = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMaj
 template <class S>
 using ChunkView = Eigen::Map<const ChunkArray<S>>;
 
-// Bucket of one chunk z[tau] (Eq. 9, method.md §1 step 2): bit j is 1 iff z_j >= 0 (zero counts
+// Bucket of one chunk z[tau] (Eq. 9, docs/method.md §1 step 2): bit j is 1 iff z_j >= 0 (zero counts
 // as positive), packed MSB-first, so z_0 is the most significant bit.
 template <class S>
 std::int32_t chunk_code(const S* z, int tau) {
