@@ -7,7 +7,9 @@
 
 #include <sys/wait.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -214,7 +216,7 @@ TEST(Cli, InitWritesWhatTheLibrarySavesAndInspectSaysItMaps) {
   EXPECT_EQ(dense.status, 2);
   EXPECT_NE(dense.err.find("--tables = \"int8\": expected fp32 for --arch dense"), std::string::npos) << dense.err;
   const Result missing = run({"init", "--config", temp_path("no_such.json"), "--out", out});
-  EXPECT_EQ(missing.status, 1);
+  EXPECT_EQ(missing.status, 3);
   EXPECT_NE(missing.err.find("expected tiny, small, base or a readable JSON file"), std::string::npos) << missing.err;
   const Result vocab = run({"init", "--config", json, "--vocab", "7", "--out", out});
   EXPECT_EQ(vocab.status, 2);
@@ -249,7 +251,7 @@ TEST(Cli, InspectListsTensorsAndChecksums) {
   bytes[bytes.size() - file.data_size() + victim.begin] ^= 0x01;
   std::ofstream(damaged, std::ios::binary) << bytes;
   r = run({"inspect", damaged});
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.status, 4);
   EXPECT_NE(r.out.find("FAILED for 1 of 31 checksummed tensors"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("'final_norm.weight'"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("lm_head.weight"), std::string::npos) << r.out;
@@ -264,6 +266,44 @@ TEST(Cli, InspectListsTensorsAndChecksums) {
   EXPECT_NE(r.out.find("not a memoryformer model file"), std::string::npos) << r.out;
 }
 
+// The status says the kind of error, whatever the message: 3 for a file the system refuses, 4 for
+// one whose bytes are not a model file.
+TEST(Cli, ExitStatusSaysWhichKindOfErrorItWas) {
+  const std::string weights = temp_path("status.safetensors"),
+                    missing = temp_path("status_missing.safetensors"),
+                    corrupted = temp_path("status_corrupted.safetensors"),
+                    truncated = temp_path("status_truncated.safetensors"),
+                    out = temp_path("status_out.safetensors");
+  fs::remove(missing);
+  mf::MemoryFormerModel<float> model(tiny_config());
+  mf::io::save_model(model, weights);
+  const std::string bytes = read_bytes(weights);
+  std::string flipped = bytes;
+  flipped[bytes.size() - 1] ^= 0x01;  // the last byte of the last tensor: its checksum fails
+  std::ofstream(corrupted, std::ios::binary) << flipped;
+  std::ofstream(truncated, std::ios::binary) << bytes.substr(0, 100);  // inside the header
+
+  for (const std::string command : {"logits", "generate"}) {
+    const auto status = [&](const std::string& file) {
+      std::vector<std::string> args{command, "--weights", file, "--tokens", "1"};
+      if (command == "logits") args.insert(args.end(), {"--out", out});
+      return run(args);
+    };
+    const Result gone = status(missing);
+    EXPECT_EQ(gone.status, 3) << command << ": " << gone.err;
+    EXPECT_NE(gone.err.find("'" + missing + "'"), std::string::npos) << gone.err;
+    EXPECT_NE(gone.err.find(std::strerror(ENOENT)), std::string::npos) << gone.err;
+    const Result bad = status(corrupted);
+    EXPECT_EQ(bad.status, 4) << command << ": " << bad.err;
+    EXPECT_NE(bad.err.find("checksum"), std::string::npos) << bad.err;
+    EXPECT_EQ(status(truncated).status, 4) << command;
+    EXPECT_EQ(status(weights).status, 0) << command;
+  }
+  EXPECT_EQ(run({"inspect", missing}).status, 3);
+  EXPECT_EQ(run({"inspect", truncated}).status, 4);
+  EXPECT_EQ(run({"convert", "--tables", "int8", "--weights", corrupted, "--out", out}).status, 4);
+}
+
 TEST(Cli, EveryCommandHasHelp) {
   for (const char* command : {"logits", "generate", "inspect", "convert"}) {
     const Result r = run({command, "--help"});
@@ -273,6 +313,8 @@ TEST(Cli, EveryCommandHasHelp) {
   const Result r = run({"--help"});
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("convert"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3 file-system error"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("4 malformed file"), std::string::npos) << r.out;
 }
 
 // Each bad input: the expected status, every listed part in stderr, and nothing written.
@@ -303,11 +345,11 @@ TEST(Cli, BadInputsAreNamedAndWriteNothing) {
        2,
        {"\"--bogus\"", "--tokens"}},
       {{"logits", "--weights", missing, "--tokens", "1", "--out", out},
-       1,
+       3,
        {"--weights", missing, "cannot open"}},
-      {{"logits", "--weights", text, "--tokens", "1", "--out", out}, 1, {"--weights", text}},
+      {{"logits", "--weights", text, "--tokens", "1", "--out", out}, 4, {"--weights", text}},
       {{"logits", "--weights", logits_file, "--tokens", "1", "--out", out},
-       1,
+       4,
        {"--weights", "format", "\"memoryformer-logits\"", "\"memoryformer\""}},
       {{"logits", "--weights", m, "--tokens", "1,x,3", "--out", out},
        2,
@@ -323,8 +365,8 @@ TEST(Cli, BadInputsAreNamedAndWriteNothing) {
        {"--tokens", "integer"}},
       {{"logits", "--weights", m, "--tokens", "1"}, 2, {"--out", "missing"}},
       {{"logits", "--weights", m, "--tokens", "1", "--out", dir + "no/such/dir.safetensors"},
-       1,
-       {"--out", "no/such/dir.safetensors", "writable"}},
+       3,
+       {"--out", "no/such/dir.safetensors", "creating the temporary file"}},
       {{"logits", "--weights", m, "--tokens", "1", "--out", out, "--threads", "many"},
        2,
        {"--threads", "\"many\""}},
@@ -338,10 +380,10 @@ TEST(Cli, BadInputsAreNamedAndWriteNothing) {
       {{"generate", "--weights", m, "--tokens", "0,13"}, 2, {"--tokens", "\"0,13\"", "[0, 12]"}},
       {{"generate", "--weights", m, "--tokens", "1", "--temperature", "-1"}, 2, {"--temperature", "\"-1\""}},
       {{"generate", "--weights", m, "--tokens", "1", "--max-new", "x"}, 2, {"--max-new", "\"x\"", "integer"}},
-      {{"generate", "--weights", missing, "--tokens", "1"}, 1, {"--weights", missing}},
+      {{"generate", "--weights", missing, "--tokens", "1"}, 3, {"--weights", missing}},
       {{"inspect"}, 2, {"FILE", "missing"}},
-      {{"inspect", missing}, 1, {"FILE", missing, "cannot open"}},
-      {{"inspect", text}, 1, {"FILE", text}},
+      {{"inspect", missing}, 3, {"FILE", missing, "cannot open"}},
+      {{"inspect", text}, 4, {"FILE", text}},
       {{"inspect", m, "extra"}, 2, {"\"extra\"", "FILE"}},
       {{"inspect", "--weights", m}, 2, {"\"--weights\""}},
       {{"convert", "--tables", "int4", "--weights", m, "--out", out},
@@ -350,7 +392,7 @@ TEST(Cli, BadInputsAreNamedAndWriteNothing) {
       {{"convert", "--tables", "int8", "--weights", d, "--out", out},
        2,
        {"--tables", "\"int8\"", "fp32", "dense"}},
-      {{"convert", "--tables", "int8", "--weights", missing, "--out", out}, 1, {"--weights", missing}},
+      {{"convert", "--tables", "int8", "--weights", missing, "--out", out}, 3, {"--weights", missing}},
       {{"convert", "--weights", m, "--out", out}, 2, {"--tables", "missing"}},
   };
   for (const Case& c : cases) {

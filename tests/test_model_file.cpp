@@ -64,7 +64,7 @@ TEST(ModelFile, LoadsFromAnOpenOrInMemoryFile) {
   EXPECT_EQ(mf::io::load_model<mf::MemoryFormerModel<float>>(memory).forward(tokens()),
             model.forward(tokens()));
   test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(memory); },
-                     {"load in memory", "arch = \"memoryformer\""});
+                     {"file 'in memory'", "__metadata__.arch: \"memoryformer\""});
 }
 
 // Loaders compare it with the file before building a model, so it must match parameters().
@@ -175,31 +175,32 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
                                                 {"config", mf::io::config_to_json(model.config())}};
   auto load = [&] { mf::io::load_model<mf::MemoryFormerModel<float>>(file); };
   write([](auto& t) { t.erase(t.begin() + 3); }, good);
-  test::expect_error(load, {"no tensor named 'blocks.0.attn.q.bias'"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.bias': not in the file"});
   const float extra = 1;
   write([&](auto& t) { t.push_back(mf::io::tensor("blocks.9.attn.q.bias", &extra, {1})); }, good);
   test::expect_error(load, {"'blocks.9.attn.q.bias'", "unknown"});
   write([](auto& t) { t[0].shape = {16, 13}; }, good);
-  test::expect_error(load, {"tensor 'embed.weight' shape", "[16, 13]", "[13, 16]"});
+  test::expect_error(load, {"tensor 'embed.weight': shape: [16, 13], expected [13, 16]"});
   write([](auto&) {}, {});
-  test::expect_error(load, {"__metadata__", "\"format\""});
+  test::expect_error(load, {"__metadata__.format: missing"});
   auto bad_config = good;
   bad_config["config"] = R"({"vocab_size": 13})";
   write([](auto&) {}, bad_config);
   test::expect_error(load, {"d_model"});
   bad_config["config"] = mf::io::config_to_json(model.config()).insert(1, "\"colour\": 1, ");
   write([](auto&) {}, bad_config);
-  test::expect_error(load, {"config key", "colour"});
+  test::expect_error(load, {"__metadata__.config.colour: unknown key"});
   bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "0");
   write([](auto&) {}, bad_config);
-  test::expect_error(load, {"memoryformer: load ", "bad.safetensors: config: ModelConfig: vocab_size = 0"});
+  test::expect_error(
+      load, {"memoryformer: file '", "bad.safetensors': __metadata__.config: ModelConfig: vocab_size = 0"});
   // A config far larger than the file is refused before the model is allocated (before, a
   // changed vocab_size made load_model allocate 4 GB for a file of a few KB).
   bad_config = good;
   bad_config["config"] = mf::io::config_to_json(model.config()).replace(15, 2, "1000000");
   write([](auto&) {}, bad_config);
-  test::expect_error(load, {"load ", "config = {\"vocab_size\": 1000000", "needs 32013128 parameter values",
-                            "the data section holds only 54176 bytes"});
+  test::expect_error(load, {"__metadata__.config: {\"vocab_size\": 1000000",
+                            "needs 32013128 parameter values", "the data section holds only 54176 bytes"});
   test::expect_error([&] { mf::io::load_model<mf::DenseModel<float>>(temp_path("missing.safetensors")); },
                      {"missing.safetensors"});
 }
@@ -356,13 +357,13 @@ TEST(ModelFileCompressed, FilesThatDoNotFitAreNamed) {
   auto none = [](auto&) {};
   // Every other table is F32, so "int8" fails at the first of them that is not I8.
   write("int8", none);
-  test::expect_error(load, {"tensor 'blocks.0.attn.k.tables' dtype", "F32", "I8", "\"int8\""});
+  test::expect_error(load, {"tensor 'blocks.0.attn.k.tables': dtype", "F32", "I8", "\"int8\""});
   write("", none);
-  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' dtype", "I8", "int8"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables': dtype", "I8", "int8"});
   write("int4", none);
   test::expect_error(load, {"tables", "\"int4\"", "\"bf16\" or \"int8\""});
   write("bf16", none);
-  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' dtype", "I8", "BF16", "\"bf16\""});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables': dtype", "I8", "BF16", "\"bf16\""});
 
   // A whole int8 file, then one edit at a time.
   const std::string good = temp_path("good_int8.safetensors");
@@ -382,13 +383,13 @@ TEST(ModelFileCompressed, FilesThatDoNotFitAreNamed) {
   rewrite(none);
   EXPECT_NO_THROW(load());
   rewrite([&](auto& t) { t.erase(find(t, name + ".scale")); });
-  test::expect_error(load, {"no tensor named 'blocks.0.attn.q.tables.scale'"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale': not in the file"});
   rewrite([&](auto& t) { find(t, name + ".scale")->shape = {16, 4}; });
-  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale' shape", "[16, 4]", "[4, 16]"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale': shape", "[16, 4]", "[4, 16]"});
   rewrite([&](auto& t) { find(t, name)->shape = {4, 16, 8, 2}; });
-  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables' shape", "[4, 16, 8, 2]", "[4, 16, 16]"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables': shape", "[4, 16, 8, 2]", "[4, 16, 16]"});
   rewrite([&](auto& t) { find(t, name + ".scale")->dtype = mf::io::DType::I32; });
-  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale' dtype", "I32", "F32"});
+  test::expect_error(load, {"tensor 'blocks.0.attn.q.tables.scale': dtype", "I32", "F32"});
   const float extra = 1;
   rewrite([&](auto& t) { t.push_back(mf::io::tensor("blocks.0.attn.q.bias.scale", &extra, {1})); });
   test::expect_error(load, {"'blocks.0.attn.q.bias.scale'", "unknown"});

@@ -79,12 +79,12 @@ TEST(Json, ParsesAllValueKinds) {
 TEST(Json, AccessorsNameTypeAndPath) {
   const auto v = io::parse_json("{\"a\": [1, \"x\"], \"b.c\": {\"d\": 1.5}}", "doc");
   test::expect_error([&] { v.at("a").as_array()[1].as_number(); },
-                     {"memoryformer: doc", "$.a[1] is a string", "expected a number"});
-  test::expect_error([&] { v.at("b.c").at("d").as_int64(); }, {"$[\"b.c\"].d = 1.5", "expected an integer"});
-  test::expect_error([&] { v.at("a").as_string(); }, {"$.a is an array", "expected a string"});
-  test::expect_error([&] { v.at("zz"); }, {"$ has no key \"zz\""});
+                     {"memoryformer: file 'doc'", "$.a[1]: a string", "expected a number"});
+  test::expect_error([&] { v.at("b.c").at("d").as_int64(); }, {"$[\"b.c\"].d: 1.5", "expected an integer"});
+  test::expect_error([&] { v.at("a").as_string(); }, {"$.a: an array", "expected a string"});
+  test::expect_error([&] { v.at("zz"); }, {"$: no key \"zz\""});
   test::expect_error([&] { io::parse_json("-1", "t").as_uint64(); },
-                     {"= -1", "expected an integer in [0, 2^64)"});
+                     {"$: -1", "expected an integer in [0, 2^64)"});
   test::expect_error([&] { io::parse_json("9223372036854775808", "t").as_int64(); },
                      {"expected an integer in [-2^63"});
 }
@@ -128,7 +128,7 @@ TEST(Json, RejectsMalformedText) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);
     test::expect_error([&] { io::parse_json(c.text, "case"); },
-                       {"memoryformer: case: invalid JSON", c.message});
+                       {"memoryformer: file 'case': invalid JSON", c.message});
   }
 }
 
@@ -405,7 +405,7 @@ TEST(Safetensors, ChecksumsAreVerified) {
   write_bytes(path, raw);
   test::expect_error(
       [&] { io::SafetensorsFile::open(path); },
-      {("file '" + path + "'").c_str(), "tensor 'b'", "checksum mismatch", "header says", "data hashes to"});
+      {("file '" + path + "'").c_str(), "tensor 'b'", "checksum: mismatch", "header says", "data hashes to"});
   {
     // Checksums::report opens the file anyway and names every mismatch.
     const auto file = io::SafetensorsFile::open(path, io::Checksums::report);
@@ -439,7 +439,7 @@ TEST(Safetensors, MalformedChecksumsAreRejected) {
   };
   write("{\"y\":\"0123456789abcdef\"}");
   test::expect_error([&] { io::SafetensorsFile::open(path); },
-                     {"checksums lists 'y', which is not a tensor"});
+                     {"tensor 'y': checksum: listed in __metadata__.checksums, but no such tensor"});
   write("{\"x\":\"0123456789ABCDEF\"}");
   test::expect_error([&] { io::SafetensorsFile::open(path); },
                      {"tensor 'x'", "is not 16 lowercase hex digits"});
@@ -447,14 +447,15 @@ TEST(Safetensors, MalformedChecksumsAreRejected) {
   test::expect_error([&] { io::SafetensorsFile::open(path); },
                      {"tensor 'x'", "\"0123\" is not 16 lowercase hex"});
   write("{\"x\":5}");
-  test::expect_error([&] { io::SafetensorsFile::open(path); }, {"tensor 'x'", "checksum a number"});
+  test::expect_error([&] { io::SafetensorsFile::open(path); }, {"tensor 'x'", "checksum: a number"});
   write("[]");
-  test::expect_error([&] { io::SafetensorsFile::open(path); }, {"checksums is an array, expected an object"});
+  test::expect_error([&] { io::SafetensorsFile::open(path); },
+                     {"__metadata__.checksums: an array, expected an object"});
   write("{");
   test::expect_error([&] { io::SafetensorsFile::open(path); }, {"checksums: invalid JSON at byte 1"});
   write("{\"x\":\"0000000000000000\"}");
   test::expect_error([&] { io::SafetensorsFile::open(path); },
-                     {"tensor 'x': checksum mismatch", "header says 0000000000000000"});
+                     {"tensor 'x': checksum: mismatch", "header says 0000000000000000"});
 }
 
 TEST(Safetensors, RejectsHostileFiles) {
@@ -473,8 +474,8 @@ TEST(Safetensors, RejectsHostileFiles) {
       {"empty", "", "file of 0 bytes is shorter than the 8-byte header length"},
       {"too short", "abc", "file of 3 bytes is shorter than the 8-byte header length"},
       {"header length too big", le64(1000) + "{}",
-       "header length 1000 exceeds the 2 bytes after the 8-byte length"},
-      {"header length huge", le64(~std::uint64_t{0}) + "{}", "header length 18446744073709551615 exceeds"},
+       "header length: 1000 exceeds the 2 bytes after the 8-byte length"},
+      {"header length huge", le64(~std::uint64_t{0}) + "{}", "header length: 18446744073709551615 exceeds"},
       {"empty header", file_bytes("", ""),
        "header: invalid JSON at byte 0: expected a value, found end of input"},
       {"bad json", file_bytes("{\"a\":}", ""), "header: invalid JSON at byte 5"},
@@ -485,62 +486,62 @@ TEST(Safetensors, RejectsHostileFiles) {
        file_bytes("{" + entry("a", "F32", "[1]", "[0,4]") + "," + entry("a", "F32", "[1]", "[0,4]") + "}",
                   four),
        "duplicate key \"a\""},
-      {"not an object", file_bytes("[]", ""), "header is an array, expected a JSON object"},
+      {"not an object", file_bytes("[]", ""), "header: an array, expected a JSON object"},
       {"entry not an object", file_bytes("{\"a\":[]}", ""),
        "tensor 'a': entry is an array, expected an object"},
       {"unknown dtype", file_bytes("{" + entry("a", "F8", "[1]", "[0,1]") + "}", "x"),
-       "tensor 'a': unknown dtype \"F8\""},
+       "tensor 'a': dtype: unknown \"F8\""},
       {"dtype not a string", file_bytes("{\"a\":{\"dtype\":4,\"shape\":[],\"data_offsets\":[0,4]}}", four),
-       "tensor 'a': 'dtype' is a number, expected a string"},
+       "tensor 'a': dtype: a number, expected a string"},
       {"missing shape", file_bytes("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", four),
-       "tensor 'a': missing 'shape'"},
+       "tensor 'a': shape: missing"},
       {"extra key",
        file_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"x\":1}}", four),
-       "tensor 'a': unexpected key 'x'"},
+       "tensor 'a': x: unexpected key"},
       {"negative dim", file_bytes("{" + entry("a", "F32", "[-1]", "[0,4]") + "}", four),
-       "tensor 'a': shape[0] = -1 is negative"},
+       "tensor 'a': shape[0]: -1 is negative"},
       {"fractional dim", file_bytes("{" + entry("a", "F32", "[1.0]", "[0,4]") + "}", four),
-       "tensor 'a': shape[0] is the non-integer 1.0, expected a non-negative integer"},
+       "tensor 'a': shape[0]: the non-integer 1.0, expected a non-negative integer"},
       {"string dim", file_bytes("{" + entry("a", "F32", "[\"1\"]", "[0,4]") + "}", four),
-       "shape[0] is a string"},
+       "shape[0]: a string"},
       {"dim beyond 64 bits",
        file_bytes("{" + entry("a", "U8", "[18446744073709551616]", "[0,4]") + "}", four),
-       "shape[0] = 18446744073709551616 does not fit in 64 bits"},
+       "shape[0]: 18446744073709551616 does not fit in 64 bits"},
       {"dim beyond 63 bits", file_bytes("{" + entry("a", "U8", "[9223372036854775808]", "[0,4]") + "}", four),
-       "shape[0] = 9223372036854775808 does not fit in 63 bits"},
+       "shape[0]: 9223372036854775808 does not fit in 63 bits"},
       {"shape/bytes mismatch", file_bytes("{" + entry("a", "F32", "[2]", "[0,4]") + "}", four),
-       "tensor 'a': shape [2] of F32 needs 8 bytes, but data_offsets [0, 4] span 4"},
+       "tensor 'a': data_offsets: [0, 4] span 4 bytes, but shape [2] of F32 needs 8"},
       {"offsets out of range",
        file_bytes("{" + entry("embed.weight", "F32", "[25]", "[0,100]") + "}", std::string(96, '\0')),
-       "tensor 'embed.weight': data_offsets [0, 100] exceed the data section of 96 bytes"},
+       "tensor 'embed.weight': data_offsets: [0, 100] exceed the data section of 96 bytes"},
       {"offsets reversed", file_bytes("{" + entry("a", "F32", "[1]", "[4,0]") + "}", four),
-       "data_offsets [4, 0] end before they begin"},
+       "data_offsets: [4, 0] end before they begin"},
       {"offsets count", file_bytes("{" + entry("a", "F32", "[1]", "[0,4,8]") + "}", eight),
-       "data_offsets has 3 entries, expected 2"},
+       "data_offsets: 3 entries, expected 2"},
       {"negative offset", file_bytes("{" + entry("a", "F32", "[1]", "[-4,0]") + "}", four),
-       "data_offsets[0] = -4 is negative"},
+       "data_offsets[0]: -4 is negative"},
       {"overlapping tensors",
        file_bytes("{" + entry("a", "F32", "[2]", "[0,8]") + "," + entry("b", "F32", "[1]", "[4,8]") + "}",
                   eight),
-       "tensor 'b': data_offsets [4, 8] overlap those of tensor 'a' [0, 8]"},
+       "tensor 'b': data_offsets: [4, 8] overlap those of tensor 'a' [0, 8]"},
       {"contained tensor",
        file_bytes("{" + entry("a", "U8", "[8]", "[0,8]") + "," + entry("b", "U8", "[1]", "[6,7]") + "," +
                       entry("c", "U8", "[1]", "[2,3]") + "}",
                   eight),
        "overlap those of tensor 'a'"},
       {"non-string metadata", file_bytes("{\"__metadata__\":{\"n\":1}}", ""),
-       "__metadata__ entry 'n' is a number, expected a string"},
+       "__metadata__.n: a number, expected a string"},
       {"metadata not an object", file_bytes("{\"__metadata__\":\"x\"}", ""),
-       "__metadata__ is a string, expected an object"},
+       "__metadata__: a string, expected an object"},
       {"huge dims overflow",
        file_bytes("{" + entry("a", "F32", "[4294967296,4294967296]", "[0,4]") + "}", four),
-       "tensor 'a': shape [4294967296, 4294967296] of F32 overflows 64 bits"},
+       "tensor 'a': shape: [4294967296, 4294967296] of F32 overflows 64 bits"},
       {"dims overflow in bytes only",
        file_bytes("{" + entry("a", "F64", "[4611686018427387904]", "[0,8]") + "}", eight),
        "overflows 64 bits"},
       {"empty with overflowing dims",  // numel() and matrix() used to overflow int64 (UB)
        file_bytes("{" + entry("z", "F32", "[0,4611686018427387904,4]", "[0,0]") + "}", ""),
-       "tensor 'z': shape [0, 4611686018427387904, 4] is empty, but the product of its non-zero dims "
+       "tensor 'z': shape: [0, 4611686018427387904, 4] is empty, but the product of its non-zero dims "
        "overflows 63 bits"},
       {"deep nesting",
        file_bytes("{\"__metadata__\":" + std::string(70, '[') + std::string(70, ']') + "}", ""),
@@ -553,11 +554,14 @@ TEST(Safetensors, RejectsHostileFiles) {
     const std::string path = temp_path("hostile_" + std::to_string(index++));
     write_bytes(path, c.bytes);
     test::expect_error([&] { io::SafetensorsFile::open(path); },
-                       {"memoryformer: safetensors: file '", path.c_str(), c.message.c_str()});
+                       {"memoryformer: file '", path.c_str(), c.message.c_str()});
+    EXPECT_THROW(io::SafetensorsFile::open(path), mf::FormatError);
   }
   test::expect_error([] { io::SafetensorsFile::open(temp_path("does_not_exist")); },
                      {"cannot open", "No such file"});
   test::expect_error([] { io::SafetensorsFile::open(::testing::TempDir()); }, {"not a regular file"});
+  EXPECT_THROW(io::SafetensorsFile::open(temp_path("does_not_exist")), mf::FileError);
+  EXPECT_THROW(io::SafetensorsFile::open(::testing::TempDir()), mf::FileError);
 }
 
 // Zero dims make a tensor empty however large the others are, and empty tensors overlap nothing.
@@ -579,7 +583,7 @@ TEST(Safetensors, HeaderLengthIsCapped) {
   write_bytes(path, le64(length));
   ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(8 + length)), 0);
   test::expect_error([&] { io::SafetensorsFile::open(path); },
-                     {"header length 100000001 exceeds the limit of 100000000 bytes"});
+                     {"header length: 100000001 exceeds the limit of 100000000 bytes"});
   std::remove(path.c_str());
 }
 
@@ -599,11 +603,11 @@ TEST(Safetensors, ReadsFromMemory) {
   std::string corrupt = bytes;
   corrupt.back() ^= 0x01;
   test::expect_error([&] { io::SafetensorsFile::from_memory(corrupt.data(), corrupt.size(), "buf"); },
-                     {"file 'buf'", "tensor 'w': checksum mismatch"});
+                     {"file 'buf'", "tensor 'w': checksum: mismatch"});
   test::expect_error([&] { io::SafetensorsFile::from_memory(bytes.data(), 7); },
                      {"file '<memory>'", "file of 7 bytes is shorter than the 8-byte header length"});
   test::expect_error([] { io::SafetensorsFile::from_memory(nullptr, 16, "null"); },
-                     {"file 'null'", "16 bytes at nullptr"});
+                     {"bytes = nullptr", "16 bytes of 'null'"});
 }
 
 TEST(Safetensors, MissingTensorIsNamed) {
@@ -611,11 +615,11 @@ TEST(Safetensors, MissingTensorIsNamed) {
   const float x[1] = {1};
   io::write_safetensors(path, {io::tensor("x", x, {1}), io::tensor("y", x, {1})});
   const auto file = io::SafetensorsFile::open(path);
-  test::expect_error([&] { file.info("nope"); },
-                     {("file '" + path + "'").c_str(), "no tensor named 'nope'", "2 tensors: 'x', 'y'"});
-  test::expect_error([&] { file.matrix<float>("nope"); }, {"no tensor named 'nope'"});
-  test::expect_error([&] { file.data("nope"); }, {"no tensor named 'nope'"});
-  test::expect_error([&] { file.view<float>("nope"); }, {"no tensor named 'nope'"});
+  test::expect_error([&] { file.info("nope"); }, {("file '" + path + "'").c_str(),
+                                                  "tensor 'nope': not in the file", "2 tensors: 'x', 'y'"});
+  test::expect_error([&] { file.matrix<float>("nope"); }, {"tensor 'nope': not in the file"});
+  test::expect_error([&] { file.data("nope"); }, {"tensor 'nope': not in the file"});
+  test::expect_error([&] { file.view<float>("nope"); }, {"tensor 'nope': not in the file"});
 }
 
 TEST(Safetensors, WriterRejectsBadArguments) {

@@ -12,11 +12,15 @@
 // Text is tokenised as bytes (vocab 256), as examples/train_char_lm does; models of another vocab
 // take and give token ids (--tokens).
 //
-// Exit status: 0 on success; 1 for a failure at run time (a missing, unreadable or damaged file, a
-// failed write, a checksum mismatch found by inspect); 2 for a bad command line (unknown flag,
-// malformed value, token outside the model's vocabulary). Messages go to stderr and name the
-// argument, the value and what was expected. Output files are written atomically, and only once
-// everything they hold has been computed.
+// Exit status, by the kind of the error (its type, never its message):
+//   0  success
+//   1  any other failure at run time
+//   2  a bad command line (unknown flag, malformed value, token outside the model's vocabulary)
+//   3  a file-system error (mf::FileError): a file that cannot be opened, read, mapped or written
+//   4  a malformed file (mf::FormatError): not safetensors, a tensor or metadata entry that breaks
+//      the format or method.md §5, a checksum mismatch (inspect included)
+// Messages go to stderr and name the argument, the value and what was expected. Output files are
+// written atomically, and only once everything they hold has been computed.
 #include "cli.hpp"
 
 #include <memoryformer/io/model_file.hpp>
@@ -39,21 +43,36 @@ namespace {
 
 using cli::UsageError;
 
-// A failure at run time, its message already naming the argument it concerns.
+// Exit statuses (the top of this file).
+enum Status : int { kFailure = 1, kUsage = 2, kFileSystem = 3, kMalformedFile = 4 };
+
+// The status of a library error, by its kind.
+int status_of(const mf::Error& e) {
+  if (dynamic_cast<const mf::FileError*>(&e) != nullptr) return kFileSystem;
+  if (dynamic_cast<const mf::FormatError*>(&e) != nullptr) return kMalformedFile;
+  return kFailure;
+}
+
+// A failure at run time, its message already naming the argument it concerns, and its status.
 class RunError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  RunError(const std::string& message, int status) : std::runtime_error(message), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
 };
 
 std::string in_quotes(const std::string& s) { return '"' + s + '"'; }
 
-// Runs `step`; a library error becomes a RunError that names the argument and value it concerns.
+// Runs `step`; a library error becomes a RunError that names the argument and value it concerns
+// and keeps the status of the error's kind.
 template <class Step>
 auto for_argument(const std::string& arg, const std::string& value, Step step) -> decltype(step()) {
   try {
     return step();
   } catch (const mf::Error& e) {
-    throw RunError(arg + " = " + in_quotes(value) + ": " + e.what());
+    throw RunError(arg + " = " + in_quotes(value) + ": " + e.what(), status_of(e));
   }
 }
 
@@ -242,7 +261,7 @@ int run_inspect(int argc, char** argv) {
   cli::Flags f(
       "memoryformer inspect FILE\n"
       "Prints the config, arch, table storage, every tensor and whether the checksums hold; exit "
-      "status 1 if one does not.");
+      "status 4 if one does not, or the model metadata is invalid.");
   f.add_positional("FILE", &path, "a safetensors file (a model, or any other)");
   f.require("FILE");
   if (!f.parse(argc, argv)) return 0;
@@ -258,7 +277,7 @@ int run_inspect(int argc, char** argv) {
   row("file", path + (ec ? std::string() : ", " + std::to_string(file_bytes) + " bytes"));
   const auto& meta = file.metadata();
   const auto format = meta.find("format");
-  bool ok = true;
+  bool ok = true;  // false: the file is malformed, though readable enough to print
   if (format == meta.end() || format->second != "memoryformer") {
     row("format", format == meta.end() ? "(none: not a memoryformer model file)" : in_quotes(format->second));
   } else {
@@ -321,7 +340,7 @@ int run_inspect(int argc, char** argv) {
       ok = false;
     }
   }
-  return ok ? 0 : 1;
+  return ok ? 0 : kMalformedFile;
 }
 
 // ---- convert
@@ -394,7 +413,8 @@ int run_init(int argc, char** argv) {
     std::ifstream in(config_name, std::ios::binary);
     if (!in)
       throw RunError("--config = " + in_quotes(config_name) +
-                     ": expected tiny, small, base or a readable JSON file, but it cannot be opened");
+                         ": expected tiny, small, base or a readable JSON file, but it cannot be opened",
+                     kFileSystem);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     config = for_argument("--config", config_name, [&] { return io::config_from_json(text, config_name); });
   }
@@ -438,7 +458,9 @@ std::string usage() {
     name.resize(12, ' ');
     s += name + c.summary + "\n";
   }
-  return s;
+  return s +
+         "exit status: 0 success, 1 other failure, 2 bad command line, 3 file-system error (a file that "
+         "cannot be opened, read or written), 4 malformed file (bad format, metadata or checksum)\n";
 }
 
 }  // namespace
@@ -456,16 +478,23 @@ int main(int argc, char** argv) {
     std::cerr << "memoryformer: command = " << in_quotes(command)
               << ", expected one of logits, generate, inspect, convert, init\n"
               << usage();
-    return 2;
+    return kUsage;
   }
+  const auto report = [&](const char* what, int status) {
+    std::cerr << "memoryformer " << command << ": " << what << '\n';
+    return status;
+  };
   try {
     return found->run(argc - 1, argv + 1);
   } catch (const UsageError& e) {
     std::cerr << "memoryformer " << command << ": " << e.what() << "\n(see memoryformer " << command
               << " --help)\n";
-    return 2;
+    return kUsage;
+  } catch (const RunError& e) {
+    return report(e.what(), e.status());
+  } catch (const mf::Error& e) {  // one no step wrapped with for_argument
+    return report(e.what(), status_of(e));
   } catch (const std::exception& e) {
-    std::cerr << "memoryformer " << command << ": " << e.what() << '\n';
-    return 1;
+    return report(e.what(), kFailure);
   }
 }

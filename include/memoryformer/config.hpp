@@ -1,12 +1,13 @@
-// Version, common types and the library's single error type.
+// Version, common types, and the argument checks that throw ArgumentError (errors.hpp).
 #pragma once
+
+#include "errors.hpp"
 
 #include <Eigen/Core>
 
 #include <cstdint>
 #include <ostream>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 
 #define MF_VERSION_MAJOR 0
@@ -25,13 +26,6 @@
 
 namespace memoryformer {
 inline namespace v0 {
-
-// Every error the library reports: bad arguments, bad options, unusable environment settings.
-// The message names the argument, the value received and what was expected.
-class Error : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
 
 // [rows, cols] row-major matrix: the layout of activations ([tokens, features]) and tables.
 template <class Scalar>
@@ -71,12 +65,12 @@ inline std::ostream& operator<<(std::ostream& os, Score score) { return os << to
 
 namespace detail {
 
-// Builds "where: name = value, expected what" and throws it as Error.
+// Builds "where: name = value, expected what" and throws it as ArgumentError.
 template <class Value>
 [[noreturn]] void fail(const char* where, const char* name, const Value& value, const std::string& expected) {
   std::ostringstream msg;
   msg << "memoryformer: " << where << ": " << name << " = " << value << ", expected " << expected;
-  throw Error(msg.str());
+  throw ArgumentError(msg.str());
 }
 
 // Throws unless a matrix argument is want_rows x want_cols.

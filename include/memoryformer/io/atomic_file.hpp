@@ -1,15 +1,15 @@
 // Whole-file writes that never leave a half-written file: the bytes go to a temporary file in the
 // same directory, which is flushed to disk and then renamed over the target (rename is atomic on
 // POSIX file systems). On any failure, or when the writer is destroyed before commit(), the
-// temporary file is removed, and Error names the path and the system's reason.
+// temporary file is removed, and FileError carries the path, the step and the errno.
 #pragma once
 
 #include "../config.hpp"
+#include "../detail/file_descriptor.hpp"
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -24,16 +24,15 @@ namespace io {
 // at `path` only on commit().
 class AtomicFile {
  public:
-  explicit AtomicFile(std::string path) : path_(std::move(path)) {
-    if (path_.empty()) detail::fail(kWhere, "path", "\"\"", "a file name");
-    temp_ = path_ + ".tmp." + std::to_string(::getpid());
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail_with_errno("creating the temporary file");
+  explicit AtomicFile(std::string path)
+      : path_(non_empty(std::move(path))),
+        temp_(path_ + ".tmp." + std::to_string(::getpid())),
+        fd_(::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
+    if (!fd_.is_open()) fail(errno, "creating");
   }
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
   ~AtomicFile() {
-    if (fd_ >= 0) ::close(fd_);
     if (!committed_) ::unlink(temp_.c_str());
   }
 
@@ -50,33 +49,34 @@ class AtomicFile {
     const auto* p = static_cast<const char*>(bytes);
     std::size_t done = 0;
     while (done < n) {
-      const ssize_t k = ::pwrite(fd_, p + done, n - done, static_cast<off_t>(offset + done));
+      const ssize_t k = ::pwrite(fd_.get(), p + done, n - done, static_cast<off_t>(offset + done));
       if (k < 0 && errno == EINTR) continue;
-      if (k <= 0) fail_with_errno("writing");
+      if (k <= 0) fail(k < 0 ? errno : EIO, "writing");  // 0 bytes written sets no errno
       done += static_cast<std::size_t>(k);
     }
   }
 
   // Flushes the bytes to disk and renames the file into place.
   void commit() {
-    if (::fsync(fd_) != 0) fail_with_errno("flushing");
-    const int fd = std::exchange(fd_, -1);
-    if (::close(fd) != 0) fail_with_errno("closing");
-    if (std::rename(temp_.c_str(), path_.c_str()) != 0) fail_with_errno("renaming into place");
+    if (::fsync(fd_.get()) != 0) fail(errno, "flushing");
+    if (fd_.close() != 0) fail(errno, "closing");
+    if (std::rename(temp_.c_str(), path_.c_str()) != 0) fail(errno, "renaming");
     committed_ = true;
   }
 
  private:
-  static constexpr const char* kWhere = "write_file_atomically";
+  static std::string non_empty(std::string path) {
+    if (path.empty()) detail::fail("write_file_atomically", "path", "\"\"", "a file name");
+    return path;
+  }
 
-  [[noreturn]] void fail_with_errno(const char* step) const {
-    const std::string reason = std::strerror(errno);
-    detail::fail(kWhere, "path", '"' + path_ + '"',
-                 std::string("a writable file (") + step + " failed: " + reason + ")");
+  // `errno_value` comes in as read right after the call, before any allocation can change errno.
+  [[noreturn]] void fail(int errno_value, const char* step) const {
+    throw FileError(errno_value, path_, std::string(step) + " the temporary file '" + temp_ + "' failed");
   }
 
   std::string path_, temp_;
-  int fd_ = -1;
+  detail::FileDescriptor fd_;
   std::uint64_t offset_ = 0;
   bool committed_ = false;
 };

@@ -2,7 +2,8 @@
 // writing them. Strict means: one value and nothing after it but whitespace, no duplicate object
 // keys, no leading zeros, no raw control characters or invalid UTF-8 in strings, no unpaired
 // surrogates, at most 64 nested arrays/objects (so hostile input cannot exhaust the stack).
-// Errors name the document (`what`) and the byte offset; accessor errors name the key path.
+// Every error is a FormatError naming the file the text came from and the field it holds: the
+// byte offset for malformed text, the key path for accessors ("__metadata__.config.tau").
 #pragma once
 
 #include "../config.hpp"
@@ -50,6 +51,18 @@ inline std::size_t utf8_length(std::string_view s, std::size_t i) {
 }
 
 class JsonParser;
+
+// Where a document's text comes from: a file, and the field of it the text fills (empty for a
+// whole-file document).
+struct JsonSource {
+  std::string file, field;
+
+  // The field a value at `path` ("$", "$.a[1]") is: the path itself in a whole-file document,
+  // else appended to the field ("header" + "$.a" -> "header.a").
+  std::string field_at(const std::string& path) const {
+    return field.empty() ? path : field + path.substr(1);
+  }
+};
 
 }  // namespace detail
 
@@ -117,7 +130,7 @@ class JsonValue {
   }
   const JsonValue& at(std::string_view key) const {
     if (const JsonValue* v = find(key)) return *v;
-    throw Error("memoryformer: " + context() + ": " + path_ + " has no key " + io::json_quote(key));
+    malformed("no key " + io::json_quote(key));
   }
 
   static const char* type_name(Type type) {
@@ -128,11 +141,13 @@ class JsonValue {
  private:
   friend class memoryformer::detail::JsonParser;
 
-  std::string context() const { return what_ ? *what_ : std::string("json"); }
+  [[noreturn]] void malformed(const std::string& problem) const {
+    const memoryformer::detail::JsonSource none{"json", ""};  // a JsonValue{} belongs to no document
+    const auto& source = source_ ? *source_ : none;
+    throw FormatError(source.file, "", source.field_at(path_), problem);
+  }
   const JsonValue& expect(Type want) const {
-    if (type_ != want)
-      throw Error("memoryformer: " + context() + ": " + path_ + " is " + type_name(type_) + ", expected " +
-                  type_name(want));
+    if (type_ != want) malformed(std::string(type_name(type_)) + ", expected " + type_name(want));
     return *this;
   }
   template <class Int>
@@ -141,7 +156,7 @@ class JsonValue {
     Int value = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (!is_integer() || ec != std::errc() || end != text.data() + text.size())
-      throw Error("memoryformer: " + context() + ": " + path_ + " = " + text + ", expected " + expected);
+      malformed(text + ", expected " + expected);
     return value;
   }
 
@@ -152,7 +167,7 @@ class JsonValue {
   std::vector<std::string> keys_;
   std::vector<JsonValue> items_;  // array elements, or object values in key order
   std::string path_ = "$";
-  std::shared_ptr<const std::string> what_;
+  std::shared_ptr<const memoryformer::detail::JsonSource> source_;  // shared by every value of a document
 };
 
 }  // namespace io
@@ -161,8 +176,8 @@ namespace detail {
 
 class JsonParser {
  public:
-  JsonParser(std::string_view text, std::string_view what)
-      : text_(text), what_(std::make_shared<const std::string>(what)) {}
+  JsonParser(std::string_view text, JsonSource source)
+      : text_(text), source_(std::make_shared<const JsonSource>(std::move(source))) {}
 
   io::JsonValue document() {
     skip_whitespace();
@@ -177,7 +192,8 @@ class JsonParser {
 
   [[noreturn]] void error(const std::string& problem) const { error_at(pos_, problem); }
   [[noreturn]] void error_at(std::size_t at, const std::string& problem) const {
-    throw Error("memoryformer: " + *what_ + ": invalid JSON at byte " + std::to_string(at) + ": " + problem);
+    throw FormatError(source_->file, "", source_->field,
+                      "invalid JSON at byte " + std::to_string(at) + ": " + problem);
   }
   std::string describe() const {
     if (pos_ >= text_.size()) return "end of input";
@@ -201,7 +217,7 @@ class JsonParser {
   io::JsonValue value(std::string path, int depth) {
     io::JsonValue v;
     v.path_ = std::move(path);
-    v.what_ = what_;
+    v.source_ = source_;
     if (pos_ >= text_.size()) error("expected a value, found end of input");
     const char c = text_[pos_];
     if (c == '{' || c == '[') {
@@ -370,7 +386,7 @@ class JsonParser {
   }
 
   std::string_view text_;
-  std::shared_ptr<const std::string> what_;
+  std::shared_ptr<const JsonSource> source_;
   std::size_t pos_ = 0;
 };
 
@@ -378,9 +394,10 @@ class JsonParser {
 
 namespace io {
 
-// Parses one JSON document; `what` names it in error messages ("safetensors: file 'x': header").
-inline JsonValue parse_json(std::string_view text, std::string_view what) {
-  return detail::JsonParser(text, what).document();
+// Parses one JSON document: the text of `file`, or of its `field` when the document is one field
+// of a larger file ("header" of a safetensors file). Both name the place in every FormatError.
+inline JsonValue parse_json(std::string_view text, std::string_view file, std::string_view field = {}) {
+  return detail::JsonParser(text, {std::string(file), std::string(field)}).document();
 }
 
 }  // namespace io

@@ -18,6 +18,9 @@
 // quantised again; a double model holds fp32 alone and widens them. A table whose dtype does not
 // match "tables" (or an int8 table without its scale) is an error naming the tensor.
 //
+// A file that does not hold a model as described here is a FormatError naming the file, the
+// tensor and the field (a metadata entry is the field "__metadata__.<key>").
+//
 // Loading allocates what it fills and nothing else: no random initialisation, no gradients (they
 // come with the first backward() or parameters()). With Weights::map the tables are not even
 // copied: the writer starts every table on a 64-byte boundary, in the [rows, width] order the
@@ -62,9 +65,15 @@ inline std::string config_to_json(const ModelConfig& c) {
 }
 
 // Every field of docs/method.md §5 is required; unknown fields are an error (a newer writer's config
-// would otherwise be half understood). `what` names the source in messages.
-inline ModelConfig config_from_json(const std::string& text, const std::string& what) {
-  const JsonValue root = parse_json(text, what);
+// would otherwise be half understood). The text is `file`, or its `field` (parse_json); errors,
+// a config that ModelConfig::validate rejects included, are a FormatError naming both.
+inline ModelConfig config_from_json(const std::string& text, const std::string& file,
+                                    const std::string& field = "") {
+  const JsonValue root = parse_json(text, file, field);
+  const memoryformer::detail::JsonSource source{file, field};
+  const auto bad = [&](const std::string& path, const std::string& problem) {
+    throw FormatError(file, "", source.field_at(path), problem);
+  };
   ModelConfig c;
   const std::map<std::string, int*> ints{
       {"vocab_size", &c.vocab_size}, {"d_model", &c.d_model}, {"n_layers", &c.n_layers},
@@ -74,27 +83,31 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
                                              {"temperature", &c.temperature},
                                              {"norm_eps", &c.norm_eps},
                                              {"layernorm_eps", &c.layernorm_eps}};
-  for (const std::string& key : root.object_keys())
+  for (std::size_t i = 0; i < root.object_keys().size(); ++i) {
+    const std::string& key = root.object_keys()[i];
     if (!ints.count(key) && !reals.count(key) && key != "score")
-      detail::fail(what.c_str(), "config key", json_quote(key), "one of the fields of method.md §5");
-  for (const auto& [key, field] : ints) {
-    const std::int64_t v = root.at(key).as_int64();
-    if (v < -(1 << 30) || v > (1 << 30)) detail::fail(what.c_str(), key.c_str(), v, "a value in int range");
-    *field = static_cast<int>(v);
+      bad(root.object_values()[i].path(), "unknown key, expected one of the fields of method.md §5");
   }
-  for (const auto& [key, field] : reals) *field = root.at(key).as_number();
-  const std::string& score = root.at("score").as_string();
-  if (score == "paper")
+  for (const auto& [key, target] : ints) {
+    const JsonValue& value = root.at(key);
+    const std::int64_t v = value.as_int64();
+    if (v < -(1 << 30) || v > (1 << 30))
+      bad(value.path(), std::to_string(v) + ", expected a value in int range");
+    *target = static_cast<int>(v);
+  }
+  for (const auto& [key, target] : reals) *target = root.at(key).as_number();
+  const JsonValue& score = root.at("score");
+  if (score.as_string() == "paper")
     c.score = Score::paper;
-  else if (score == "l1")
+  else if (score.as_string() == "l1")
     c.score = Score::l1;
   else
-    detail::fail(what.c_str(), "score", json_quote(score), "\"paper\" or \"l1\"");
+    bad(score.path(), json_quote(score.as_string()) + ", expected \"paper\" or \"l1\"");
   try {
     c.validate();
-  } catch (const Error& e) {  // say which file the bad config came from
+  } catch (const ArgumentError& e) {  // a bad config in a file is a bad file, and says which
     const std::string message = e.what(), prefix = "memoryformer: ";
-    throw Error(prefix + what + ": " + message.substr(message.rfind(prefix, 0) == 0 ? prefix.size() : 0));
+    throw FormatError(file, "", field, message.substr(message.rfind(prefix, 0) == 0 ? prefix.size() : 0));
   }
   return c;
 }
@@ -123,16 +136,15 @@ inline const TensorInfo& checked_info(const SafetensorsFile& file, const std::st
                                       const std::vector<std::int64_t>& want) {
   const TensorInfo& t = file.info(name);
   if (t.shape != want)
-    memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' shape").c_str(),
-                               shape_string(t.shape), shape_string(want));
+    throw FormatError(file.path(), name, "shape", shape_string(t.shape) + ", expected " + shape_string(want));
   return t;
 }
 
 inline void require_dtype(const SafetensorsFile& file, const TensorInfo& t, DType want,
                           const std::string& why) {
   if (t.dtype != want)
-    memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + t.name + "' dtype").c_str(),
-                               to_string(t.dtype), std::string(to_string(want)) + " " + why);
+    throw FormatError(file.path(), t.name, "dtype",
+                      std::string(to_string(t.dtype)) + ", expected " + to_string(want) + " " + why);
 }
 
 // Converts tensor `name` of `file` (any float or int dtype) into out, once its shape is `want`.
@@ -147,15 +159,15 @@ void read_into(const SafetensorsFile& file, const std::string& name, const std::
 inline void reject_extra_tensors(const SafetensorsFile& file, const std::set<std::string>& expected) {
   for (const TensorInfo& t : file.tensors())
     if (!expected.count(t.name))
-      memoryformer::detail::fail(("load " + file.path()).c_str(), "tensor", "'" + t.name + "'",
-                                 "only the tensors of the model (method.md §5); this one is unknown");
+      throw FormatError(file.path(), t.name, "",
+                        "unknown, expected only the tensors of the model (method.md §5)");
 }
 
 inline const std::string& metadata_entry(const SafetensorsFile& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end())
-    memoryformer::detail::fail(("load " + file.path()).c_str(), "__metadata__", "no \"" + key + "\" entry",
-                               "a file written by save_model() or another method.md §5 writer");
+    throw FormatError(file.path(), "", "__metadata__." + key,
+                      "missing, expected a file written by save_model() or another method.md §5 writer");
   return it->second;
 }
 
@@ -338,9 +350,9 @@ void write_initial_model(const ModelConfig& config, const std::string& path, Tab
 // The config stored in a model file.
 inline ModelConfig load_config(const SafetensorsFile& file) {
   if (detail::metadata_entry(file, "format") != "memoryformer")
-    memoryformer::detail::fail(("load " + file.path()).c_str(), "format",
-                               json_quote(detail::metadata_entry(file, "format")), "\"memoryformer\"");
-  return config_from_json(detail::metadata_entry(file, "config"), "load " + file.path() + ": config");
+    throw FormatError(file.path(), "", "__metadata__.format",
+                      json_quote(detail::metadata_entry(file, "format")) + ", expected \"memoryformer\"");
+  return config_from_json(detail::metadata_entry(file, "config"), file.path(), "__metadata__.config");
 }
 
 // The block type of a model file: its "arch" entry, "memoryformer" when there is none.
@@ -355,8 +367,9 @@ inline TableType load_table_type(const SafetensorsFile& file) {
   if (it == file.metadata().end()) return TableType::fp32;
   for (const TableType type : {TableType::bf16, TableType::int8})
     if (it->second == to_string(type)) return type;
-  memoryformer::detail::fail(("load " + file.path()).c_str(), "tables", json_quote(it->second),
-                             "\"bf16\" or \"int8\" (or no entry, for float tables)");
+  throw FormatError(
+      file.path(), "", "__metadata__.tables",
+      json_quote(it->second) + ", expected \"bf16\" or \"int8\" (or no entry, for float tables)");
 }
 
 // How load_model holds a file's hash tables.
@@ -403,10 +416,10 @@ TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& n
   switch (type) {
     case TableType::fp32:
       if (!is_float_dtype(t.dtype))
-        memoryformer::detail::fail(("load " + file.path()).c_str(), ("tensor '" + name + "' dtype").c_str(),
-                                   to_string(t.dtype),
-                                   "a float dtype (F32, F64, F16, BF16); int8 tables need __metadata__ "
-                                   "\"tables\": \"int8\" and a .scale tensor");
+        throw FormatError(file.path(), name, "dtype",
+                          std::string(to_string(t.dtype)) +
+                              ", expected a float dtype (F32, F64, F16, BF16); int8 tables need __metadata__ "
+                              "\"tables\": \"int8\" and a .scale tensor");
       break;
     case TableType::bf16:
       require_dtype(file, t, DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
@@ -461,17 +474,18 @@ Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
   const ModelConfig config = load_config(file);
   const std::string file_arch = load_arch(file);
   if (file_arch != Model::Block::kArch)
-    memoryformer::detail::fail(("load " + file.path()).c_str(), "arch", json_quote(file_arch),
-                               std::string("\"") + Model::Block::kArch + "\" for this model type");
+    throw FormatError(
+        file.path(), "", "__metadata__.arch",
+        json_quote(file_arch) + ", expected \"" + Model::Block::kArch + "\" for this model type");
   const TableType tables = load_table_type(file);
   // A hostile config could ask for terabytes: the file must have a byte (the smallest dtype) for
   // every parameter value before the model is built. Missing tensors are named further down.
   const std::int64_t needed = Model::parameter_values(config);
   if (static_cast<std::uint64_t>(needed) > file.data_size())
-    memoryformer::detail::fail(("load " + file.path()).c_str(), "config", config_to_json(config),
-                               "a model the file can hold: it needs " + std::to_string(needed) +
-                                   " parameter values, but the data section holds only " +
-                                   std::to_string(file.data_size()) + " bytes");
+    throw FormatError(file.path(), "", "__metadata__.config",
+                      config_to_json(config) + ", expected a model the file can hold: it needs " +
+                          std::to_string(needed) + " parameter values, but the data section holds only " +
+                          std::to_string(file.data_size()) + " bytes");
   Model model(config, Init::none);
   std::set<std::string> names;
   for (const auto& p : model.weights()) {
@@ -524,10 +538,11 @@ template <class Scalar>
 void load_optimizer(AdamW<Scalar>& optimizer, const ParameterList<Scalar>& params, const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::open(path);
   if (detail::metadata_entry(file, "format") != "memoryformer-adamw")
-    memoryformer::detail::fail(("load " + path).c_str(), "format",
-                               json_quote(detail::metadata_entry(file, "format")), "\"memoryformer-adamw\"");
+    throw FormatError(
+        path, "", "__metadata__.format",
+        json_quote(detail::metadata_entry(file, "format")) + ", expected \"memoryformer-adamw\"");
   const std::string& step_text = detail::metadata_entry(file, "step");
-  const long steps = static_cast<long>(parse_json(step_text, "load " + path + ": step").as_int64());
+  const long steps = static_cast<long>(parse_json(step_text, path, "__metadata__.step").as_int64());
   std::vector<std::vector<Scalar>> first, second;
   std::set<std::string> names;
   for (const auto& p : params) {

@@ -4,13 +4,15 @@
 //
 // Files are untrusted: open() checks every field, every size product for overflow, every range
 // against the data section and the tensors against each other before any accessor can hand out a
-// pointer. Optional integrity: metadata "checksums" holds a JSON object {tensor: XXH3-64 as 16
-// lowercase hex digits}, verified by open() and written by write_safetensors by default. A tool
-// that wants to report every damaged tensor rather than stop at the first opens with
-// Checksums::report and asks checksum_mismatches().
+// pointer. A file the system will not open or map is a FileError; bytes that break the format are
+// a FormatError naming the file, the tensor and the field. Optional integrity: metadata
+// "checksums" holds a JSON object {tensor: XXH3-64 as 16 lowercase hex digits}, verified by open()
+// and written by write_safetensors by default. A tool that wants to report every damaged tensor
+// rather than stop at the first opens with Checksums::report and asks checksum_mismatches().
 #pragma once
 
 #include "../config.hpp"
+#include "../detail/file_descriptor.hpp"
 #include "../detail/float16.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
@@ -142,7 +144,7 @@ using memoryformer::detail::float_to_f16;
 
 // ---- Reading
 
-// What open() does with stored checksums: verify them (an Error names the first mismatch), or only
+// What open() does with stored checksums: verify them (a FormatError names the first mismatch), or only
 // check their form and leave the hashing to checksum_mismatches().
 enum class Checksums { verify, report };
 
@@ -211,8 +213,9 @@ class SafetensorsFile {
     for (std::size_t i = 0; i < tensors_.size() && i < 8; ++i)
       known += (i ? ", '" : "'") + tensors_[i].name + "'";
     if (tensors_.size() > 8) known += ", ...";
-    fail(path_, "no tensor named '" + name + "' (the file has " + std::to_string(tensors_.size()) +
-                    (tensors_.empty() ? " tensors)" : " tensors: " + known + ")"));
+    malformed(path_, name, "",
+              "not in the file (it has " + std::to_string(tensors_.size()) +
+                  (tensors_.empty() ? " tensors)" : " tensors: " + known + ")"));
   }
 
   // The tensor's bytes inside the read-only mapping, valid while this object lives, or while
@@ -282,24 +285,38 @@ class SafetensorsFile {
     const TensorInfo& t = info(name);
     constexpr DType want = dtype_of<Scalar>();
     if (t.dtype != want)
-      fail(path_, "tensor '" + name + "': stored as " + to_string(t.dtype) + ", so a view of " +
-                      to_string(want) + " is impossible; use matrix() to convert");
+      cannot_view(name, std::string("stored as ") + to_string(t.dtype) + ", so a view of " + to_string(want) +
+                            " is impossible; use matrix() to convert");
     const auto [rows, cols] = matrix_shape(t);
     if (t.end == t.begin)
       return Eigen::Map<const RowMatrix<Scalar>>(nullptr, rows, cols);  // nothing to align
     const std::uint8_t* p = data_ + t.begin;
     if (reinterpret_cast<std::uintptr_t>(p) % alignof(Scalar) != 0)
-      fail(path_, "tensor '" + name + "': data at data-section offset " + std::to_string(t.begin) +
-                      " is not aligned to " + std::to_string(alignof(Scalar)) +
-                      " bytes, so it cannot be viewed in place; use matrix() to copy");
+      cannot_view(name, "data at data-section offset " + std::to_string(t.begin) + " is not aligned to " +
+                            std::to_string(alignof(Scalar)) +
+                            " bytes, so it cannot be viewed in place; use matrix() to copy");
     return Eigen::Map<const RowMatrix<Scalar>>(reinterpret_cast<const Scalar*>(p), rows, cols);
   }
 
  private:
   SafetensorsFile() = default;
 
-  [[noreturn]] static void fail(const std::string& path, const std::string& problem) {
-    throw Error("memoryformer: safetensors: file '" + path + "': " + problem);
+  [[noreturn]] static void malformed(const std::string& path, const std::string& tensor,
+                                     const std::string& field, const std::string& problem) {
+    throw FormatError(path, tensor, field, problem);
+  }
+  // errno comes in as the argument, read before anything can allocate and change it.
+  [[noreturn]] static void refused(int errno_value, const std::string& path, const char* step) {
+    throw FileError(errno_value, path, step);
+  }
+  // The file is fine; the view asked of it is not possible.
+  [[noreturn]] void cannot_view(const std::string& tensor, const std::string& problem) const {
+    throw ArgumentError("memoryformer: SafetensorsFile::view: file '" + path_ + "': tensor '" + tensor +
+                        "': " + problem);
+  }
+  [[noreturn]] static void too_short(const std::string& path, std::uint64_t size) {
+    malformed(path, "", "header length",
+              "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
   }
 
   const TensorInfo* lookup(const std::string& name) const {
@@ -378,38 +395,26 @@ inline std::string SafetensorsFile::hex64(std::uint64_t v) { return detail_bits:
 inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums checksums) {
   SafetensorsFile file;  // its destructor unmaps on every error below
   file.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int saved = errno;
-    fail(path, std::string("cannot open: ") + std::strerror(saved));
-  }
+  const memoryformer::detail::FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.is_open()) refused(errno, path, "cannot open");
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int saved = errno;
-    ::close(fd);
-    fail(path, std::string("cannot stat: ") + std::strerror(saved));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
+  if (::fstat(fd.get(), &st) != 0) refused(errno, path, "cannot stat");
+  // EISDIR for a directory; ENODEV, what mmap says of a file it cannot map, for the rest.
+  if (!S_ISREG(st.st_mode)) refused(S_ISDIR(st.st_mode) ? EISDIR : ENODEV, path, "not a regular file");
   const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < 8) {
-    ::close(fd);
-    fail(path, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
-  }
-  void* mapping = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
-  const int saved = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (mapping == MAP_FAILED) fail(path, std::string("cannot map: ") + std::strerror(saved));
+  if (size < 8) too_short(path, size);
+  const auto length = static_cast<std::size_t>(size);
+  void* mapping = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  if (mapping == MAP_FAILED) refused(errno, path, "cannot map");
+  // Owned at once: the mapping outlives the descriptor, and any throw from here on unmaps it.
+  file.mapping_ = std::shared_ptr<const void>(
+      mapping, [length](const void* p) { ::munmap(const_cast<void*>(p), length); });
 #if defined(MADV_HUGEPAGE)
   // Tables read in place (load_model's Weights::map) are read a row per page: with 4 KiB pages
   // every row is a TLB miss and a page walk. Pages this mapping reads in come as 2 MiB folios,
   // mapped whole (docs/performance.md, "Huge pages for mapped files"); a no-op where THP is off.
-  ::madvise(mapping, static_cast<std::size_t>(size), MADV_HUGEPAGE);
+  ::madvise(mapping, length, MADV_HUGEPAGE);
 #endif
-  const auto length = static_cast<std::size_t>(size);
-  file.mapping_ = std::shared_ptr<const void>(mapping, [length](const void* p) { ::munmap(const_cast<void*>(p), length); });
   file.parse(static_cast<const std::uint8_t*>(mapping), size, checksums);
   return file;
 }
@@ -417,9 +422,10 @@ inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums 
 inline SafetensorsFile SafetensorsFile::from_memory(const void* bytes, std::size_t size, std::string name) {
   SafetensorsFile file;
   file.path_ = std::move(name);
-  if (size < 8)
-    fail(file.path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header length");
-  if (bytes == nullptr) fail(file.path_, std::to_string(size) + " bytes at nullptr");
+  if (bytes == nullptr)
+    memoryformer::detail::fail("SafetensorsFile::from_memory", "bytes", "nullptr",
+                               "the address of " + std::to_string(size) + " bytes of '" + file.path_ + "'");
+  if (size < 8) too_short(file.path_, size);
   file.parse(static_cast<const std::uint8_t*>(bytes), size, Checksums::verify);
   return file;
 }
@@ -430,11 +436,13 @@ inline void SafetensorsFile::parse(const std::uint8_t* bytes, std::uint64_t size
   std::uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
   if (header_bytes > size - 8)
-    fail(path, "header length " + std::to_string(header_bytes) + " exceeds the " + std::to_string(size - 8) +
-                   " bytes after the 8-byte length field");
+    malformed(path, "", "header length",
+              std::to_string(header_bytes) + " exceeds the " + std::to_string(size - 8) +
+                  " bytes after the 8-byte length field");
   if (header_bytes > max_header_bytes)
-    fail(path, "header length " + std::to_string(header_bytes) + " exceeds the limit of " +
-                   std::to_string(max_header_bytes) + " bytes");
+    malformed(path, "", "header length",
+              std::to_string(header_bytes) + " exceeds the limit of " + std::to_string(max_header_bytes) +
+                  " bytes");
   data_ = bytes + 8 + header_bytes;
   data_size_ = static_cast<std::size_t>(size - 8 - header_bytes);
   parse_header(
@@ -446,15 +454,16 @@ inline void SafetensorsFile::parse(const std::uint8_t* bytes, std::uint64_t size
   if (checksums == Checksums::verify) {
     const std::vector<ChecksumMismatch> bad = checksum_mismatches();
     if (!bad.empty())
-      fail(path, "tensor '" + bad.front().tensor + "': checksum mismatch: header says " + bad.front().stored +
-                     ", data hashes to " + bad.front().actual);
+      malformed(path, bad.front().tensor, "checksum",
+                "mismatch, header says " + bad.front().stored + ", data hashes to " + bad.front().actual);
   }
 }
 
 inline void SafetensorsFile::parse_header(std::string_view header) {
-  const JsonValue root = parse_json(header, "safetensors: file '" + path_ + "': header");
+  const JsonValue root = parse_json(header, path_, "header");
   if (!root.is_object())
-    fail(path_, std::string("header is ") + JsonValue::type_name(root.type()) + ", expected a JSON object");
+    malformed(path_, "", "header",
+              std::string(JsonValue::type_name(root.type())) + ", expected a JSON object");
   const auto& keys = root.object_keys();
   const auto& values = root.object_values();
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -463,48 +472,46 @@ inline void SafetensorsFile::parse_header(std::string_view header) {
       continue;
     }
     if (!values[i].is_object())
-      fail(path_, std::string("__metadata__ is ") + JsonValue::type_name(values[i].type()) +
-                      ", expected an object of strings");
+      malformed(path_, "", "__metadata__",
+                std::string(JsonValue::type_name(values[i].type())) + ", expected an object of strings");
     for (std::size_t k = 0; k < values[i].object_keys().size(); ++k) {
       const JsonValue& v = values[i].object_values()[k];
       const std::string& key = values[i].object_keys()[k];
       if (!v.is_string())
-        fail(path_,
-             "__metadata__ entry '" + key + "' is " + JsonValue::type_name(v.type()) + ", expected a string");
+        malformed(path_, "", "__metadata__." + key,
+                  std::string(JsonValue::type_name(v.type())) + ", expected a string");
       metadata_.emplace(key, v.as_string());
     }
   }
 }
 
 inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const JsonValue& entry) const {
-  const std::string where = "tensor '" + name + "': ";
+  const auto bad = [&](const std::string& field, const std::string& problem) {
+    malformed(path_, name, field, problem);
+  };
   if (!entry.is_object())
-    fail(path_, where + "entry is " + JsonValue::type_name(entry.type()) +
-                    ", expected an object with dtype, shape and data_offsets");
+    bad("", std::string("entry is ") + JsonValue::type_name(entry.type()) +
+                ", expected an object with dtype, shape and data_offsets");
   for (const std::string& key : entry.object_keys())
     if (key != "dtype" && key != "shape" && key != "data_offsets")
-      fail(path_, where + "unexpected key '" + key + "', expected exactly dtype, shape and data_offsets");
+      bad(key, "unexpected key, expected exactly dtype, shape and data_offsets");
   const auto field = [&](const char* key, JsonValue::Type type) -> const JsonValue& {
     const JsonValue* v = entry.find(key);
-    if (v == nullptr) fail(path_, where + "missing '" + key + "'");
+    if (v == nullptr) bad(key, "missing");
     if (v->type() != type)
-      fail(path_, where + "'" + key + "' is " + JsonValue::type_name(v->type()) + ", expected " +
-                      JsonValue::type_name(type));
+      bad(key, std::string(JsonValue::type_name(v->type())) + ", expected " + JsonValue::type_name(type));
     return *v;
   };
   // Exact non-negative integers from the number's text, never via double.
   const auto natural = [&](const JsonValue& v, const std::string& what) -> std::uint64_t {
     if (!v.is_number() || !v.is_integer())
-      fail(path_,
-           where + what + " is " +
-               (v.is_number() ? "the non-integer " + v.number_text() : JsonValue::type_name(v.type())) +
-               ", expected a non-negative integer");
-    if (v.number_text()[0] == '-') fail(path_, where + what + " = " + v.number_text() + " is negative");
+      bad(what, (v.is_number() ? "the non-integer " + v.number_text() : JsonValue::type_name(v.type())) +
+                    ", expected a non-negative integer");
+    if (v.number_text()[0] == '-') bad(what, v.number_text() + " is negative");
     const std::string& text = v.number_text();
     std::uint64_t value = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size())
-      fail(path_, where + what + " = " + text + " does not fit in 64 bits");
+    if (ec != std::errc() || end != text.data() + text.size()) bad(what, text + " does not fit in 64 bits");
     return value;
   };
 
@@ -514,8 +521,8 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   const auto* known = std::find_if(std::begin(all_dtypes), std::end(all_dtypes),
                                    [&](DType d) { return dtype == to_string(d); });
   if (known == std::end(all_dtypes))
-    fail(path_, where + "unknown dtype " + json_quote(dtype) +
-                    ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+    bad("dtype", "unknown " + json_quote(dtype) +
+                     ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
   t.dtype = *known;
 
   const auto& dims = field("shape", JsonValue::Type::array).as_array();
@@ -524,41 +531,37 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   for (std::size_t i = 0; i < dims.size(); ++i) {
     const std::uint64_t d = natural(dims[i], "shape[" + std::to_string(i) + "]");
     if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-      fail(path_,
-           where + "shape[" + std::to_string(i) + "] = " + std::to_string(d) + " does not fit in 63 bits");
+      bad("shape[" + std::to_string(i) + "]", std::to_string(d) + " does not fit in 63 bits");
     t.shape.push_back(static_cast<std::int64_t>(d));
     overflow = !detail_bits::multiply(bytes, d, bytes) || overflow;
   }
   const bool has_zero = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
   if (overflow && !has_zero)
-    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) +
-                    " overflows 64 bits of bytes");
+    bad("shape", detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " overflows 64 bits of bytes");
   if (has_zero) {
     // Empty, but numel() and matrix() still multiply the other dims in 63 bits.
     std::uint64_t elements = 1;
     for (const std::int64_t d : t.shape)
       if (d != 0 && (!detail_bits::multiply(elements, static_cast<std::uint64_t>(d), elements) ||
                      elements > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())))
-        fail(path_, where + "shape " + detail_bits::dims(t.shape) +
-                        " is empty, but the product of its non-zero dims overflows 63 bits");
+        bad("shape",
+            detail_bits::dims(t.shape) + " is empty, but the product of its non-zero dims overflows 63 bits");
     bytes = 0;
   }
 
   const auto& offsets = field("data_offsets", JsonValue::Type::array).as_array();
   if (offsets.size() != 2)
-    fail(path_, where + "data_offsets has " + std::to_string(offsets.size()) +
-                    " entries, expected 2 ([begin, end])");
+    bad("data_offsets", std::to_string(offsets.size()) + " entries, expected 2 ([begin, end])");
   const std::uint64_t begin = natural(offsets[0], "data_offsets[0]"),
                       end = natural(offsets[1], "data_offsets[1]");
   const std::string range = "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
-  if (begin > end) fail(path_, where + "data_offsets " + range + " end before they begin");
+  if (begin > end) bad("data_offsets", range + " end before they begin");
   if (end > data_size_)
-    fail(path_, where + "data_offsets " + range + " exceed the data section of " +
-                    std::to_string(data_size_) + " bytes");
+    bad("data_offsets", range + " exceed the data section of " + std::to_string(data_size_) + " bytes");
   if (end - begin != bytes)
-    fail(path_, where + "shape " + detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " +
-                    std::to_string(bytes) + " bytes, but data_offsets " + range + " span " +
-                    std::to_string(end - begin));
+    bad("data_offsets", range + " span " + std::to_string(end - begin) + " bytes, but shape " +
+                            detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " +
+                            std::to_string(bytes));
   t.begin = static_cast<std::size_t>(begin);
   t.end = static_cast<std::size_t>(end);
   return t;
@@ -575,9 +578,10 @@ inline void SafetensorsFile::check_overlaps() const {
   const TensorInfo* furthest = nullptr;
   for (const TensorInfo* t : order) {
     if (furthest != nullptr && t->begin < furthest->end)
-      fail(path_, "tensor '" + t->name + "': data_offsets [" + std::to_string(t->begin) + ", " +
-                      std::to_string(t->end) + "] overlap those of tensor '" + furthest->name + "' [" +
-                      std::to_string(furthest->begin) + ", " + std::to_string(furthest->end) + "]");
+      malformed(path_, t->name, "data_offsets",
+                "[" + std::to_string(t->begin) + ", " + std::to_string(t->end) +
+                    "] overlap those of tensor '" + furthest->name + "' [" + std::to_string(furthest->begin) +
+                    ", " + std::to_string(furthest->end) + "]");
     if (furthest == nullptr || t->end > furthest->end) furthest = t;
   }
 }
@@ -586,22 +590,22 @@ inline void SafetensorsFile::parse_checksums() {
   const auto it = metadata_.find("checksums");
   if (it == metadata_.end()) return;
   has_checksums_ = true;
-  const JsonValue sums = parse_json(it->second, "safetensors: file '" + path_ + "': __metadata__ checksums");
+  const JsonValue sums = parse_json(it->second, path_, "__metadata__.checksums");
   if (!sums.is_object())
-    fail(path_, std::string("__metadata__ checksums is ") + JsonValue::type_name(sums.type()) +
-                    ", expected an object {tensor: hex}");
+    malformed(path_, "", "__metadata__.checksums",
+              std::string(JsonValue::type_name(sums.type())) + ", expected an object {tensor: hex}");
   for (std::size_t i = 0; i < sums.object_keys().size(); ++i) {
     const std::string& name = sums.object_keys()[i];
     const JsonValue& value = sums.object_values()[i];
     if (lookup(name) == nullptr)
-      fail(path_, "__metadata__ checksums lists '" + name + "', which is not a tensor in the file");
+      malformed(path_, name, "checksum",
+                "listed in __metadata__.checksums, but no such tensor is in the file");
     const bool hex = value.is_string() && value.as_string().size() == 16 &&
                      value.as_string().find_first_not_of("0123456789abcdef") == std::string::npos;
     if (!hex)
-      fail(path_,
-           "tensor '" + name + "': checksum " +
-               (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
-               " is not 16 lowercase hex digits");
+      malformed(path_, name, "checksum",
+                (value.is_string() ? json_quote(value.as_string()) : JsonValue::type_name(value.type())) +
+                    std::string(" is not 16 lowercase hex digits"));
     checksums_[name] = value.as_string();
   }
 }
