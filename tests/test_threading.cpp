@@ -3,6 +3,8 @@
 #include "test_support.hpp"
 
 #include <atomic>
+#include <new>
+#include <stdexcept>
 #include <thread>
 
 namespace {
@@ -123,6 +125,55 @@ TEST(ThreadPool, NumThreadsFollowsTheSetting) {
   EXPECT_EQ(mf::num_threads(), 3);
   mf::set_num_threads(0);
   EXPECT_EQ(mf::num_threads(), mf::detail::hardware_threads());
+}
+
+TEST(ThreadPool, AThrowingTaskReachesTheCallerAndThePoolStaysUsable) {
+  mf::detail::ThreadPool pool(3);
+  // Thrown by a worker's task, by the caller's, by the only task (run serially), and from a nested
+  // call (also serial): each must reach this thread, and the next job must run every task.
+  for (int tasks : {1, 2, 7, 100})
+    for (int thrower : {0, tasks - 1}) {
+      EXPECT_THROW(pool.parallel_for(tasks,
+                                     [&](int i) {
+                                       if (i == thrower) throw std::runtime_error("task failed");
+                                     }),
+                   std::runtime_error)
+          << tasks << " tasks, task " << thrower << " throws";
+      std::atomic<int> ran{0};
+      pool.parallel_for(tasks, [&](int) { ++ran; });
+      EXPECT_EQ(ran.load(), tasks);
+    }
+  EXPECT_THROW(pool.parallel_for(4, [&](int) { pool.parallel_for(2, [](int) { throw std::bad_alloc(); }); }),
+               std::bad_alloc);
+}
+
+TEST(Context, TwoModelsWithDifferentThreadCountsRunSideBySide) {
+  const mf::MemoryLayerOptions o = options(256, 300, 8);
+  mf::MemoryLayer<float> one(o), three(o);
+  one.set_context(mf::Context(1));
+  three.set_context(mf::Context(3));
+  EXPECT_EQ(one.context().num_threads(), 1);
+  EXPECT_EQ(three.context().num_threads(), 3);
+  const auto x = test::random_matrix<float>(300, 256, 5u);
+  mf::set_num_threads(1);
+  const mf::RowMatrix<float> expected = mf::MemoryLayer<float>(o).forward(x);
+  mf::set_num_threads(0);
+  std::atomic<int> mismatches{0};
+  std::thread a([&] {
+    for (int r = 0; r < 10; ++r)
+      if (one.forward(x) != expected) ++mismatches;
+  });
+  std::thread b([&] {
+    for (int r = 0; r < 10; ++r)
+      if (three.forward(x) != expected) ++mismatches;
+  });
+  a.join();
+  b.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Context, RejectsANegativeThreadCount) {
+  test::expect_error([] { mf::Context c(-2); }, {"threads", "-2"});
 }
 
 TEST(Partition, SplitsCoverTheRangeOnAlignedBoundaries) {
