@@ -18,7 +18,7 @@
 //   2  a bad command line (unknown flag, malformed value, token outside the model's vocabulary)
 //   3  a file-system error (mf::FileError): a file that cannot be opened, read, mapped or written
 //   4  a malformed file (mf::FormatError): not safetensors, a tensor or metadata entry that breaks
-//      the format or method.md §5, a checksum mismatch (inspect included)
+//      the format or docs/method.md §5, a checksum mismatch (inspect included)
 // Messages go to stderr and name the argument, the value and what was expected. Output files are
 // written atomically, and only once everything they hold has been computed.
 #include "cli.hpp"
@@ -145,7 +145,7 @@ int run_logits(int argc, char** argv) {
   std::string weights, tokens_text, out;
   int threads = 0;
   cli::Flags f("memoryformer logits --weights M.safetensors --tokens 3,1,4 --out L.safetensors");
-  f.add("--weights", &weights, "model file (safetensors, method.md §5)");
+  f.add("--weights", &weights, "model file (safetensors, docs/method.md §5)");
   f.add("--tokens", &tokens_text, "comma-separated token ids of one sequence");
   f.add("--out", &out,
         "output safetensors file: tensor \"logits\" [seq, vocab] F32, of the full-sequence forward");
@@ -180,7 +180,7 @@ int run_generate(int argc, char** argv) {
       "[--temperature T] [--top-k K] [--seed S]\n"
       "Prints the prompt and its continuation: as text for --prompt (bytes, vocab 256), as token ids for "
       "--tokens.");
-  f.add("--weights", &weights, "model file (safetensors, method.md §5)");
+  f.add("--weights", &weights, "model file (safetensors, docs/method.md §5)");
   f.add("--prompt", &prompt, "text to continue, one token per byte (needs a model of vocab_size 256)");
   f.add("--tokens", &tokens_text, "or the prompt as comma-separated token ids (any vocab_size)");
   f.add("--max-new", &max_new, "tokens to generate", 0, 1 << 16);

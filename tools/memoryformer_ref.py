@@ -205,7 +205,7 @@ class Config:
         unknown, missing = set(fields) - set(cls.FIELDS), set(cls.FIELDS) - set(fields)
         if unknown or missing:
             raise ValueError(f"Config.from_json: keys unknown {sorted(unknown)}, missing {sorted(missing)};"
-                             f" expected exactly the method.md §5 fields {list(cls.FIELDS)}")
+                             f" expected exactly the docs/method.md §5 fields {list(cls.FIELDS)}")
         return cls(**fields)
 
 
@@ -408,7 +408,7 @@ def save_model(model, path, dtype=np.float32):
     tensors = {name: p.detach().cpu().numpy().astype(dtype) for name, p in model.named_parameters()}
     want = expected_shapes(model.config)
     if {n: list(t.shape) for n, t in tensors.items()} != want:  # the module layout is the §5 layout
-        raise AssertionError("save_model: parameter names or shapes differ from method.md §5")
+        raise AssertionError("save_model: parameter names or shapes differ from docs/method.md §5")
     write_safetensors(path, tensors, {"format": "memoryformer", "config": model.config.to_json()})
 
 
@@ -420,12 +420,12 @@ def load_model(path, dtype=torch.float64):
         raise FormatError(f"{path}: __metadata__ arch = {metadata['arch']!r}, expected 'memoryformer'"
                           " (this reference implements the MemoryFormer block only)")
     if "config" not in metadata:
-        raise FormatError(f"{path}: __metadata__ has no 'config' entry (method.md §5)")
+        raise FormatError(f"{path}: __metadata__ has no 'config' entry (docs/method.md §5)")
     config = Config.from_json(metadata["config"])
     want = expected_shapes(config)
     for name in tensors:
         if name not in want:
-            raise FormatError(f"{path}: tensor {name!r} is not one of the model's (method.md §5)")
+            raise FormatError(f"{path}: tensor {name!r} is not one of the model's (docs/method.md §5)")
     model = MemoryFormerModel(config, dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -491,7 +491,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="write a random model")
-    init.add_argument("--config", required=True, help="JSON with the method.md §5 config fields")
+    init.add_argument("--config", required=True, help="JSON with the docs/method.md §5 config fields")
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--out", required=True)
     init.add_argument("--dtype", choices=["F32", "F64"], default="F32")

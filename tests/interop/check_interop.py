@@ -239,7 +239,7 @@ def selftest(work):
     # §1 step 2: MSB-first examples, and zero counts as positive.
     for z, code in (([0.7, -0.1], 2), ([-1.1, -2.7, 0.6], 1), ([3.4, -1.9, -2.3], 4), ([0.0, -1.0], 2)):
         got = ref.sign_hash(torch.tensor([z], dtype=torch.float64), len(z), 1.0, "paper")[0].item()
-        expect(got == code, f"sign_hash({z}) = {got}, method.md §1 says {code}")
+        expect(got == code, f"sign_hash({z}) = {got}, docs/method.md §1 says {code}")
 
     # §1 step 3 / §4: closed-form p equals the explicit 2^tau-way softmax of <z, c> / t at c = sign(z).
     signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=8)), dtype=torch.float64)  # [256, 8]

@@ -98,7 +98,7 @@ void run(Model& model, const mf::TokenMatrix& tokens, const mf::TokenMatrix* tar
 int forward_backward(int argc, char** argv) {
   std::string weights, tokens, targets, out;
   cli::Flags f("interop_driver forward-backward --weights M --tokens T [--targets T] --out R");
-  f.add("--weights", &weights, "model file (method.md §5)");
+  f.add("--weights", &weights, "model file (docs/method.md §5)");
   f.add("--tokens", &tokens, "input ids, e.g. 1,2,3/4,5,6");
   f.add("--targets", &targets, "target ids in the shape of --tokens: adds loss and gradients");
   f.add("--out", &out, "result file");
@@ -115,7 +115,7 @@ int init(int argc, char** argv) {
   std::string config_json, out, tokens, logits_out;
   int seed = 0;
   cli::Flags f("interop_driver init --config JSON --seed S --out M [--tokens T --logits-out R]");
-  f.add("--config", &config_json, "the method.md §5 config as JSON");
+  f.add("--config", &config_json, "the docs/method.md §5 config as JSON");
   f.add("--seed", &seed, "ModelConfig::seed", 0, INT32_MAX);
   f.add("--out", &out, "model file to write");
   f.add("--tokens", &tokens, "input ids for --logits-out, e.g. 1,2,3/4,5,6");

@@ -33,9 +33,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#endif
-
 namespace memoryformer {
 inline namespace v0 {
 namespace detail {

@@ -86,7 +86,7 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
   for (std::size_t i = 0; i < root.object_keys().size(); ++i) {
     const std::string& key = root.object_keys()[i];
     if (!ints.count(key) && !reals.count(key) && key != "score")
-      bad(root.object_values()[i].path(), "unknown key, expected one of the fields of method.md §5");
+      bad(root.object_values()[i].path(), "unknown key, expected one of the fields of docs/method.md §5");
   }
   for (const auto& [key, target] : ints) {
     const JsonValue& value = root.at(key);
@@ -160,14 +160,14 @@ inline void reject_extra_tensors(const SafetensorsFile& file, const std::set<std
   for (const TensorInfo& t : file.tensors())
     if (!expected.count(t.name))
       throw FormatError(file.path(), t.name, "",
-                        "unknown, expected only the tensors of the model (method.md §5)");
+                        "unknown, expected only the tensors of the model (docs/method.md §5)");
 }
 
 inline const std::string& metadata_entry(const SafetensorsFile& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end())
     throw FormatError(file.path(), "", "__metadata__." + key,
-                      "missing, expected a file written by save_model() or another method.md §5 writer");
+                      "missing, expected a file written by save_model() or another docs/method.md §5 writer");
   return it->second;
 }
 
