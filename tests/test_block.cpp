@@ -226,3 +226,43 @@ TEST(MemoryFormerBlock, QkvShareTheBlocksHash) {
   EXPECT_EQ(block.q().forward(h(a)), block.q().forward(a));
   EXPECT_EQ(block.v().forward(h(a)), block.v().forward(a));
 }
+
+namespace {
+
+template <class Block>
+void check_tensor_forward(const Block& block, const char* where) {
+  const auto x = test::random_matrix<float>(2 * 5, 16, 43u);
+  const mf::Tensor3<float> y = block.forward(test::tensor_of(x, 2, 5));
+  test::expect_tensor_equals_rows(y, block.forward(x, 5));
+  test::expect_error([&] { block.forward(mf::Tensor3<float>(2, 5, 8)); }, {where, "x = [2, 5, 8]", "[batch, seq, 16]"});
+}
+
+TEST(Blocks, ForwardOnATensorEqualsForwardOnTheStackedSequences) {
+  check_tensor_forward(mf::MemoryFormerBlock<float>(small_config(), 3), "MemoryFormerBlock::forward");
+  check_tensor_forward(mf::DenseBlock<float>(small_config(), 3), "DenseBlock::forward");
+}
+
+// What Model<Block> requires, as a trait: both blocks model it; a type missing any member does not.
+struct NotABlock {
+  using Scalar = float;
+  struct Saved {};
+};
+struct DenseBlockWithoutZeroGrad : mf::DenseBlock<float> {
+  using mf::DenseBlock<float>::DenseBlock;
+  void zero_grad(int) = delete;  // hides DenseBlock::zero_grad()
+};
+struct DenseBlockWithoutArch : mf::DenseBlock<float> {
+  using mf::DenseBlock<float>::DenseBlock;
+  static constexpr int kArch = 0;  // not a name a file can record
+};
+
+TEST(Blocks, TheBlockConceptAcceptsBothBlocksAndRefusesIncompleteOnes) {
+  EXPECT_TRUE(mf::is_block_v<mf::MemoryFormerBlock<float>>);
+  EXPECT_TRUE(mf::is_block_v<mf::DenseBlock<double>>);
+  EXPECT_FALSE(mf::is_block_v<NotABlock>);
+  EXPECT_FALSE(mf::is_block_v<DenseBlockWithoutZeroGrad>);
+  EXPECT_FALSE(mf::is_block_v<DenseBlockWithoutArch>);
+  EXPECT_FALSE(mf::is_block_v<int>);
+}
+
+}  // namespace

@@ -114,9 +114,11 @@ TEST(Flops, ExactBlockCountFromLayerShapes) {
               mf::memoryformer_block_macs(kSeq, 512, tau))
         << "tau " << tau;
   }
-  // tau + e above 16 is still countable (the down layer's cost does not depend on its bits).
-  EXPECT_EQ(mf::memoryformer_block_macs_exact(4, 32, 16, 8),
-            mf::attention_macs(4, 32) + 4 * 2 * (4 * 32 + 24 * 2));
+  // tau + e = 16 is the largest block ModelConfig builds, and so the largest one counted.
+  EXPECT_EQ(mf::memoryformer_block_macs_exact(4, 32, 8, 8),
+            mf::attention_macs(4, 32) + 4 * 4 * (4 * 32 + 16 * 4));
+  test::expect_error([] { mf::memoryformer_block_macs_exact(4, 32, 16, 1); },
+                     {"expand_bits = 1", "tau + expand_bits <= 16"});
 }
 
 TEST(Flops, QueryLayerTableMemoryInFp16) {
@@ -165,17 +167,73 @@ TEST(Flops, BadArgumentsThrowNamingTheArgument) {
   test::expect_error([] { mf::memoryformer_block_macs_exact(-3, 512, 8, 2); },
                      {"memoryformer_block_macs_exact", "s", "-3"});
   test::expect_error([] { mf::memoryformer_block_macs_exact(2048, 512, 8, 9); },
-                     {"expand_bits", "9", "0..8"});
-  test::expect_error([] { mf::memory_block_table_bytes(512, 8, -1, 2); }, {"expand_bits", "-1", "0..8"});
+                     {"expand_bits", "9", "tau + expand_bits <= 16"});
+  test::expect_error([] { mf::memory_block_table_bytes(512, 8, -1, 2); }, {"expand_bits", "-1", ">= 0"});
   test::expect_error([] { mf::memory_block_table_bytes(512, 8, 2, 0); }, {"bytes_per_value", "0", ">= 1"});
-  test::expect_error([] { mf::memory_table_values(51, 25, 512); }, {"memory_table_values", "bits", "25"});
+  test::expect_error([] { mf::memory_table_values(51, 17, 512); }, {"memory_table_values", "bits", "17", "1..16"});
+  test::expect_error([] { mf::memory_layer_macs(1, 0, 512, 8); }, {"memory_layer_macs", "in_dim", "0", "positive"});
   test::expect_error([] { mf::memory_table_values(-1, 8, 512); }, {"chunks", "-1"});
+}
+
+// HashShape is the one definition of the hash's limits: the counts, SignHash, MemoryLayer and
+// ModelConfig accept exactly the same (d, tau), and refuse the rest naming tau or the width.
+TEST(Flops, CountsAndModulesAcceptTheSameHashShapes) {
+  struct Case {
+    int d, tau;
+    bool valid;
+  };
+  const Case cases[] = {{64, 8, true},  {64, 16, true}, {48, 16, true},  {7, 1, true},  {64, 0, false},
+                        {64, 17, false}, {68, 8, false}, {0, 8, false},   {-8, 8, false}, {32, 64, false}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("d = " + std::to_string(c.d) + ", tau = " + std::to_string(c.tau));
+    auto throws = [](auto&& f) {
+      try {
+        f();
+      } catch (const mf::ArgumentError&) {
+        return true;
+      }
+      return false;
+    };
+    const bool counts = throws([&] { mf::memory_layer_macs(1, c.d, 4, c.tau); });
+    const bool hash = throws([&] { mf::SignHash<float>(c.d, c.tau); });
+    mf::MemoryLayerOptions opt;
+    opt.in_dim = c.d;
+    opt.out_dim = 4;
+    opt.tau = c.tau;
+    const bool layer = throws([&] { mf::MemoryLayer<float>(opt, mf::Init::none); });
+    mf::ModelConfig config;
+    config.d_model = c.d;
+    config.n_heads = 1;
+    config.tau = c.tau;
+    config.expand_bits = 0;
+    const bool model = throws([&] { config.validate(); });
+    EXPECT_EQ(counts, !c.valid);
+    EXPECT_EQ(hash, !c.valid);
+    EXPECT_EQ(layer, !c.valid);
+    EXPECT_EQ(model, !c.valid);
+    if (c.valid) {
+      const mf::HashShape shape = mf::SignHash<float>(c.d, c.tau).shape();
+      EXPECT_EQ(shape.chunks * c.tau, c.d);
+      EXPECT_EQ(shape.buckets, std::int64_t{1} << c.tau);
+      EXPECT_EQ(shape.table_rows(), mf::memory_layer_table_values(c.d, 1, c.tau));
+    }
+  }
+  // The expansion bits of a block: the counts and the config share the bound tau + e <= 16.
+  EXPECT_GT(mf::memory_block_table_values(64, 8, 8), 0);
+  for (int e : {-1, 9}) {
+    mf::ModelConfig config;
+    config.expand_bits = e;
+    const std::string value = "expand_bits = " + std::to_string(e);
+    test::expect_error([&] { config.validate(); }, {"ModelConfig", value.c_str(), "tau + expand_bits <= 16"});
+    test::expect_error([&] { mf::memory_block_table_values(512, 8, e); },
+                       {"memory_block_table_values", value.c_str(), "tau + expand_bits <= 16"});
+  }
 }
 
 TEST(Flops, OverflowThrowsInsteadOfWrapping) {
   const std::int64_t big = std::int64_t{1} << 40;
   test::expect_error([&] { mf::dense_layer_macs(big, big, 2); }, {"dense_layer_macs", "count", "2^63"});
-  test::expect_error([&] { mf::memory_table_values(big, 24, big); }, {"memory_table_values", "count"});
+  test::expect_error([&] { mf::memory_table_values(big, 16, big); }, {"memory_table_values", "count"});
   // 2^62 is the largest power of two that fits; twice it does not.
   const std::int64_t half = std::int64_t{1} << 31;
   EXPECT_EQ(mf::dense_layer_macs(half, half, 1), std::int64_t{1} << 62);

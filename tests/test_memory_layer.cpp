@@ -300,3 +300,36 @@ TEST(MemoryLayerShape, Tau16Works) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(MemoryLayerTensor, ForwardOnATensorEqualsForwardOnTheStackedRows) {
+  const mf::MemoryLayer<float> layer(options(24, 10, 6, mf::Score::l1));
+  const mf::RowMatrix<float> x = test::random_matrix<float>(3 * 4, 24, 11u);
+  const mf::RowMatrix<float> want = layer.forward(x);
+  const mf::Tensor3<float> y = layer.forward(test::tensor_of(x, 3, 4));
+  ASSERT_EQ(y.dimension(0), 3);
+  ASSERT_EQ(y.dimension(1), 4);
+  test::expect_tensor_equals_rows(y, want);
+  test::expect_error([&] { layer.forward(mf::Tensor3<float>(3, 4, 25)); },
+                     {"MemoryLayer::forward", "x = [3, 4, 25]", "[batch, seq, 24]"});
+}
+
+TEST(MemoryLayerTensor, TablesTensorViewsTheTablesInPlace) {
+  mf::MemoryLayer<float> layer(options(12, 5, 4));
+  auto view = layer.tables_tensor();
+  ASSERT_EQ(view.dimension(0), 3);   // K = 12 / 4
+  ASSERT_EQ(view.dimension(1), 16);  // 2^4
+  ASSERT_EQ(view.dimension(2), 5);
+  for (Eigen::Index k = 0; k < 3; ++k)
+    for (Eigen::Index c = 0; c < 16; ++c)
+      for (Eigen::Index j = 0; j < 5; ++j) EXPECT_EQ(view(k, c, j), layer.tables()(k * 16 + c, j));
+  view(2, 7, 3) = 42.0f;  // a write through the view is a write to the tables
+  EXPECT_EQ(layer.tables()(2 * 16 + 7, 3), 42.0f);
+  const mf::MemoryLayer<float>& read_only = layer;
+  EXPECT_EQ(read_only.tables_tensor()(2, 7, 3), 42.0f);
+  layer.compress(mf::TableType::int8);  // no trained tables left to view
+  test::expect_error([&] { layer.tables_tensor(); }, {"MemoryLayer::tables_tensor"});
+}
+
+}  // namespace

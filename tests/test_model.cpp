@@ -231,3 +231,20 @@ TEST(ModelConfig, ErrorsNameTheField) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Model, ForwardOnATokenTensorEqualsForwardOnTheTokenMatrix) {
+  const mf::MemoryFormerModel<float> model(small_config());
+  const mf::TokenMatrix tokens = test::random_tokens(3, 4, model.config().vocab_size, 9u);
+  mf::TokenTensor ids(3, 4);
+  for (Eigen::Index b = 0; b < 3; ++b)
+    for (Eigen::Index s = 0; s < 4; ++s) ids(b, s) = tokens(b, s);
+  const mf::Tensor3<float> logits = model.forward(ids);
+  ASSERT_EQ(logits.dimension(0), 3);
+  ASSERT_EQ(logits.dimension(1), 4);
+  ASSERT_EQ(logits.dimension(2), model.config().vocab_size);
+  test::expect_tensor_equals_rows(logits, model.forward(tokens));
+}
+
+}  // namespace

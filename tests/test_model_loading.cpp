@@ -136,7 +136,7 @@ TEST(ModelLoading, UnalignedFilesAreCopied) {
   const auto file = io::SafetensorsFile::open(path);
   Model loaded = io::load_model<Model>(file, io::Weights::map);
   EXPECT_EQ(io::mapped_tables(loaded), 0);
-  EXPECT_FALSE(io::detail::table_is_mappable(file, "blocks.0.attn.q.tables", mf::TableType::int8));
+  EXPECT_FALSE(mf::detail::table_is_mappable(file, "blocks.0.attn.q.tables", mf::TableType::int8));
   Model aligned = model;
   aligned.compress_tables(mf::TableType::int8);
   EXPECT_EQ(loaded.forward(tokens()), aligned.forward(tokens()));

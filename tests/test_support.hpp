@@ -32,6 +32,28 @@ mf::RowMatrix<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, unsign
   return m;
 }
 
+// x [batch * seq, d] copied element by element into a tensor [batch, seq, d]: the reference
+// layout the Tensor overloads must read in place.
+template <class Scalar>
+mf::Tensor3<Scalar> tensor_of(const mf::RowMatrix<Scalar>& x, Eigen::Index batch, Eigen::Index seq) {
+  mf::Tensor3<Scalar> t(batch, seq, x.cols());
+  for (Eigen::Index b = 0; b < batch; ++b)
+    for (Eigen::Index s = 0; s < seq; ++s)
+      for (Eigen::Index j = 0; j < x.cols(); ++j) t(b, s, j) = x(b * seq + s, j);
+  return t;
+}
+
+// Element (b, s, j) of `t` equals row b * seq + s of `rows`, exactly.
+template <class Scalar>
+void expect_tensor_equals_rows(const mf::Tensor3<Scalar>& t, const mf::RowMatrix<Scalar>& rows) {
+  ASSERT_EQ(t.dimension(0) * t.dimension(1), rows.rows());
+  ASSERT_EQ(t.dimension(2), rows.cols());
+  for (Eigen::Index b = 0; b < t.dimension(0); ++b)
+    for (Eigen::Index s = 0; s < t.dimension(1); ++s)
+      for (Eigen::Index j = 0; j < t.dimension(2); ++j)
+        ASSERT_EQ(t(b, s, j), rows(b * t.dimension(1) + s, j)) << "at (" << b << ", " << s << ", " << j << ")";
+}
+
 // A layer that takes the panel schedule (gather_schedule.hpp) at kPanelTokens tokens: tau 4 (16
 // rows a table), three tables more than one panel group holds for any table type and layout (int8
 // tiles hold the most), and h = 200 (three full 64-column panel slices and a last one of 8

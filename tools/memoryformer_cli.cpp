@@ -246,7 +246,7 @@ std::string mapping_summary(const io::SafetensorsFile& file) {
   for (const io::TensorInfo& t : file.tensors())
     if (mf::detail::is_table_name(t.name)) {
       tables.push_back(t.name);
-      if (!io::detail::table_is_mappable(file, t.name, type)) copied.push_back(t.name);
+      if (!mf::detail::table_is_mappable(file, t.name, type)) copied.push_back(t.name);
     }
   if (tables.empty()) return "no hash tables";
   if (copied.empty()) return "all " + std::to_string(tables.size()) + " tables are read in place (mapped)";
@@ -304,7 +304,7 @@ int run_inspect(int argc, char** argv) {
   std::size_t name_width = 4, shape_width = 5;
   for (const io::TensorInfo& t : file.tensors()) {
     name_width = std::max(name_width, t.name.size());
-    shape_width = std::max(shape_width, io::detail::shape_string(t.shape).size());
+    shape_width = std::max(shape_width, mf::detail::shape_string(t.shape).size());
   }
   auto pad = [](std::string s, std::size_t width) {
     s.resize(std::max(width, s.size()), ' ');
@@ -316,7 +316,7 @@ int run_inspect(int argc, char** argv) {
   long long values = 0;
   for (const io::TensorInfo& t : file.tensors()) {
     std::cout << "  " << pad(t.name, name_width) << "  " << pad(io::to_string(t.dtype), 5) << "  "
-              << pad(io::detail::shape_string(t.shape), shape_width) << "  " << t.end - t.begin << '\n';
+              << pad(mf::detail::shape_string(t.shape), shape_width) << "  " << t.end - t.begin << '\n';
     values += t.numel();
   }
   row("total",

@@ -8,8 +8,7 @@
 #include "config.hpp"
 #include "context.hpp"
 #include "detail/partition.hpp"
-
-#include <unsupported/Eigen/CXX11/Tensor>
+#include "tensor.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -77,7 +76,7 @@ class CausalSelfAttention {
 
  public:
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
-  using Tensor3 = Eigen::Tensor<Scalar, 3, Eigen::RowMajor>;  // [batch, seq, d]
+  using Tensor3 = memoryformer::Tensor3<Scalar>;  // [batch, seq, d]
 
   // What backward() needs from forward(): the inputs and each (sequence, head)'s attention weights.
   struct Saved {
@@ -141,14 +140,12 @@ class CausalSelfAttention {
     const char* where = "CausalSelfAttention::forward";
     for (const auto* t : {&k, &v})
       if (t->dimensions() != q.dimensions())
-        detail::fail(where, t == &k ? "k" : "v", dims(*t), "the shape of q, " + dims(q));
-    const Eigen::Index rows = q.dimension(0) * q.dimension(1), d = q.dimension(2);
-    using ConstMap = Eigen::Map<const RowMatrix<Scalar>>;
-    const RowMatrix<Scalar> out = forward(ConstMap(q.data(), rows, d), ConstMap(k.data(), rows, d),
-                                          ConstMap(v.data(), rows, d), q.dimension(1));
-    Tensor3 result(q.dimension(0), q.dimension(1), q.dimension(2));
-    Eigen::Map<RowMatrix<Scalar>>(result.data(), rows, d) = out;
-    return result;
+        detail::fail(where, t == &k ? "k" : "v", detail::dims_string(*t),
+                     "the shape of q, " + detail::dims_string(q));
+    return detail::to_tensor3<Scalar>(
+        forward(detail::rows_of(where, "q", q, d_model_), detail::rows_of(where, "k", k, d_model_),
+                detail::rows_of(where, "v", v, d_model_), q.dimension(1)),
+        q.dimension(0), q.dimension(1));
   }
 
   // dL/d(output) -> dL/dq, dL/dk, dL/dv. With P = softmax(S), S = Q K^T / sqrt(d_h):
@@ -249,11 +246,6 @@ class CausalSelfAttention {
           where, "seq_len", seq_len,
           "a positive divisor of the row count " + std::to_string(q.rows()) + " (rows = batch * seq_len)");
     return q.rows() / seq_len;
-  }
-
-  static std::string dims(const Tensor3& t) {
-    return "[" + std::to_string(t.dimension(0)) + ", " + std::to_string(t.dimension(1)) + ", " +
-           std::to_string(t.dimension(2)) + "]";
   }
 
   int d_model_, n_heads_;

@@ -3,9 +3,7 @@
 //    output projection. Pre-norm, sequential residuals, as the released code runs it.
 //  - DenseBlock: the standard pre-norm block of the same shape (Q/K/V/O projections, 4x FFN with
 //    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
-// Interface (what Model relies on): Scalar, Saved, a constructor (ModelConfig, seed),
-// forward(x [batch * seq, d], seq, Saved*), backward(Saved, dy) -> dx, decode(x [n, d], KVCache),
-// zero_grad(), append_parameters(prefix, list), context() and set_context(Context).
+// Both model the Block concept that Model relies on (block_concept.hpp), which checks it.
 #pragma once
 
 #include "attention.hpp"
@@ -19,6 +17,7 @@
 #include "norm.hpp"
 #include "parameter.hpp"
 #include "rotary.hpp"
+#include "tensor.hpp"
 
 #include <cmath>
 #include <string>
@@ -85,6 +84,16 @@ RowMatrix<Scalar> gelu_backward(const RowMatrix<Scalar>& x, const RowMatrix<Scal
   });
 }
 
+// The modules both blocks read their input with, under their docs/method.md §5 names.
+template <class Visit, class Norm, class Projection>
+void visit_attention_inputs(const std::string& prefix, const Visit& visit, Norm& norm, Projection& q,
+                            Projection& k, Projection& v) {
+  visit(norm, prefix + ".attn_norm");
+  visit(q, prefix + ".attn.q");
+  visit(k, prefix + ".attn.k");
+  visit(v, prefix + ".attn.v");
+}
+
 }  // namespace detail
 
 template <class ScalarType>
@@ -120,6 +129,12 @@ class MemoryFormerBlock {
   // The one hash of RMSNorm_attn(x) that Q, K and V all read (their options agree on it).
   const SignHash<Scalar>& qkv_hash() const { return qkv_hash_; }
   MemoryBlock<Scalar>& mlp() { return mlp_; }
+
+  // The tensor form, for inference: [batch, seq, d] -> [batch, seq, d]; x is read in place.
+  Tensor3<Scalar> forward(const Tensor3<Scalar>& x) const {
+    const auto rows = detail::rows_of("MemoryFormerBlock::forward", "x", x, d_model());
+    return detail::to_tensor3<Scalar>(forward(rows, x.dimension(1)), x.dimension(0), x.dimension(1));
+  }
 
   // x [batch * seq_len, d], sequences stacked -> [batch * seq_len, d] (docs/method.md §2).
   // Saving activations for backward() needs the fp32 tables (compress_tables).
@@ -227,10 +242,7 @@ class MemoryFormerBlock {
 
   template <class Visit>
   void for_each_module(const std::string& prefix, const Visit& visit) {
-    visit(attn_norm_, prefix + ".attn_norm");
-    visit(q_, prefix + ".attn.q");
-    visit(k_, prefix + ".attn.k");
-    visit(v_, prefix + ".attn.v");
+    detail::visit_attention_inputs(prefix, visit, attn_norm_, q_, k_, v_);
     visit(mlp_norm_, prefix + ".mlp_norm");
     visit(mlp_, prefix + ".mlp");
   }
@@ -271,6 +283,12 @@ class DenseBlock {
         down_(linear(kFfnMultiple * config.d_model, config.d_model, seed, "mlp.down", init)) {}
 
   int d_model() const { return q_.in_dim(); }
+
+  // The tensor form, for inference: [batch, seq, d] -> [batch, seq, d]; x is read in place.
+  Tensor3<Scalar> forward(const Tensor3<Scalar>& x) const {
+    const auto rows = detail::rows_of("DenseBlock::forward", "x", x, d_model());
+    return detail::to_tensor3<Scalar>(forward(rows, x.dimension(1)), x.dimension(0), x.dimension(1));
+  }
 
   RowMatrix<Scalar> forward(const Input& x, Eigen::Index seq_len, Saved* saved = nullptr) const {
     RowMatrix<Scalar> a = attn_norm_.forward(x);
@@ -344,10 +362,7 @@ class DenseBlock {
  private:
   template <class Visit>
   void for_each_module(const std::string& prefix, const Visit& visit) {
-    visit(attn_norm_, prefix + ".attn_norm");
-    visit(q_, prefix + ".attn.q");
-    visit(k_, prefix + ".attn.k");
-    visit(v_, prefix + ".attn.v");
+    detail::visit_attention_inputs(prefix, visit, attn_norm_, q_, k_, v_);
     visit(o_, prefix + ".attn.o");
     visit(mlp_norm_, prefix + ".mlp_norm");
     visit(up_, prefix + ".mlp.up");

@@ -9,6 +9,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #define MF_VERSION_MAJOR 0
 #define MF_VERSION_MINOR 1
@@ -33,9 +34,6 @@ using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 
 // Bucket indices, one per (token, chunk): [N, K].
 using CodeMatrix = RowMatrix<std::int32_t>;
-
-// Bits per chunk (tau) a hash takes at most: codes index tables of 2^tau rows.
-inline constexpr int kMaxTau = 16;
 
 // What a module's constructor puts in its weights.
 enum class Init {
@@ -71,6 +69,13 @@ template <class Value>
   std::ostringstream msg;
   msg << "memoryformer: " << where << ": " << name << " = " << value << ", expected " << expected;
   throw ArgumentError(msg.str());
+}
+
+// "[2, 3, 4]": how errors and listings print a shape.
+inline std::string shape_string(const std::vector<std::int64_t>& dims) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
 }
 
 // Throws unless a matrix argument is want_rows x want_cols.

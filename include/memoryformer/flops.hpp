@@ -1,12 +1,13 @@
 // Compute and storage counts (docs/method.md §4: paper Table 1 and its table-memory figures).
 // FLOPs are counted as multiply-accumulates (MACs), as the paper does. Every count is an exact
 // integer (std::int64_t); a count that would overflow throws Error instead of wrapping. Arguments
-// are checked as the layers check them (tau in 1..16, dims a multiple of tau, sizes >= 0).
+// are checked as the layers check them (HashShape: tau in 1..16, dims a positive multiple of tau;
+// sizes >= 0).
 // The functions are constexpr: with valid constant arguments they fold at compile time.
 #pragma once
 
 #include "config.hpp"
-#include "hash_bucket.hpp"
+#include "hash_shape.hpp"
 
 #include <cstdint>
 #include <limits>
@@ -17,34 +18,12 @@ inline namespace v0 {
 
 namespace detail {
 
-// Largest expand_bits a Memory Block count accepts: the down layer then has tau + 8 <= 24 bits.
-inline constexpr int kFlopsMaxExpandBits = 8;
-// Bits per chunk of any table: tau, or tau + expand_bits for a Memory Block's down layer.
-inline constexpr int kFlopsMaxBits = kMaxTau + kFlopsMaxExpandBits;
-
 constexpr void flops_check_size(const char* where, const char* name, std::int64_t value) {
   if (value < 0) fail(where, name, value, "an integer >= 0");
 }
 
 constexpr void flops_check_positive(const char* where, const char* name, std::int64_t value) {
   if (value < 1) fail(where, name, value, "an integer >= 1");
-}
-
-constexpr void flops_check_tau(const char* where, int tau) {
-  if (tau < 1 || tau > kMaxTau) fail(where, "tau", tau, "an integer in 1..16");
-}
-
-constexpr void flops_check_expand_bits(const char* where, int expand_bits) {
-  if (expand_bits < 0 || expand_bits > kFlopsMaxExpandBits)
-    fail(where, "expand_bits", expand_bits, "an integer in 0..8");
-}
-
-// K = in_dim / tau chunks; the layers refuse an in_dim that tau does not divide (docs/method.md §1).
-constexpr std::int64_t flops_chunks(const char* where, const char* name, std::int64_t in_dim, int tau) {
-  flops_check_tau(where, tau);
-  flops_check_size(where, name, in_dim);
-  if (in_dim % tau != 0) fail(where, name, in_dim, "a multiple of tau = " + std::to_string(tau));
-  return in_dim / tau;
 }
 
 // Operands are >= 0 (checked by the callers), so overflow is only possible upwards.
@@ -83,7 +62,7 @@ constexpr std::int64_t dense_layer_macs(std::int64_t tokens, std::int64_t in_dim
 constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_dim, std::int64_t out_dim,
                                          int tau) {
   constexpr const char* where = "memory_layer_macs";
-  const std::int64_t chunks = detail::flops_chunks(where, "in_dim", in_dim, tau);
+  const std::int64_t chunks = HashShape::of(where, "in_dim", in_dim, tau).chunks;
   detail::flops_check_size(where, "tokens", tokens);
   detail::flops_check_size(where, "out_dim", out_dim);
   return detail::flops_mul(where, tokens, chunks, out_dim);
@@ -92,12 +71,11 @@ constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_di
 // Values in tables [chunks, 2^bits, out_dim], given the chunk count directly. This is the form for
 // shapes the paper quotes with a truncated K: its tau = 10 row for d = 512 uses K = 51 chunks
 // (510 of the 512 dims), which no MemoryLayer can build since 10 does not divide 512. bits is tau,
-// or tau + expand_bits for a Memory Block's down layer, hence up to 24.
+// or tau + expand_bits for a Memory Block's down layer, within the same 1..16 as any hash.
 constexpr std::int64_t memory_table_values(std::int64_t chunks, int bits, std::int64_t out_dim) {
   constexpr const char* where = "memory_table_values";
   detail::flops_check_size(where, "chunks", chunks);
-  if (bits < 1 || bits > detail::kFlopsMaxBits)
-    detail::fail(where, "bits", bits, "an integer in 1..24 (tau, or tau + expand_bits)");
+  HashShape::check_bits(where, "bits", bits);
   detail::flops_check_size(where, "out_dim", out_dim);
   return detail::flops_mul(where, chunks, std::int64_t{1} << bits, out_dim);
 }
@@ -111,13 +89,13 @@ constexpr std::int64_t memory_table_bytes(std::int64_t chunks, int bits, std::in
 // Tables of a buildable Memory Layer: (in_dim / tau) * 2^tau * out_dim values, 2^tau / tau times
 // the dense weight count. in_dim must be a multiple of tau (use memory_table_values otherwise).
 constexpr std::int64_t memory_layer_table_values(std::int64_t in_dim, std::int64_t out_dim, int tau) {
-  const std::int64_t chunks = detail::flops_chunks("memory_layer_table_values", "in_dim", in_dim, tau);
+  const std::int64_t chunks = HashShape::of("memory_layer_table_values", "in_dim", in_dim, tau).chunks;
   return memory_table_values(chunks, tau, out_dim);
 }
 
 constexpr std::int64_t memory_layer_table_bytes(std::int64_t in_dim, std::int64_t out_dim, int tau,
                                                 std::int64_t bytes_per_value) {
-  const std::int64_t chunks = detail::flops_chunks("memory_layer_table_bytes", "in_dim", in_dim, tau);
+  const std::int64_t chunks = HashShape::of("memory_layer_table_bytes", "in_dim", in_dim, tau).chunks;
   return memory_table_bytes(chunks, tau, out_dim, bytes_per_value);
 }
 
@@ -152,7 +130,7 @@ constexpr std::int64_t dense_block_macs(std::int64_t s, std::int64_t d) {
 // memoryformer_block_macs_exact for the count from the layer shapes.
 constexpr std::int64_t memoryformer_block_macs_without_attention(std::int64_t s, std::int64_t d, int tau) {
   constexpr const char* where = "memoryformer_block_macs_without_attention";
-  const std::int64_t chunks = detail::flops_chunks(where, "d", d, tau);
+  const std::int64_t chunks = HashShape::of(where, "d", d, tau).chunks;
   detail::flops_check_size(where, "s", s);
   return detail::flops_mul(where, 6, chunks, detail::flops_mul(where, s, d));
 }
@@ -161,7 +139,7 @@ constexpr std::int64_t memoryformer_block_macs_without_attention(std::int64_t s,
 // prints 7.4G for small, which the formula does not give).
 constexpr std::int64_t memoryformer_block_macs(std::int64_t s, std::int64_t d, int tau) {
   detail::flops_check_size("memoryformer_block_macs", "s", s);
-  detail::flops_chunks("memoryformer_block_macs", "d", d, tau);
+  HashShape::of("memoryformer_block_macs", "d", d, tau);
   return detail::flops_add("memoryformer_block_macs", attention_macs(s, d),
                            memoryformer_block_macs_without_attention(s, d, tau));
 }
@@ -177,12 +155,12 @@ constexpr std::int64_t memoryformer_block_macs_exact(std::int64_t s, std::int64_
                                                      int expand_bits) {
   constexpr const char* where = "memoryformer_block_macs_exact";
   detail::flops_check_size(where, "s", s);
-  const std::int64_t chunks = detail::flops_chunks(where, "d", d, tau);
-  detail::flops_check_expand_bits(where, expand_bits);
+  const std::int64_t chunks = HashShape::of(where, "d", d, tau).chunks;
+  HashShape::check_expand_bits(where, tau, expand_bits);
   const std::int64_t hidden = detail::flops_mul(where, tau + expand_bits, chunks);
   const std::int64_t qkv = detail::flops_mul(where, 3, memory_layer_macs(s, d, d, tau));
   const std::int64_t up = memory_layer_macs(s, d, hidden, tau);
-  // K chunks of tau+e bits each add one d-wide row. Not memory_layer_macs: tau+e may exceed 16.
+  // K chunks of tau+e bits each add one d-wide row.
   const std::int64_t down = detail::flops_mul(where, s, chunks, d);
   std::int64_t total = attention_macs(s, d);
   total = detail::flops_add(where, total, qkv);
@@ -197,8 +175,8 @@ constexpr std::int64_t memoryformer_block_macs_exact(std::int64_t s, std::int64_
 // the down tables.
 constexpr std::int64_t memory_block_table_values(std::int64_t d, int tau, int expand_bits) {
   constexpr const char* where = "memory_block_table_values";
-  const std::int64_t chunks = detail::flops_chunks(where, "d", d, tau);
-  detail::flops_check_expand_bits(where, expand_bits);
+  const std::int64_t chunks = HashShape::of(where, "d", d, tau).chunks;
+  HashShape::check_expand_bits(where, tau, expand_bits);
   const std::int64_t hidden = detail::flops_mul(where, tau + expand_bits, chunks);
   return detail::flops_add(where, memory_table_values(chunks, tau, hidden),
                            memory_table_values(chunks, tau + expand_bits, d));

@@ -7,6 +7,7 @@
 #include "context.hpp"
 #include "detail/dispatch.hpp"
 #include "detail/partition.hpp"
+#include "hash_shape.hpp"
 
 #include <cmath>
 #include <limits>
@@ -23,11 +24,8 @@ struct Buckets {
 
 namespace detail {
 
-// Shared by SignHash and MemoryLayer, so both report bad options the same way.
-inline void check_hash_params(const char* where, long in_dim, int tau, double temperature) {
-  if (tau < 1 || tau > kMaxTau) fail(where, "tau", tau, "an integer in 1..16");
-  if (in_dim < 1) fail(where, "in_dim", in_dim, "a positive integer");
-  if (in_dim % tau != 0) fail(where, "in_dim", in_dim, "a multiple of tau = " + std::to_string(tau));
+// Shared by SignHash, MemoryLayer and ModelConfig, so all report bad options the same way.
+inline void check_temperature(const char* where, double temperature) {
   if (!std::isfinite(temperature) || temperature <= 0)
     fail(where, "temperature", temperature, "a finite value > 0");
 }
@@ -44,7 +42,8 @@ class SignHash {
   // in_dim must be a multiple of tau (1..16); temperature t > 0 (docs/method.md §1 step 3).
   SignHash(int in_dim, int tau, Score score = Score::paper, Scalar temperature = Scalar(1))
       : in_dim_(in_dim), tau_(tau), score_(score), temperature_(temperature) {
-    detail::check_hash_params("SignHash", in_dim, tau, static_cast<double>(temperature));
+    HashShape::of("SignHash", "in_dim", in_dim, tau);
+    detail::check_temperature("SignHash", static_cast<double>(temperature));
     if (score != Score::paper && score != Score::l1)
       detail::fail("SignHash", "score", static_cast<int>(score), "Score::paper or Score::l1");
   }
@@ -53,6 +52,7 @@ class SignHash {
   int tau() const { return tau_; }
   int num_chunks() const { return in_dim_ / tau_; }
   int num_buckets() const { return 1 << tau_; }
+  HashShape shape() const { return HashShape{in_dim_, tau_, num_chunks(), num_buckets()}; }
   Score score() const { return score_; }
   Scalar temperature() const { return temperature_; }
 

@@ -13,6 +13,7 @@
 #include "hash_bucket.hpp"
 #include "parameter.hpp"
 #include "table_store.hpp"
+#include "tensor.hpp"
 
 #include <cmath>
 #include <optional>
@@ -57,6 +58,9 @@ class MemoryLayer {
   using Input = Eigen::Ref<const RowMatrix<Scalar>>;
   using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
   using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
+  using Tensor3 = memoryformer::Tensor3<Scalar>;
+  using TableTensorView = Eigen::TensorMap<Tensor3>;
+  using ConstTableTensorView = Eigen::TensorMap<const Tensor3>;
 
   // Tables N(0, init_std) and bias 0.001 N(0, 1) drawn from options.seed, as the released code
   // initialises them; `init` may leave the tables unallocated (config.hpp).
@@ -91,6 +95,13 @@ class MemoryLayer {
   MatrixView tables() { return {tables_.data("MemoryLayer::tables"), tables_.rows(), tables_.width()}; }
   ConstMatrixView tables() const {
     return {tables_.data("MemoryLayer::tables"), tables_.rows(), tables_.width()};
+  }
+  // The same tables as a tensor [K, 2^tau, out_dim]: element (k, c, j) is tables()(k * 2^tau + c, j).
+  TableTensorView tables_tensor() {
+    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), out_dim()};
+  }
+  ConstTableTensorView tables_tensor() const {
+    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), out_dim()};
   }
   // The values forward() computes with, [K * 2^tau, out_dim], in any storage (a copy).
   RowMatrix<Scalar> table_values() const { return tables_.values(); }
@@ -160,6 +171,12 @@ class MemoryLayer {
   RowMatrix<Scalar> forward(const Input& x) const {
     const Context ctx = context();
     return gather(ctx, hash()(x, ctx));
+  }
+
+  // The tensor form: [batch, seq, in_dim] -> [batch, seq, out_dim]; x is read in place.
+  Tensor3 forward(const Tensor3& x) const {
+    return detail::to_tensor3<Scalar>(forward(detail::rows_of("MemoryLayer::forward", "x", x, in_dim())),
+                                      x.dimension(0), x.dimension(1));
   }
 
   // The same from a precomputed hash of the input (Q, K and V share one).
@@ -257,7 +274,8 @@ class MemoryLayer {
 
   static MemoryLayerOptions validated(const MemoryLayerOptions& o) {
     const char* where = "MemoryLayerOptions";
-    detail::check_hash_params(where, o.in_dim, o.tau, o.temperature);
+    HashShape::of(where, "in_dim", o.in_dim, o.tau);
+    detail::check_temperature(where, o.temperature);
     if (o.out_dim < 1) detail::fail(where, "out_dim", o.out_dim, "a positive integer");
     if (o.score != Score::paper && o.score != Score::l1)
       detail::fail(where, "score", static_cast<int>(o.score), "Score::paper or Score::l1");

@@ -1,28 +1,6 @@
-// MemoryFormer (Ding et al., NeurIPS 2024) on Eigen: everything the library offers.
+// MemoryFormer (Ding et al., NeurIPS 2024) on Eigen: everything the library offers, the core
+// (core.hpp) and weight files (io/io.hpp). CMake: MemoryFormer::memoryformer.
 #pragma once
 
-#include "attention.hpp"
-#include "block.hpp"
-#include "config.hpp"
-#include "embedding.hpp"
-#include "flops.hpp"
-#include "generate.hpp"
-#include "hash_bucket.hpp"
-#include "io/atomic_file.hpp"
-#include "io/json.hpp"
-#include "io/model_file.hpp"
-#include "io/safetensors.hpp"
-#include "kernel_path.hpp"
-#include "linear.hpp"
-#include "loss.hpp"
-#include "memory_block.hpp"
-#include "memory_layer.hpp"
-#include "model.hpp"
-#include "model_config.hpp"
-#include "norm.hpp"
-#include "optim.hpp"
-#include "packed_memory_layer.hpp"
-#include "parameter.hpp"
-#include "rotary.hpp"
-#include "table_store.hpp"
-#include "threading.hpp"
+#include "core.hpp"
+#include "io/io.hpp"

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "block.hpp"
+#include "block_concept.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "embedding.hpp"
@@ -11,6 +12,7 @@
 #include "model_config.hpp"
 #include "norm.hpp"
 #include "parameter.hpp"
+#include "tensor.hpp"
 
 #include <cstdint>
 #include <string>
@@ -21,6 +23,9 @@ inline namespace v0 {
 
 template <class BlockType>
 class Model {
+  // First, so that a block missing a member is refused by name (block_concept.hpp).
+  static_assert(detail::check_block<BlockType>(), "Model<Block>: Block does not model the Block concept");
+
  public:
   using Block = BlockType;
   using Scalar = typename Block::Scalar;
@@ -86,6 +91,12 @@ class Model {
       saved->final_out = std::move(normed);
     }
     return logits;
+  }
+
+  // The tensor form, for inference: tokens [batch, seq] -> logits [batch, seq, vocab].
+  Tensor3<Scalar> forward(const TokenTensor& tokens) const {
+    const Eigen::Map<const TokenMatrix> ids(tokens.data(), tokens.dimension(0), tokens.dimension(1));
+    return detail::to_tensor3<Scalar>(forward(TokenMatrix(ids)), tokens.dimension(0), tokens.dimension(1));
   }
 
   // dL/dlogits [batch * seq, vocab] -> accumulates the gradient of every parameter.

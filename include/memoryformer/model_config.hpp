@@ -46,12 +46,9 @@ struct ModelConfig {
     if (d_model < 1) detail::fail(where, "d_model", d_model, "a positive integer");
     if (n_heads < 1 || d_model % n_heads != 0)
       detail::fail(where, "n_heads", n_heads, "a positive divisor of d_model = " + std::to_string(d_model));
-    if (tau >= 1 && d_model % tau != 0)  // named here: the hash check would call it in_dim
-      detail::fail(where, "d_model", d_model, "a multiple of tau = " + std::to_string(tau));
-    detail::check_hash_params(where, d_model, tau, temperature);
-    if (expand_bits < 0 || tau + expand_bits > kMaxTau)
-      detail::fail(where, "expand_bits", expand_bits,
-                   "an integer >= 0 with tau + expand_bits <= 16 (tau = " + std::to_string(tau) + ")");
+    HashShape::of(where, "d_model", d_model, tau);
+    detail::check_temperature(where, temperature);
+    HashShape::check_expand_bits(where, tau, expand_bits);
     if (static_cast<std::int64_t>(tau + expand_bits) * num_chunks() > std::numeric_limits<int>::max())
       detail::fail(where, "d_model", d_model,
                    "a size whose Memory Block width (tau + expand_bits) * d_model / tau = " +

@@ -124,23 +124,19 @@ std::vector<std::int64_t> file_shape(const Parameter<Scalar>& p, const ModelConf
   return {static_cast<std::int64_t>(p.rows), static_cast<std::int64_t>(p.cols)};
 }
 
+}  // namespace io
+
 namespace detail {
 
-inline std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-inline const TensorInfo& checked_info(const SafetensorsFile& file, const std::string& name,
+inline const io::TensorInfo& checked_info(const io::SafetensorsFile& file, const std::string& name,
                                       const std::vector<std::int64_t>& want) {
-  const TensorInfo& t = file.info(name);
+  const io::TensorInfo& t = file.info(name);
   if (t.shape != want)
     throw FormatError(file.path(), name, "shape", shape_string(t.shape) + ", expected " + shape_string(want));
   return t;
 }
 
-inline void require_dtype(const SafetensorsFile& file, const TensorInfo& t, DType want,
+inline void require_dtype(const io::SafetensorsFile& file, const io::TensorInfo& t, io::DType want,
                           const std::string& why) {
   if (t.dtype != want)
     throw FormatError(file.path(), t.name, "dtype",
@@ -149,21 +145,21 @@ inline void require_dtype(const SafetensorsFile& file, const TensorInfo& t, DTyp
 
 // Converts tensor `name` of `file` (any float or int dtype) into out, once its shape is `want`.
 template <class Scalar>
-void read_into(const SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& want,
+void read_into(const io::SafetensorsFile& file, const std::string& name, const std::vector<std::int64_t>& want,
                Scalar* out) {
   checked_info(file, name, want);
   file.read(name, out);
 }
 
 // Fails if the file holds a tensor not in `expected`.
-inline void reject_extra_tensors(const SafetensorsFile& file, const std::set<std::string>& expected) {
-  for (const TensorInfo& t : file.tensors())
+inline void reject_extra_tensors(const io::SafetensorsFile& file, const std::set<std::string>& expected) {
+  for (const io::TensorInfo& t : file.tensors())
     if (!expected.count(t.name))
       throw FormatError(file.path(), t.name, "",
                         "unknown, expected only the tensors of the model (docs/method.md §5)");
 }
 
-inline const std::string& metadata_entry(const SafetensorsFile& file, const std::string& key) {
+inline const std::string& metadata_entry(const io::SafetensorsFile& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   if (it == file.metadata().end())
     throw FormatError(file.path(), "", "__metadata__." + key,
@@ -171,9 +167,6 @@ inline const std::string& metadata_entry(const SafetensorsFile& file, const std:
   return it->second;
 }
 
-}  // namespace detail
-
-namespace detail {
 
 // A table's values as float row-major, the type the roundings of table_storage.hpp are defined on:
 // the stored array where it is one, else a copy in `buffer`.
@@ -193,7 +186,7 @@ const float* table_as_float(const MemoryLayer<Scalar>& layer, std::vector<float>
 // converted from their float values. `keep` holds what the tensors point into until the write.
 template <class Scalar>
 void append_table_tensors(const std::string& name, const MemoryLayer<Scalar>& layer, TableType type,
-                          const ModelConfig& config, std::vector<TensorData>& out,
+                          const ModelConfig& config, std::vector<io::TensorData>& out,
                           std::list<std::vector<std::uint8_t>>& keep) {
   const TableStore<Scalar>& store = layer.table_store();
   const std::int64_t k = config.num_chunks();
@@ -207,16 +200,16 @@ void append_table_tensors(const std::string& name, const MemoryLayer<Scalar>& la
       const RowMatrix<Scalar> values = layer.table_values();
       auto* copy = bytes(n * sizeof(Scalar));
       std::memcpy(copy, values.data(), n * sizeof(Scalar));
-      out.push_back({table, dtype_of<Scalar>(), shape, copy});
+      out.push_back({table, io::dtype_of<Scalar>(), shape, copy});
       return;
     }
   }
   const bool as_stored = store.type() == type && store.layout() == TableLayout::rows;
   if (as_stored) {
-    out.push_back({table, type == TableType::fp32 ? DType::F32 : type == TableType::bf16 ? DType::BF16 : DType::I8,
+    out.push_back({table, type == TableType::fp32 ? io::DType::F32 : type == TableType::bf16 ? io::DType::BF16 : io::DType::I8,
                    shape, store.stored_values()});
     if (type == TableType::int8)
-      out.push_back({table + ".scale", DType::F32, {shape[0], shape[1]}, store.stored_row_scales()});
+      out.push_back({table + ".scale", io::DType::F32, {shape[0], shape[1]}, store.stored_row_scales()});
     return;
   }
   std::vector<float> buffer;
@@ -225,13 +218,13 @@ void append_table_tensors(const std::string& name, const MemoryLayer<Scalar>& la
     case TableType::fp32: {
       auto* copy = bytes(n * sizeof(float));
       std::memcpy(copy, values, n * sizeof(float));
-      out.push_back({table, DType::F32, shape, copy});
+      out.push_back({table, io::DType::F32, shape, copy});
       return;
     }
     case TableType::bf16: {
       auto* q = reinterpret_cast<std::uint16_t*>(bytes(n * sizeof(std::uint16_t)));
       for (std::size_t i = 0; i < n; ++i) q[i] = float_to_bf16(values[i]);
-      out.push_back({table, DType::BF16, shape, q});
+      out.push_back({table, io::DType::BF16, shape, q});
       return;
     }
     case TableType::int8:
@@ -240,8 +233,8 @@ void append_table_tensors(const std::string& name, const MemoryLayer<Scalar>& la
   auto* q = reinterpret_cast<std::int8_t*>(bytes(n));
   auto* scales = reinterpret_cast<float*>(bytes(static_cast<std::size_t>(store.rows()) * sizeof(float)));
   quantise_int8_rows(values, store.rows(), store.width(), q, scales);
-  out.push_back({table, DType::I8, shape, q});
-  out.push_back({table + ".scale", DType::F32, {shape[0], shape[1]}, scales});
+  out.push_back({table, io::DType::I8, shape, q});
+  out.push_back({table + ".scale", io::DType::F32, {shape[0], shape[1]}, scales});
 }
 
 // The metadata save_model writes: the caller's entries, then format, arch, config and tables.
@@ -250,7 +243,7 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& config, Tab
                                                   std::map<std::string, std::string> extra) {
   extra["format"] = "memoryformer";
   extra["arch"] = Model::Block::kArch;
-  extra["config"] = config_to_json(config);
+  extra["config"] = io::config_to_json(config);
   if (tables == TableType::fp32)
     extra.erase("tables");
   else
@@ -267,6 +260,8 @@ void require_tables_for(const char* where, TableType tables) {
 }
 
 }  // namespace detail
+
+namespace io {
 
 // Writes every weight of `model` to `path`, atomically: tables stored as `tables` (see the top of
 // this file), everything else in the dtype of its Scalar. Tables the model already stores as
@@ -384,18 +379,20 @@ enum class Weights {
   map,
 };
 
+}  // namespace io
+
 namespace detail {
 
 // A float dtype a table may be stored as without a "tables" entry.
-inline bool is_float_dtype(DType d) {
-  return d == DType::F32 || d == DType::F64 || d == DType::F16 || d == DType::BF16;
+inline bool is_float_dtype(io::DType d) {
+  return d == io::DType::F32 || d == io::DType::F64 || d == io::DType::F16 || d == io::DType::BF16;
 }
 
-// Whether a float model loaded with Weights::map reads table tensor `name`, stored as `type`, in
+// Whether a float model loaded with io::Weights::map reads table tensor `name`, stored as `type`, in
 // place: the file stores it as the kernels read it (F32, BF16, or I8 with F32 scales), on a 64-byte
 // boundary (and its scales on a float's).
-inline bool table_is_mappable(const SafetensorsFile& file, const std::string& name, TableType type) {
-  const DType want = type == TableType::int8 ? DType::I8 : type == TableType::bf16 ? DType::BF16 : DType::F32;
+inline bool table_is_mappable(const io::SafetensorsFile& file, const std::string& name, TableType type) {
+  const io::DType want = type == TableType::int8 ? io::DType::I8 : type == TableType::bf16 ? io::DType::BF16 : io::DType::F32;
   if (!file.mapping() || !file.contains(name) || file.info(name).dtype != want) return false;
   const std::string scale_name = name + ".scale";
   if (type == TableType::int8 && !file.contains(scale_name)) return false;
@@ -406,10 +403,10 @@ inline bool table_is_mappable(const SafetensorsFile& file, const std::string& na
 // The tables of `name` as the file stores them (see the top of this file); `names` gains the tensors
 // read. Viewed in place when `how` is map and the file's bytes allow it, else copied.
 template <class Scalar>
-TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& name,
-                               const std::vector<std::int64_t>& shape, TableType type, Weights how,
+TableStore<Scalar> read_tables(const io::SafetensorsFile& file, const std::string& name,
+                               const std::vector<std::int64_t>& shape, TableType type, io::Weights how,
                                std::set<std::string>& names) {
-  const TensorInfo& t = checked_info(file, name, shape);
+  const io::TensorInfo& t = checked_info(file, name, shape);
   names.insert(name);
   const Eigen::Index rows = static_cast<Eigen::Index>(shape[0] * shape[1]),
                      width = static_cast<Eigen::Index>(shape[2]);
@@ -422,17 +419,17 @@ TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& n
                               "\"tables\": \"int8\" and a .scale tensor");
       break;
     case TableType::bf16:
-      require_dtype(file, t, DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
+      require_dtype(file, t, io::DType::BF16, "(__metadata__ \"tables\" is \"bf16\")");
       break;
     case TableType::int8:
-      require_dtype(file, t, DType::I8, "(__metadata__ \"tables\" is \"int8\")");
+      require_dtype(file, t, io::DType::I8, "(__metadata__ \"tables\" is \"int8\")");
       break;
   }
   const float* scales = nullptr;
   std::vector<float> scale_copy;
   if (type == TableType::int8) {
     const std::string scale_name = name + ".scale";
-    require_dtype(file, checked_info(file, scale_name, {shape[0], shape[1]}), DType::F32,
+    require_dtype(file, checked_info(file, scale_name, {shape[0], shape[1]}), io::DType::F32,
                   "(the per-row scales of an int8 table)");
     names.insert(scale_name);
     scales = reinterpret_cast<const float*>(file.data(scale_name));
@@ -444,11 +441,11 @@ TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& n
   }
   const void* values = file.data(name);
   if constexpr (std::is_same_v<Scalar, float>)
-    if (how == Weights::map && table_is_mappable(file, name, type))
+    if (how == io::Weights::map && table_is_mappable(file, name, type))
       return TableStore<Scalar>::viewing(type, rows, width, values, scales, file.mapping());
   // A double model holds fp32 alone; other dtypes are converted.
   const bool stored_as_scalar =
-      type == TableType::fp32 ? t.dtype == dtype_of<Scalar>() : std::is_same_v<Scalar, float>;
+      type == TableType::fp32 ? t.dtype == io::dtype_of<Scalar>() : std::is_same_v<Scalar, float>;
   if (!stored_as_scalar) {
     TableStore<Scalar> store(rows, width);
     Scalar* out = store.data("load_model");
@@ -466,6 +463,8 @@ TableStore<Scalar> read_tables(const SafetensorsFile& file, const std::string& n
 }
 
 }  // namespace detail
+
+namespace io {
 
 // A model of type Model (its block type must be the file's "arch") with the file's config and
 // weights; tables as `how` says.

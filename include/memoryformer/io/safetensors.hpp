@@ -370,17 +370,14 @@ class SafetensorsFile {
   std::map<std::string, std::string> checksums_;  // tensor -> stored hex
 };
 
-namespace detail_bits {
+}  // namespace io
+
+namespace detail {
 inline std::string hex64(std::uint64_t v) {
   static const char* const digits = "0123456789abcdef";
   std::string s(16, '0');
   for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 15];
   return s;
-}
-inline std::string dims(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 // a * b, or false on overflow of 64 bits.
 inline bool multiply(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
@@ -388,9 +385,11 @@ inline bool multiply(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
   out = a * b;
   return true;
 }
-}  // namespace detail_bits
+}  // namespace detail
 
-inline std::string SafetensorsFile::hex64(std::uint64_t v) { return detail_bits::hex64(v); }
+namespace io {
+
+inline std::string SafetensorsFile::hex64(std::uint64_t v) { return detail::hex64(v); }
 
 inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums checksums) {
   SafetensorsFile file;  // its destructor unmaps on every error below
@@ -533,19 +532,19 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
     if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
       bad("shape[" + std::to_string(i) + "]", std::to_string(d) + " does not fit in 63 bits");
     t.shape.push_back(static_cast<std::int64_t>(d));
-    overflow = !detail_bits::multiply(bytes, d, bytes) || overflow;
+    overflow = !detail::multiply(bytes, d, bytes) || overflow;
   }
   const bool has_zero = std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end();
   if (overflow && !has_zero)
-    bad("shape", detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " overflows 64 bits of bytes");
+    bad("shape", detail::shape_string(t.shape) + " of " + to_string(t.dtype) + " overflows 64 bits of bytes");
   if (has_zero) {
     // Empty, but numel() and matrix() still multiply the other dims in 63 bits.
     std::uint64_t elements = 1;
     for (const std::int64_t d : t.shape)
-      if (d != 0 && (!detail_bits::multiply(elements, static_cast<std::uint64_t>(d), elements) ||
+      if (d != 0 && (!detail::multiply(elements, static_cast<std::uint64_t>(d), elements) ||
                      elements > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())))
         bad("shape",
-            detail_bits::dims(t.shape) + " is empty, but the product of its non-zero dims overflows 63 bits");
+            detail::shape_string(t.shape) + " is empty, but the product of its non-zero dims overflows 63 bits");
     bytes = 0;
   }
 
@@ -560,7 +559,7 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
     bad("data_offsets", range + " exceed the data section of " + std::to_string(data_size_) + " bytes");
   if (end - begin != bytes)
     bad("data_offsets", range + " span " + std::to_string(end - begin) + " bytes, but shape " +
-                            detail_bits::dims(t.shape) + " of " + to_string(t.dtype) + " needs " +
+                            detail::shape_string(t.shape) + " of " + to_string(t.dtype) + " needs " +
                             std::to_string(bytes));
   t.begin = static_cast<std::size_t>(begin);
   t.end = static_cast<std::size_t>(end);
@@ -675,16 +674,16 @@ inline void write_safetensors_streamed(const std::string& path, const std::vecto
     std::uint64_t bytes = dtype_size(t.dtype);
     bool overflow = false;
     for (const std::int64_t d : t.shape) {
-      if (d < 0) fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "non-negative dims");
-      overflow = !detail_bits::multiply(bytes, static_cast<std::uint64_t>(d), bytes) || overflow;
+      if (d < 0) fail(where, (arg + ".shape").c_str(), detail::shape_string(t.shape), "non-negative dims");
+      overflow = !detail::multiply(bytes, static_cast<std::uint64_t>(d), bytes) || overflow;
     }
     if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) bytes = 0;
     if (overflow && bytes != 0)
-      fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a size that fits in 64 bits");
+      fail(where, (arg + ".shape").c_str(), detail::shape_string(t.shape), "a size that fits in 64 bits");
     if (bytes > 0 && !t.produce)
       fail(where, (arg + ".data").c_str(), "nullptr", "the tensor's " + std::to_string(bytes) + " bytes");
     if (bytes > std::numeric_limits<std::uint64_t>::max() - total)
-      fail(where, (arg + ".shape").c_str(), detail_bits::dims(t.shape), "a total size that fits in 64 bits");
+      fail(where, (arg + ".shape").c_str(), detail::shape_string(t.shape), "a total size that fits in 64 bits");
     total += bytes;
     sizes.push_back(bytes);
   }
@@ -748,7 +747,7 @@ inline void write_safetensors_streamed(const std::string& path, const std::vecto
   XXH3_state_t state;
   for (const std::size_t i : order) {
     if (sizes[i] == 0) {
-      sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits(nullptr, 0));
+      sums[tensors[i].name] = detail::hex64(XXH3_64bits(nullptr, 0));
       continue;
     }
     XXH3_64bits_reset(&state);
@@ -764,7 +763,7 @@ inline void write_safetensors_streamed(const std::string& path, const std::vecto
     if (given != sizes[i])
       fail(where, ("tensors[" + std::to_string(i) + "]").c_str(), std::to_string(given) + " bytes produced",
            std::to_string(sizes[i]) + " bytes (its shape)");
-    sums[tensors[i].name] = detail_bits::hex64(XXH3_64bits_digest(&state));
+    sums[tensors[i].name] = detail::hex64(XXH3_64bits_digest(&state));
   }
   if (checksums) {
     const std::string header = header_for(sums);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "../../config.hpp"
+#include "../../hash_shape.hpp"
 
 #include <array>
 #include <cstdint>

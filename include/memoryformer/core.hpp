@@ -1,0 +1,32 @@
+// MemoryFormer (Ding et al., NeurIPS 2024) on Eigen: the layers, blocks, models, training and
+// generation, without file I/O. Needs Eigen and threads only (CMake: MemoryFormer::core).
+// Reading and writing weight files is io/io.hpp (MemoryFormer::io); memoryformer.hpp is both.
+#pragma once
+
+#include "attention.hpp"
+#include "block.hpp"
+#include "block_concept.hpp"
+#include "config.hpp"
+#include "context.hpp"
+#include "embedding.hpp"
+#include "errors.hpp"
+#include "flops.hpp"
+#include "generate.hpp"
+#include "hash_bucket.hpp"
+#include "hash_shape.hpp"
+#include "kernel_path.hpp"
+#include "linear.hpp"
+#include "loss.hpp"
+#include "memory_block.hpp"
+#include "memory_layer.hpp"
+#include "model.hpp"
+#include "model_config.hpp"
+#include "norm.hpp"
+#include "optim.hpp"
+#include "packed_memory_layer.hpp"
+#include "parameter.hpp"
+#include "rotary.hpp"
+#include "table_storage.hpp"
+#include "table_store.hpp"
+#include "tensor.hpp"
+#include "threading.hpp"
