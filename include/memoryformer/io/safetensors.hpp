@@ -12,8 +12,8 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../detail/file_descriptor.hpp"
 #include "../detail/float16.hpp"
+#include "../detail/mapped_file.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
 
@@ -23,7 +23,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -38,11 +37,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "memoryformer/io/safetensors.hpp reads tensor data in place and needs a little-endian host"
@@ -305,10 +299,6 @@ class SafetensorsFile {
                                      const std::string& field, const std::string& problem) {
     throw FormatError(path, tensor, field, problem);
   }
-  // errno comes in as the argument, read before anything can allocate and change it.
-  [[noreturn]] static void refused(int errno_value, const std::string& path, const char* step) {
-    throw FileError(errno_value, path, step);
-  }
   // The file is fine; the view asked of it is not possible.
   [[noreturn]] void cannot_view(const std::string& tensor, const std::string& problem) const {
     throw ArgumentError("memoryformer: SafetensorsFile::view: file '" + path_ + "': tensor '" + tensor +
@@ -392,29 +382,14 @@ namespace io {
 inline std::string SafetensorsFile::hex64(std::uint64_t v) { return detail::hex64(v); }
 
 inline SafetensorsFile SafetensorsFile::open(const std::string& path, Checksums checksums) {
-  SafetensorsFile file;  // its destructor unmaps on every error below
+  SafetensorsFile file;
   file.path_ = path;
-  const memoryformer::detail::FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.is_open()) refused(errno, path, "cannot open");
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) refused(errno, path, "cannot stat");
-  // EISDIR for a directory; ENODEV, what mmap says of a file it cannot map, for the rest.
-  if (!S_ISREG(st.st_mode)) refused(S_ISDIR(st.st_mode) ? EISDIR : ENODEV, path, "not a regular file");
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < 8) too_short(path, size);
-  const auto length = static_cast<std::size_t>(size);
-  void* mapping = ::mmap(nullptr, length, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-  if (mapping == MAP_FAILED) refused(errno, path, "cannot map");
-  // Owned at once: the mapping outlives the descriptor, and any throw from here on unmaps it.
-  file.mapping_ = std::shared_ptr<const void>(
-      mapping, [length](const void* p) { ::munmap(const_cast<void*>(p), length); });
-#if defined(MADV_HUGEPAGE)
   // Tables read in place (load_model's Weights::map) are read a row per page: with 4 KiB pages
-  // every row is a TLB miss and a page walk. Pages this mapping reads in come as 2 MiB folios,
-  // mapped whole (docs/performance.md, "Huge pages for mapped files"); a no-op where THP is off.
-  ::madvise(mapping, length, MADV_HUGEPAGE);
-#endif
-  file.parse(static_cast<const std::uint8_t*>(mapping), size, checksums);
+  // every row is a TLB miss and a page walk, so the mapping asks for huge pages.
+  detail::MappedFile mapped = detail::map_file(path, detail::HugePages::advise);
+  if (mapped.size < 8) too_short(path, mapped.size);
+  file.mapping_ = std::move(mapped.bytes);
+  file.parse(static_cast<const std::uint8_t*>(file.mapping_.get()), mapped.size, checksums);
   return file;
 }
 
