@@ -52,4 +52,20 @@ TEST(CrossEntropy, BadArgumentsAreNamed) {
   test::expect_error([&] { mf::cross_entropy<float>(logits, bad); }, {"targets[1] = 4", "[0, 4)"});
 }
 
+// Bits per byte by hand: three tokens of probability 1/2, 1/4 and 1/8 carry 1 + 2 + 3 = 6 bits; over
+// 4 bytes of text that is 1.5 bits per byte. The NLL comes from cross_entropy on logits log(p).
+TEST(BitsPerByte, IsTheTotalNllInBitsOverTheTextBytes) {
+  mf::RowMatrix<double> logits(3, 4);
+  logits << std::log(0.5), std::log(0.25), std::log(0.125), std::log(0.125),  //
+      std::log(0.25), std::log(0.25), std::log(0.25), std::log(0.25),         //
+      std::log(0.125), std::log(0.125), std::log(0.5), std::log(0.25);
+  mf::TokenMatrix targets(3, 1);
+  targets << 0, 2, 1;
+  const double total_nats = 3 * mf::cross_entropy<double>(logits, targets);
+  EXPECT_NEAR(total_nats, 6 * std::log(2.0), 1e-12);
+  EXPECT_NEAR(mf::bits_per_byte(total_nats, 4), 1.5, 1e-12);
+  test::expect_error([] { mf::bits_per_byte(1.0, 0); }, {"text_bytes", "at least one byte"});
+  test::expect_error([] { mf::bits_per_byte(-1.0, 3); }, {"total_nll_nats", ">= 0"});
+}
+
 }  // namespace

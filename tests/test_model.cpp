@@ -130,6 +130,47 @@ TEST(Generate, SamplingFollowsTheSoftmaxAndTopK) {
   test::expect_error([&] { mf::sample_token(logits, o, rng); }, {"temperature", "-1", ">= 0"});
 }
 
+// Brute force: the nucleus of softmax(logits / t) found by sorting every probability, and the
+// frequencies of 40000 draws against its renormalised probabilities.
+TEST(Generate, TopPSamplesOnlyTheNucleusInProportion) {
+  Eigen::RowVectorXd logits(6);
+  logits << 0.3, 2.0, -1.0, 1.2, 2.0, 0.9;
+  const double t = 0.8, p = 0.8;
+  std::vector<std::pair<double, int>> probs;
+  double z = 0;
+  for (int i = 0; i < 6; ++i) z += std::exp(logits(i) / t);
+  for (int i = 0; i < 6; ++i) probs.push_back({std::exp(logits(i) / t) / z, i});
+  std::stable_sort(probs.begin(), probs.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<int> nucleus;
+  double mass = 0;
+  for (const auto& [prob, i] : probs) {
+    if (mass >= p) break;
+    mass += prob;
+    nucleus.push_back(i);
+  }
+  ASSERT_EQ(nucleus.size(), 3u) << "the case must cut the distribution: tokens 1, 4, 3 (mass 0.86)";
+
+  mf::SamplingOptions o;
+  o.temperature = t;
+  o.top_p = p;
+  mf::detail::Rng rng(5);
+  std::vector<int> counts(6, 0);
+  const int draws = 40000;
+  for (int d = 0; d < draws; ++d) ++counts[static_cast<std::size_t>(mf::sample_token(logits, o, rng))];
+  for (int i = 0; i < 6; ++i) {
+    const bool inside = std::find(nucleus.begin(), nucleus.end(), i) != nucleus.end();
+    const double expected = inside ? std::exp(logits(i) / t) / z / mass : 0.0;
+    EXPECT_NEAR(counts[static_cast<std::size_t>(i)] / double(draws), expected, 0.01) << "token " << i;
+  }
+  // A mass smaller than the top token's keeps that token alone (the first of tied maxima).
+  o.top_p = 0.05;
+  for (int d = 0; d < 50; ++d) EXPECT_EQ(mf::sample_token(logits, o, rng), 1);
+  for (const double bad : {0.0, -0.5, 1.5, std::nan("")}) {
+    o.top_p = bad;
+    test::expect_error([&] { mf::sample_token(logits, o, rng); }, {"top_p", "(0, 1]"});
+  }
+}
+
 TEST(Model, ShortTrainingRunLearnsARepeatingPattern) {
   // A sequence with period 5 is fully predictable after one period: the loss must fall from about
   // log(vocab) to a small fraction of it.

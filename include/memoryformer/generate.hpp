@@ -1,6 +1,7 @@
 // Text generation with a model's KV cache: the prompt is fed once, then one token per step.
 // Greedy (temperature 0) or sampling from softmax(logits / temperature), optionally restricted to
-// the top_k most likely tokens. Deterministic for a given seed on every platform (detail::Rng).
+// the top_k most likely tokens and to the nucleus: the fewest most likely tokens whose
+// probabilities sum to at least top_p (Holtzman et al., 2020). Deterministic for a given seed on every platform (detail::Rng).
 #pragma once
 
 #include "config.hpp"
@@ -20,6 +21,8 @@ struct SamplingOptions {
   double temperature = 1.0;  // 0: greedy (argmax); > 0: sample from softmax(logits / temperature)
   int top_k = 0;             // 0: all tokens; k > 0: only the k most likely
   std::uint64_t seed = 0;
+  double top_p = 1.0;  // 1: all tokens; p in (0, 1): the nucleus of probability mass p (last, so
+                       // that {temperature, top_k, seed} initialisers keep their meaning)
 };
 
 namespace detail {
@@ -28,6 +31,7 @@ inline void check_sampling(const char* where, const SamplingOptions& o) {
   if (!std::isfinite(o.temperature) || o.temperature < 0)
     fail(where, "temperature", o.temperature, "a finite value >= 0 (0 for greedy)");
   if (o.top_k < 0) fail(where, "top_k", o.top_k, "an integer >= 0 (0 for all tokens)");
+  if (!(o.top_p > 0 && o.top_p <= 1)) fail(where, "top_p", o.top_p, "a value in (0, 1] (1 for all tokens)");
 }
 
 }  // namespace detail
@@ -46,9 +50,9 @@ std::int32_t sample_token(const Eigen::MatrixBase<Derived>& logits, const Sampli
   auto more_likely = [&](std::int32_t a, std::int32_t b) {
     return logit(a) > logit(b) || (logit(a) == logit(b) && a < b);
   };
-  const std::size_t keep = options.top_k > 0
-                               ? std::min<std::size_t>(static_cast<std::size_t>(options.top_k), order.size())
-                               : order.size();
+  std::size_t keep = options.top_k > 0
+                         ? std::min<std::size_t>(static_cast<std::size_t>(options.top_k), order.size())
+                         : order.size();
   if (options.temperature == 0.0 || keep == 1)
     return *std::min_element(order.begin(), order.end(), more_likely);
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
@@ -58,12 +62,21 @@ std::int32_t sample_token(const Eigen::MatrixBase<Derived>& logits, const Sampli
   const double top = logit(order.front());
   std::vector<double> weights(keep);
   for (std::size_t i = 0; i < keep; ++i) weights[i] = std::exp((logit(order[i]) - top) / options.temperature);
-  double u = rng.uniform() * std::accumulate(weights.begin(), weights.end(), 0.0);
+  double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+  if (options.top_p < 1.0) {  // the nucleus: most likely first, until their mass reaches top_p
+    double mass = 0;
+    std::size_t nucleus = 0;
+    while (nucleus < keep && mass < options.top_p * total) mass += weights[nucleus++];
+    weights.resize(std::max<std::size_t>(nucleus, 1));
+    total = std::accumulate(weights.begin(), weights.end(), 0.0);
+    keep = weights.size();
+  }
+  double u = rng.uniform() * total;
   for (std::size_t i = 0; i < keep; ++i) {
     u -= weights[i];
     if (u <= 0) return order[i];
   }
-  return order.back();
+  return order[keep - 1];  // u left over by rounding
 }
 
 // The prompt followed by up to max_new_tokens generated ones. The prompt must be non-empty.

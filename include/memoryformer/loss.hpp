@@ -5,6 +5,7 @@
 #include "embedding.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace memoryformer {
@@ -42,6 +43,16 @@ double cross_entropy(const Eigen::Ref<const RowMatrix<Scalar>>& logits, const To
     }
   }
   return total / n;
+}
+
+// Bits per byte: a text's total negative log-likelihood (nats, summed over its tokens) in bits,
+// divided by the UTF-8 bytes of that text. Unlike loss per token it compares models across
+// tokenizers, byte-level ones included (for those it is bits per character of ASCII text).
+inline double bits_per_byte(double total_nll_nats, std::uint64_t text_bytes) {
+  if (text_bytes == 0) detail::fail("bits_per_byte", "text_bytes", 0, "at least one byte");
+  if (!(total_nll_nats >= 0) || !std::isfinite(total_nll_nats))
+    detail::fail("bits_per_byte", "total_nll_nats", total_nll_nats, "a finite value >= 0");
+  return total_nll_nats / std::log(2.0) / static_cast<double>(text_bytes);
 }
 
 }  // namespace v0
