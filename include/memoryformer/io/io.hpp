@@ -1,5 +1,5 @@
 // Weight files: safetensors reading (copied or mapped) and atomic writing with xxHash checksums,
-// model save/load, and the JSON they record configs in (docs/method.md §5). POSIX file and mmap
+// model save/load, the JSON they record configs in (docs/method.md §5), and tokenised datasets. POSIX file and mmap
 // calls and xxHash live here only (CMake: MemoryFormer::io).
 #pragma once
 
@@ -7,3 +7,4 @@
 #include "json.hpp"
 #include "model_file.hpp"
 #include "safetensors.hpp"
+#include "token_dataset.hpp"
