@@ -11,6 +11,7 @@
 // Exit status: 0 on success, 1 for a failure at run time (corpus, library error), 2 for a bad
 // command line.
 #include "cli.hpp"
+#include "lm_training.hpp"
 
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
@@ -149,18 +150,6 @@ double unigram_bpc(const std::vector<std::int32_t>& ids, int vocab) {
   return h;
 }
 
-// Windows of seq + 1 ids starting at `starts`: inputs and next-token targets [batch, seq].
-void fill_batch(const std::vector<std::int32_t>& ids, const std::vector<std::size_t>& starts, int seq,
-                mf::TokenMatrix& tokens, mf::TokenMatrix& targets) {
-  tokens.resize(static_cast<Eigen::Index>(starts.size()), seq);
-  targets.resize(tokens.rows(), seq);
-  for (Eigen::Index b = 0; b < tokens.rows(); ++b)
-    for (Eigen::Index t = 0; t < seq; ++t) {
-      tokens(b, t) = ids[starts[static_cast<std::size_t>(b)] + static_cast<std::size_t>(t)];
-      targets(b, t) = ids[starts[static_cast<std::size_t>(b)] + static_cast<std::size_t>(t) + 1];
-    }
-}
-
 // ---- Reporting ---------------------------------------------------------------------------------------
 
 struct Point {
@@ -256,15 +245,13 @@ int train(const Args& a, mf::ModelConfig config) {
       const std::vector<std::size_t> starts(
           val_starts.begin() + static_cast<std::ptrdiff_t>(begin),
           val_starts.begin() + static_cast<std::ptrdiff_t>(std::min(val_starts.size(), begin + a.batch)));
-      fill_batch(val_ids, starts, a.seq, tokens, targets);
+      lm::fill_batch(val_ids, starts, a.seq, tokens, targets);
       total += static_cast<double>(mf::cross_entropy<float>(model.forward(tokens), targets)) * starts.size();
     }
     return total / static_cast<double>(val_starts.size());
   };
 
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  std::vector<std::size_t> starts(static_cast<std::size_t>(a.batch));
-  mf::TokenMatrix tokens, targets;
   std::vector<Point> curve;
   double train_seconds = 0, recent_loss = 0, val_loss = std::nan("");
   int recent_steps = 0;
@@ -276,21 +263,9 @@ int train(const Args& a, mf::ModelConfig config) {
   for (int step = first_step; step <= a.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     // Batches are a function of (seed, step), so a resumed run sees the batches it would have seen.
-    mf::detail::Rng rng(
-        mf::detail::derive_seed(static_cast<std::uint64_t>(a.seed), "batch." + std::to_string(step)));
-    for (std::size_t& s : starts)
-      s = static_cast<std::size_t>(rng.uniform() * static_cast<double>(train_ids.size() - window + 1));
-    fill_batch(train_ids, starts, a.seq, tokens, targets);
-    model.zero_grad();
-    typename Model::Saved saved;
-    mf::RowMatrix<float> dlogits;
-    const float loss = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
-    if (!std::isfinite(loss))
-      throw std::runtime_error("training diverged at step " + std::to_string(step) + " (loss " +
-                               std::to_string(loss) + "): lower --lr");
-    model.backward(saved, dlogits);
     const double lr = schedule(step - 1);
-    optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params), a.clip));
+    const double loss = lm::train_step(model, params, optimizer, train_ids, static_cast<std::uint64_t>(a.seed), step,
+                                       a.batch, a.seq, lr, a.clip);
     train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     recent_loss += loss;
     ++recent_steps;

@@ -4,10 +4,13 @@
 #include "test_support.hpp"
 
 #include <memoryformer/io/model_file.hpp>
+#include <memoryformer/io/token_dataset.hpp>
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -305,7 +308,8 @@ TEST(Cli, ExitStatusSaysWhichKindOfErrorItWas) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (const char* command : {"logits", "generate", "inspect", "convert"}) {
+  for (const char* command :
+       {"logits", "generate", "inspect", "convert", "init", "tokenizer-train", "tokenize", "train", "eval"}) {
     const Result r = run({command, "--help"});
     EXPECT_EQ(r.status, 0) << command;
     EXPECT_NE(r.out.find(std::string("usage: memoryformer ") + command), std::string::npos) << r.out;
@@ -405,5 +409,244 @@ TEST(Cli, BadInputsAreNamedAndWriteNothing) {
     EXPECT_TRUE(fs::is_empty(dir)) << line << " left a file in " << dir;
   }
 }
+
+// ---- The real-text workflow: tokenizer-train, tokenize, train, eval, generate --tokenizer.
+
+// The last line of a command's stdout, parsed as the JSON object train and eval end with.
+mf::io::JsonValue last_json_line(const std::string& out) {
+  std::string s = out;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return mf::io::parse_json(s.substr(s.rfind('\n') == std::string::npos ? 0 : s.rfind('\n') + 1), "stdout");
+}
+
+// A dataset written by the library, so that train and eval are tested without SentencePiece:
+// ids follow a pattern with period 7 plus noise, over a vocabulary of 40.
+std::string pattern_dataset(const std::string& name, const std::string& checksum = "00000000000000aa") {
+  const std::string folder = temp_path(name + "/");
+  fs::remove_all(folder);
+  std::vector<std::int32_t> train, val;
+  mf::detail::Rng rng(3);
+  for (int i = 0; i < 3000; ++i) train.push_back(rng.uniform() < 0.9 ? (i * 3) % 7 : 7 + i % 33);
+  for (int i = 0; i < 400; ++i) val.push_back(rng.uniform() < 0.9 ? (i * 3) % 7 : 7 + i % 33);
+  mf::io::TokenDatasetMeta meta;
+  meta.vocab_size = 40;
+  meta.train.text_bytes = 9000;
+  meta.val.text_bytes = 1234;
+  meta.tokenizer = "sentencepiece";
+  meta.tokenizer_checksum = checksum;
+  mf::io::write_token_dataset(folder, train, val, meta);
+  return folder;
+}
+
+std::vector<std::string> train_flags(const std::string& data, const std::string& out, int steps) {
+  return {"train", "--data", data, "--layers", "1", "--d-model", "16", "--heads", "2", "--tau", "4", "--seq",
+          "16", "--batch", "4", "--steps", std::to_string(steps), "--eval-every", "3", "--lr", "1e-2",
+          "--threads", "2", "--out", out};
+}
+
+// eval's numbers against a brute-force pass: every window's logits from the library, the softmax
+// of each predicted token by hand, and bits per byte from the dataset's byte count.
+TEST(Cli, TrainThenEvalReportsTheLossABruteForcePassComputes) {
+  const std::string data = pattern_dataset("train_eval");
+  const std::string weights = temp_path("train_eval.safetensors");
+  const Result t = run(train_flags(data, weights, 6));
+  ASSERT_EQ(t.status, 0) << t.err;
+  const mf::io::JsonValue tj = last_json_line(t.out);
+  EXPECT_EQ(tj.at("steps").as_int64(), 6);
+  EXPECT_NEAR(tj.at("val_ppl").as_number(), std::exp(tj.at("val_loss").as_number()), 1e-4);
+  EXPECT_GT(tj.at("tokens_per_s").as_number(), 0);
+  EXPECT_TRUE(fs::exists(weights + ".optim"));
+  const std::string csv = read_bytes(weights + ".csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;  // header, steps 3 and 6
+
+  const Result e = run({"eval", "--weights", weights, "--data", data});
+  ASSERT_EQ(e.status, 0) << e.err;
+  const mf::io::JsonValue ej = last_json_line(e.out);
+  const auto model = mf::io::load_model<mf::MemoryFormerModel<float>>(weights);
+  const auto dataset = mf::io::TokenDataset::open(data);
+  const auto& val = dataset.val();
+  double nats = 0;
+  long long predicted = 0;
+  for (std::size_t start = 0; start + 1 < val.size(); start += 16) {  // windows of the training seq
+    const std::size_t len = std::min<std::size_t>(16, val.size() - 1 - start);
+    std::vector<std::int32_t> ids;
+    for (std::size_t i = 0; i < len; ++i) ids.push_back(val[start + i]);
+    const mf::RowMatrix<float> logits = model.forward(row(ids));
+    for (std::size_t i = 0; i < len; ++i) {
+      const auto r = logits.row(static_cast<Eigen::Index>(i)).cast<double>();
+      double z = 0;
+      for (Eigen::Index c = 0; c < r.size(); ++c) z += std::exp(r(c));
+      nats -= std::log(std::exp(r(val[start + i + 1])) / z);
+      ++predicted;
+    }
+  }
+  EXPECT_EQ(ej.at("tokens").as_int64(), predicted);
+  EXPECT_NEAR(ej.at("loss").as_number(), nats / predicted, 1e-4);
+  EXPECT_NEAR(ej.at("ppl").as_number(), std::exp(nats / predicted), 1e-3);
+  EXPECT_NEAR(ej.at("bpb").as_number(), nats / std::log(2.0) / 1234, 1e-4);
+}
+
+// A run stopped after 5 of 8 steps and resumed ends where an uninterrupted one does, bit for bit.
+TEST(Cli, ResumedTrainingEqualsUninterruptedTraining) {
+  const std::string data = pattern_dataset("resume");
+  const std::string straight = temp_path("resume_straight.safetensors"), split = temp_path("resume_split.safetensors");
+  const Result a = run(train_flags(data, straight, 8));
+  ASSERT_EQ(a.status, 0) << a.err;
+  std::vector<std::string> first = train_flags(data, split, 8);
+  first.insert(first.end(), {"--stop-after", "5"});
+  ASSERT_EQ(run(first).status, 0);
+  std::vector<std::string> resumed = train_flags(data, split, 8);
+  resumed.insert(resumed.end(), {"--resume", split});
+  const Result b = run(resumed);
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(b.err.find("resuming at step 6"), std::string::npos) << b.err;
+  EXPECT_EQ(last_json_line(a.out).at("val_loss").number_text(), last_json_line(b.out).at("val_loss").number_text());
+  const auto fa = mf::io::SafetensorsFile::open(straight), fb = mf::io::SafetensorsFile::open(split);
+  ASSERT_EQ(fa.tensors().size(), fb.tensors().size());
+  for (const auto& t : fa.tensors())
+    EXPECT_EQ(fa.matrix<float>(t.name), fb.matrix<float>(t.name)) << t.name << " differs after resuming";
+  // The validation curve (step, lr, val_loss, val_bpb) of the resumed run is the uninterrupted one.
+  auto curve = [](const std::string& csv) {
+    std::vector<std::vector<std::string>> rows;
+    std::istringstream lines(csv);
+    for (std::string line; std::getline(lines, line);) {
+      std::vector<std::string> cells;
+      std::istringstream cols(line);
+      for (std::string cell; std::getline(cols, cell, ',');) cells.push_back(cell);
+      rows.push_back({cells.at(0), cells.at(1), cells.at(3), cells.at(4)});
+    }
+    return rows;
+  };
+  EXPECT_EQ(curve(read_bytes(straight + ".csv")), curve(read_bytes(split + ".csv")));
+  EXPECT_EQ(curve(read_bytes(split + ".csv")).size(), 4u) << "header, steps 3, 6 and 8";
+}
+
+TEST(Cli, TrainAndEvalRefuseDataThatDoesNotFit) {
+  const std::string data = pattern_dataset("refuse"), other = pattern_dataset("refuse_other", "00000000000000bb");
+  const std::string weights = temp_path("refuse.safetensors");
+  ASSERT_EQ(run(train_flags(data, weights, 1)).status, 0);
+  const std::string dir = temp_path("refuse_out/");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  struct Case {
+    std::vector<std::string> args;
+    int status;
+    std::vector<std::string> parts;
+  };
+  std::vector<std::string> long_seq = train_flags(data, dir + "m.safetensors", 1);
+  long_seq[std::find(long_seq.begin(), long_seq.end(), "--seq") - long_seq.begin() + 1] = "400";
+  std::vector<std::string> wrong_arch = train_flags(data, dir + "m.safetensors", 2);
+  wrong_arch.insert(wrong_arch.end(), {"--arch", "dense", "--resume", weights});
+  std::vector<std::string> other_tokenizer = train_flags(other, dir + "m.safetensors", 2);
+  other_tokenizer.insert(other_tokenizer.end(), {"--resume", weights});
+  const Case cases[] = {
+      {long_seq, 2, {"--seq = 400", "399", "val split", "400 tokens"}},
+      {wrong_arch, 2, {"--resume", "arch \"memoryformer\"", "--arch dense"}},
+      {other_tokenizer, 2, {"--data", "00000000000000bb", "00000000000000aa"}},
+      {{"eval", "--weights", weights, "--data", other}, 2, {"--data", "00000000000000bb", "00000000000000aa"}},
+      {{"train", "--data", dir + "none", "--out", dir + "m.safetensors"}, 3, {"--data", "meta.json"}},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_EQ(r.status, c.status) << c.args[0] << ": " << r.err;
+    for (const std::string& part : c.parts) EXPECT_NE(r.err.find(part), std::string::npos) << part << " not in " << r.err;
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+  // A truncated train.bin is a malformed file: status 4, naming it.
+  const std::string bin = data + "train.bin";
+  const std::string bytes = read_bytes(bin);
+  std::ofstream(bin, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() - 1);
+  const Result r = run(train_flags(data, dir + "m.safetensors", 1));
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_NE(r.err.find("train.bin"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+#if MF_CLI_HAS_SENTENCEPIECE
+// A small corpus of English-like paragraphs, deterministic: blank lines separate documents.
+std::string small_corpus() {
+  const char* words[] = {"the", "model", "reads", "a", "table", "of", "hash", "codes", "and", "sums",
+                         "rows", "into", "its", "output", "for", "every", "token", "in", "text", "while"};
+  mf::detail::Rng rng(17);
+  std::string text;
+  for (int paragraph = 0; paragraph < 60; ++paragraph) {
+    for (int line = 0; line < 4; ++line) {
+      for (int w = 0; w < 12; ++w) text += std::string(w ? " " : "") + words[static_cast<int>(rng.uniform() * 20)];
+      text += ".\n";
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+TEST(Cli, TextWorkflowFromACorpusToSampledText) {
+  const std::string corpus = temp_path("corpus.txt"), tok = temp_path("tok.model"), data = temp_path("text_data/"),
+                    weights = temp_path("text.safetensors");
+  fs::remove_all(data);
+  const std::string text = small_corpus();
+  std::ofstream(corpus, std::ios::binary | std::ios::trunc) << text;
+  const Result t = run({"tokenizer-train", "--input", corpus, "--vocab-size", "300", "--out", tok});
+  ASSERT_EQ(t.status, 0) << t.err;
+  const Result d = run({"tokenize", "--tokenizer", tok, "--input", corpus, "--out", data, "--val-fraction", "0.1"});
+  ASSERT_EQ(d.status, 0) << d.err;
+  const auto dataset = mf::io::TokenDataset::open(data);
+  EXPECT_EQ(dataset.meta().vocab_size, 300);
+  EXPECT_EQ(dataset.meta().train.text_bytes + dataset.meta().val.text_bytes, text.size());
+  // Whole documents: the val text is the last paragraphs, at least 10% of the bytes.
+  EXPECT_GE(dataset.meta().val.text_bytes, text.size() / 10);
+  EXPECT_EQ(text[text.size() - dataset.meta().val.text_bytes - 1], '\n');
+  EXPECT_EQ(text[text.size() - dataset.meta().val.text_bytes - 2], '\n');
+  EXPECT_LT(dataset.train().size(), text.size() * 9 / 10) << "subwords: fewer tokens than bytes";
+
+  std::vector<std::string> train = train_flags(data, weights, 3);
+  ASSERT_EQ(run(train).status, 0);
+  // The tokenizer round-trips any text, newlines and characters it never saw included: with
+  // --max-new 0 generate prints decode(encode(prompt)).
+  const std::string prompt = "the model\n\n  reads \xc3\xa9t\xc3\xa9 \xf0\x9f\x98\x80\ttext";
+  const Result g0 = run({"generate", "--weights", weights, "--tokenizer", tok, "--prompt", prompt, "--max-new", "0"});
+  ASSERT_EQ(g0.status, 0) << g0.err;
+  EXPECT_EQ(g0.out, prompt + "\n");
+  const Result g = run({"generate", "--weights", weights, "--tokenizer", tok, "--prompt", "the", "--max-new", "20",
+                        "--temperature", "0.8", "--top-p", "0.9", "--seed", "1"});
+  ASSERT_EQ(g.status, 0) << g.err;
+  EXPECT_EQ(g.out.rfind("the", 0), 0u) << g.out;
+  EXPECT_GT(g.out.size(), 5u) << g.out;
+
+  // Another tokenizer is refused, naming both checksums.
+  const std::string tok2 = temp_path("tok2.model");
+  ASSERT_EQ(run({"tokenizer-train", "--input", corpus, "--vocab-size", "290", "--out", tok2}).status, 0);
+  const Result bad = run({"generate", "--weights", weights, "--tokenizer", tok2, "--prompt", "the"});
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find("290 pieces"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("vocab_size 300"), std::string::npos) << bad.err;
+}
+
+TEST(Cli, TokenizerTrainRefusesWhatIsNotACorpus) {
+  const std::string dir = temp_path("tok_errors/");
+  fs::remove_all(dir);
+  fs::create_directories(dir + "in");
+  const std::string empty = dir + "in/empty.txt", binary = dir + "in/binary.txt", small = dir + "in/small.txt";
+  std::ofstream(empty, std::ios::binary);
+  std::ofstream(binary, std::ios::binary) << std::string("text\0more", 9);
+  std::ofstream(small, std::ios::binary) << "a few words of text\n";
+  struct Case {
+    std::string input, vocab;
+    std::vector<std::string> parts;
+  };
+  const Case cases[] = {
+      {empty, "300", {"--input", "empty"}},
+      {binary, "300", {"--input", "NUL byte at offset 4"}},
+      {small, "5000", {"--vocab-size = 5000", "Vocabulary size too high"}},
+      {dir + "missing.txt", "300", {"--input", "does not exist"}},
+  };
+  for (const Case& c : cases) {
+    const Result r = run({"tokenizer-train", "--input", c.input, "--vocab-size", c.vocab, "--out", dir + "t.model"});
+    EXPECT_EQ(r.status, 2) << c.input << ": " << r.err;
+    for (const std::string& part : c.parts) EXPECT_NE(r.err.find(part), std::string::npos) << part << " not in " << r.err;
+    EXPECT_FALSE(fs::exists(dir + "t.model")) << c.input;
+  }
+}
+#endif
 
 }  // namespace

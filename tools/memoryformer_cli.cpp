@@ -7,10 +7,17 @@
 //   memoryformer convert  --tables bf16|int8|fp32 --weights IN --out OUT
 //   memoryformer init     --config tiny|small|base|FILE.json --tables fp32|bf16|int8 --seed 1 --out M
 //
+// Real text (docs/training.md, "Subword text"), SentencePiece needed for the first two:
+//   memoryformer tokenizer-train --input corpus.txt --vocab-size 4000 --out tok.model
+//   memoryformer tokenize --tokenizer tok.model --input corpus.txt --out data/ --val-fraction 0.1
+//   memoryformer train    --data data/ --arch memoryformer --steps 1000 --out M [--resume M]
+//   memoryformer eval     --weights M --data data/ [--split val]
+//   memoryformer generate --weights M --tokenizer tok.model --prompt TEXT [--top-p P]
+//
 // Every command is a thin layer over the library: io::load_model, Model::forward, generate,
 // io::save_model and the safetensors reader and writer; `memoryformer COMMAND --help` lists flags.
-// Text is tokenised as bytes (vocab 256), as examples/train_char_lm does; models of another vocab
-// take and give token ids (--tokens).
+// Without --tokenizer, text is tokenised as bytes (vocab 256), as examples/train_char_lm does;
+// models of another vocab take a --tokenizer or token ids (--tokens).
 //
 // Exit status, by the kind of the error (its type, never its message):
 //   0  success
@@ -22,16 +29,27 @@
 // Messages go to stderr and name the argument, the value and what was expected. Output files are
 // written atomically, and only once everything they hold has been computed.
 #include "cli.hpp"
+#include "corpus.hpp"
+#include "lm_training.hpp"
+#if MF_HAVE_SENTENCEPIECE
+#include "tokenizer.hpp"
+#endif
 
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -171,22 +189,59 @@ int run_logits(int argc, char** argv) {
 
 // ---- generate
 
+// The tokenizer entries train writes into a model file's metadata; "" where the file has none.
+std::string metadata_or_empty(const io::SafetensorsFile& file, const std::string& key) {
+  const auto it = file.metadata().find(key);
+  return it == file.metadata().end() ? std::string() : it->second;
+}
+
+#if MF_HAVE_SENTENCEPIECE
+using Tokenizer = tokenizer::Tokenizer;
+#else
+// Built without SentencePiece: a --tokenizer flag is refused with the way to get it.
+struct Tokenizer {
+  Tokenizer(const std::string& arg, const std::string& path) {
+    throw RunError(arg + " = " + in_quotes(path) +
+                       ": this memoryformer was built without SentencePiece; install it "
+                       "(scripts/install-deps.sh, Debian's libsentencepiece-dev) and rebuild",
+                   kFailure);
+  }
+  int vocab_size() const { return 0; }
+  std::string checksum() const { return ""; }
+  std::vector<std::int32_t> encode(const std::string&) const { return {}; }
+  std::string decode(const std::vector<std::int32_t>&) const { return ""; }
+};
+#endif
+
+// The tokenizer must be the one the model was trained with: same checksum and vocabulary size.
+void check_tokenizer_matches(const std::string& arg, const std::string& tokenizer_path, const Tokenizer& tok,
+                             const io::SafetensorsFile& file, int vocab) {
+  const std::string recorded = metadata_or_empty(file, "tokenizer_checksum");
+  if (recorded != tok.checksum() || vocab != tok.vocab_size())
+    throw UsageError(arg + " = " + in_quotes(tokenizer_path) + ": tokenizer checksum " + tok.checksum() +
+                     " with " + std::to_string(tok.vocab_size()) + " pieces, but " + in_quotes(file.path()) +
+                     " was trained with tokenizer checksum " +
+                     (recorded.empty() ? std::string("(none recorded)") : recorded) + " and vocab_size " +
+                     std::to_string(vocab));
+}
+
 int run_generate(int argc, char** argv) {
-  std::string weights, prompt, tokens_text;
+  std::string weights, prompt, tokens_text, tokenizer_path;
   int max_new = 100, top_k = 0, seed = 0, threads = 0;
-  double temperature = 1.0;
+  double temperature = 1.0, top_p = 1.0;
   cli::Flags f(
-      "memoryformer generate --weights M.safetensors (--prompt TEXT | --tokens 3,1,4) [--max-new N] "
-      "[--temperature T] [--top-k K] [--seed S]\n"
-      "Prints the prompt and its continuation: as text for --prompt (bytes, vocab 256), as token ids for "
-      "--tokens.");
+      "memoryformer generate --weights M.safetensors (--prompt TEXT [--tokenizer T.model] | --tokens 3,1,4) "
+      "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+      "Prints the prompt and its continuation: as text for --prompt, as token ids for --tokens.");
   f.add("--weights", &weights, "model file (safetensors, docs/method.md §5)");
-  f.add("--prompt", &prompt, "text to continue, one token per byte (needs a model of vocab_size 256)");
+  f.add("--prompt", &prompt, "text to continue: bytes for a vocab_size 256 model, else needs --tokenizer");
+  f.add("--tokenizer", &tokenizer_path, "SentencePiece model the weights were trained with (tokenizer-train)");
   f.add("--tokens", &tokens_text, "or the prompt as comma-separated token ids (any vocab_size)");
   f.add("--max-new", &max_new, "tokens to generate", 0, 1 << 16);
   f.add("--temperature", &temperature, "sampling temperature (0: greedy)", 0, 1e6);
   f.add("--top-k", &top_k, "sample from the k most likely tokens (0: all)", 0,
         std::numeric_limits<int>::max());
+  f.add("--top-p", &top_p, "sample from the nucleus of probability mass p (1: all)", 1e-9, 1);
   f.add("--seed", &seed, "seed of the sampling", 0, std::numeric_limits<int>::max());
   add_threads_flag(f, &threads);
   f.require("--weights");
@@ -196,21 +251,28 @@ int run_generate(int argc, char** argv) {
     throw UsageError(std::string("--prompt, --tokens: ") + (text ? "both given" : "neither given") +
                      ", expected exactly one of them");
   if (text && prompt.empty()) throw UsageError("--prompt = \"\": expected at least one character");
+  if (!text && f.given("--tokenizer"))
+    throw UsageError("--tokenizer = " + in_quotes(tokenizer_path) + ": expected only with --prompt");
   const std::vector<long long> ids =
       text ? std::vector<long long>() : parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
   const io::SafetensorsFile file = open_file("--weights", weights);
   return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     const int vocab = model.config().vocab_size;
+    std::unique_ptr<Tokenizer> tok;
     std::vector<std::int32_t> start;
-    if (text) {
-      const auto tokenizer = file.metadata().find("tokenizer");
-      if (vocab != 256 || (tokenizer != file.metadata().end() && tokenizer->second != "bytes"))
+    if (text && f.given("--tokenizer")) {
+      tok = std::make_unique<Tokenizer>("--tokenizer", tokenizer_path);
+      check_tokenizer_matches("--tokenizer", tokenizer_path, *tok, file, vocab);
+      start = tok->encode(prompt);
+    } else if (text) {
+      const std::string kind = metadata_or_empty(file, "tokenizer");
+      if (vocab != 256 || (!kind.empty() && kind != "bytes"))
         throw UsageError(
-            "--prompt = " + in_quotes(prompt) + ": text is tokenised as bytes, expected a model of " +
-            "vocab_size 256 with no other tokenizer (this one: vocab_size " + std::to_string(vocab) +
-            (tokenizer != file.metadata().end() ? ", tokenizer " + in_quotes(tokenizer->second) : "") +
-            "); give --tokens instead");
+            "--prompt = " + in_quotes(prompt) + ": text is tokenised as bytes without --tokenizer, expected a " +
+            "model of vocab_size 256 with no other tokenizer (this one: vocab_size " + std::to_string(vocab) +
+            (kind.empty() ? std::string() : ", tokenizer " + in_quotes(kind)) +
+            "); give --tokenizer or --tokens instead");
       for (const unsigned char c : prompt) start.push_back(c);
     } else {
       const mf::TokenMatrix tokens = check_vocab("--tokens", tokens_text, ids, vocab);
@@ -219,9 +281,12 @@ int run_generate(int argc, char** argv) {
     mf::SamplingOptions sampling;
     sampling.temperature = temperature;
     sampling.top_k = top_k;
+    sampling.top_p = top_p;
     sampling.seed = static_cast<std::uint64_t>(seed);
     const std::vector<std::int32_t> out = mf::generate(model, start, max_new, sampling);
-    if (text) {
+    if (tok) {
+      std::cout << tok->decode(out) << '\n';
+    } else if (text) {
       std::string bytes;
       for (const std::int32_t t : out) bytes += static_cast<char>(t);
       std::cout << bytes << '\n';
@@ -437,6 +502,327 @@ int run_init(int argc, char** argv) {
   return 0;
 }
 
+// ---- tokenizer-train, tokenize
+
+int run_tokenizer_train(int argc, char** argv) {
+  std::string input, out, model_type = "unigram";
+  int vocab_size = 4000;
+  cli::Flags f(
+      "memoryformer tokenizer-train --input corpus.txt --vocab-size 4000 --out tok.model\n"
+      "Learns a SentencePiece subword vocabulary with byte fallback (any text round-trips) and writes its "
+      "model file atomically.");
+  f.add("--input", &input, "a UTF-8 text file, or a folder (every regular file below it, sorted)");
+  f.add("--vocab-size", &vocab_size, "pieces in the vocabulary, the 256 byte pieces included", 260, 1 << 20);
+  f.add("--model-type", &model_type, "SentencePiece's algorithm", {"unigram", "bpe"});
+  f.add("--out", &out, "the tokenizer model file to write");
+  for (const char* name : {"--input", "--vocab-size", "--out"}) f.require(name);
+  if (!f.parse(argc, argv)) return 0;
+#if MF_HAVE_SENTENCEPIECE
+  const corpus::Corpus c = corpus::read("--input", input);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string model;
+  try {
+    model = tokenizer::train(c, vocab_size, model_type, out);
+  } catch (const mf::FileError& e) {
+    throw RunError("--out = " + in_quotes(out) + ": " + e.what(), kFileSystem);
+  } catch (const std::runtime_error& e) {
+    throw RunError("--vocab-size = " + std::to_string(vocab_size) + " on --input " + in_quotes(input) + " (" +
+                       std::to_string(c.bytes) + " bytes): " + e.what(),
+                   kUsage);
+  }
+  std::cout << "tokenizer " << out << ": " << vocab_size << " pieces (" << model_type << ", byte fallback), checksum "
+            << tokenizer::checksum_of(model) << ", from " << c.bytes << " bytes in " << c.files << " file(s), "
+            << std::fixed << std::setprecision(1)
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+  return 0;
+#else
+  Tokenizer("--out", out);  // refuses, saying how to get SentencePiece
+  return kFailure;
+#endif
+}
+
+int run_tokenize(int argc, char** argv) {
+  std::string tokenizer_path, input, out;
+  double val_fraction = 0.1;
+  cli::Flags f(
+      "memoryformer tokenize --tokenizer tok.model --input corpus.txt --out data/ --val-fraction 0.1\n"
+      "Writes a token dataset folder: train.bin and val.bin (little-endian uint16 or uint32 ids) and meta.json. "
+      "Documents (separated by blank lines, or files) go whole to one split: the last ones, about "
+      "--val-fraction of the bytes, to val.");
+  f.add("--tokenizer", &tokenizer_path, "SentencePiece model file (tokenizer-train)");
+  f.add("--input", &input, "a UTF-8 text file, or a folder (every regular file below it, sorted)");
+  f.add("--out", &out, "the dataset folder to write (created if missing)");
+  f.add("--val-fraction", &val_fraction, "share of the bytes held out for validation", 1e-6, 0.9);
+  for (const char* name : {"--tokenizer", "--input", "--out"}) f.require(name);
+  if (!f.parse(argc, argv)) return 0;
+  const Tokenizer tok("--tokenizer", tokenizer_path);
+  const corpus::Corpus c = corpus::read("--input", input);
+  if (c.documents.size() < 2)
+    throw UsageError("--input = " + in_quotes(input) +
+                     ": expected at least 2 documents (separated by a blank line, or in separate files) to "
+                     "split into train and val, but found 1");
+  // The last documents, from the end until they hold val_fraction of the bytes; train keeps one at least.
+  std::size_t first_val = c.documents.size();
+  std::uint64_t val_bytes = 0;
+  while (first_val > 1 && static_cast<double>(val_bytes) < val_fraction * static_cast<double>(c.bytes))
+    val_bytes += c.documents[--first_val].size();
+  std::vector<std::int32_t> train, val;
+  for (std::size_t d = 0; d < c.documents.size(); ++d) {
+    const std::vector<std::int32_t> ids = tok.encode(c.documents[d]);
+    std::vector<std::int32_t>& split = d < first_val ? train : val;
+    split.insert(split.end(), ids.begin(), ids.end());
+  }
+  io::TokenDatasetMeta meta;
+  meta.vocab_size = tok.vocab_size();
+  meta.train.text_bytes = c.bytes - val_bytes;
+  meta.val.text_bytes = val_bytes;
+  meta.tokenizer = "sentencepiece";
+  meta.tokenizer_checksum = tok.checksum();
+  for_argument("--out", out, [&] { io::write_token_dataset(out, train, val, meta); });
+  std::cout << "dataset " << out << ": train " << train.size() << " tokens (" << meta.train.text_bytes
+            << " bytes, " << first_val << " documents), val " << val.size() << " tokens (" << val_bytes << " bytes, "
+            << c.documents.size() - first_val << " documents); " << std::fixed << std::setprecision(2)
+            << static_cast<double>(c.bytes) / static_cast<double>(train.size() + val.size())
+            << " bytes per token, " << meta.dtype() << " ids\n";
+  return 0;
+}
+
+// ---- train, eval
+
+io::TokenDataset open_dataset(const std::string& folder) {
+  return for_argument("--data", folder, [&] { return io::TokenDataset::open(folder); });
+}
+
+// A model file must come from the dataset's tokenizer: same vocabulary size and checksum.
+void check_dataset_matches(const io::TokenDataset& data, const std::string& model_path, int vocab,
+                           const std::string& checksum) {
+  if (vocab != data.meta().vocab_size || checksum != data.meta().tokenizer_checksum)
+    throw UsageError("--data = " + in_quotes(data.folder()) + ": tokenizer checksum " +
+                     data.meta().tokenizer_checksum + " with vocab_size " + std::to_string(data.meta().vocab_size) +
+                     ", but " + in_quotes(model_path) + " was trained with tokenizer checksum " +
+                     (checksum.empty() ? std::string("(none recorded)") : checksum) + " and vocab_size " +
+                     std::to_string(vocab));
+}
+
+std::string metrics_json(const char* prefix, const lm::Evaluation& e, const io::TokenSplit& split) {
+  std::ostringstream j;
+  j << std::setprecision(6) << '"' << prefix << "loss\": " << e.loss() << ", \"" << prefix << "ppl\": " << e.ppl()
+    << ", \"" << prefix << "bpb\": " << lm::bits_per_byte(e, split);
+  return j.str();
+}
+
+struct TrainArgs {
+  std::string data, arch = "memoryformer", out, resume, log;
+  int layers = 2, d_model = 128, heads = 4, tau = 8, seq = 128, batch = 16, steps = 1000, seed = 1;
+  int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
+  double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
+};
+
+template <class Model>
+int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfig config) {
+  const io::TokenSplit& train = data.train();
+  const io::TokenSplit& val = data.val();
+  const std::string log = a.log.empty() ? a.out + ".csv" : a.log;
+  Model model = a.resume.empty() ? Model(config) : [&] {
+    const io::SafetensorsFile file = open_file("--resume", a.resume);
+    const std::string arch = io::load_arch(file);
+    if (arch != Model::Block::kArch)
+      throw UsageError("--resume = " + in_quotes(a.resume) + ": a checkpoint of arch " + in_quotes(arch) +
+                       ", expected --arch " + a.arch);
+    const std::string found = io::config_to_json(io::load_config(file)), want = io::config_to_json(config);
+    if (found != want)
+      throw UsageError("--resume = " + in_quotes(a.resume) + ": its config " + found +
+                       " differs from the flags' " + want);
+    check_dataset_matches(data, a.resume, config.vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
+    return for_argument("--resume", a.resume, [&] { return io::load_model<Model>(file, io::Weights::copy); });
+  }();
+  auto params = model.parameters();
+  mf::AdamWOptions adam;
+  adam.weight_decay = a.weight_decay;
+  mf::AdamW<float> optimizer(params, adam);
+  if (!a.resume.empty())
+    for_argument("--resume", a.resume + ".optim", [&] { io::load_optimizer(optimizer, params, a.resume + ".optim"); });
+  const int first_step = static_cast<int>(optimizer.step_count()) + 1;
+  if (first_step > a.steps + 1)
+    throw UsageError("--steps = " + std::to_string(a.steps) + ": expected at least the checkpoint's step " +
+                     std::to_string(first_step - 1));
+  const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
+  const int warmup = a.warmup >= 0 ? std::min(a.warmup, a.steps) : std::max(1, a.steps / 100);
+  const mf::CosineSchedule schedule(peak_lr, std::min(warmup, std::max(a.steps, 1)), std::max(a.steps, 1),
+                                    peak_lr * a.min_lr_ratio);
+  const std::map<std::string, std::string> metadata = {{"tokenizer", data.meta().tokenizer},
+                                                       {"tokenizer_checksum", data.meta().tokenizer_checksum},
+                                                       {"train_seq", std::to_string(a.seq)}};
+  std::cerr << "train: " << a.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
+            << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
+            << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
+            << a.batch << " x " << a.seq << (first_step > 1 ? "; resuming at step " + std::to_string(first_step) : "")
+            << '\n';
+
+  // The CSV log: rows of earlier runs up to the resumed step are kept.
+  std::string csv = "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds\n";
+  if (first_step > 1) {
+    std::ifstream in(log);
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line))
+      if (std::stoll(line.substr(0, line.find(','))) < first_step) csv += line + '\n';
+  }
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const auto t_start = std::chrono::steady_clock::now();
+  double seconds = 0, recent_loss = 0;
+  int recent = 0;
+  lm::Evaluation last;
+  int evaluated_at = -1;
+  auto tokens_per_s = [&](int step) {
+    return seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / seconds : 0.0;
+  };
+  auto save = [&] {
+    for_argument("--out", a.out, [&] {
+      io::save_model(model, a.out, metadata);
+      io::save_optimizer(optimizer, params, a.out + ".optim");
+    });
+  };
+  const int last_step = a.stop_after > 0 ? std::min(a.steps, first_step - 1 + a.stop_after) : a.steps;
+  for (int step = first_step; step <= last_step; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = schedule(step - 1);
+    const double loss = [&] {
+      try {
+        return lm::train_step(model, params, optimizer, train, static_cast<std::uint64_t>(a.seed), step, a.batch,
+                              a.seq, lr, a.clip);
+      } catch (const std::runtime_error& e) {
+        throw RunError(e.what(), kFailure);
+      }
+    }();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    recent_loss += loss;
+    ++recent;
+    if (tty) {
+      const double eta = tokens_per_s(step) > 0 ? (a.steps - step) * double(a.batch) * a.seq / tokens_per_s(step) : 0;
+      std::cerr << "\rstep " << step << '/' << a.steps << "  loss " << std::fixed << std::setprecision(3) << loss
+                << "  " << std::setprecision(0) << tokens_per_s(step) << " tok/s  ETA " << eta << " s   "
+                << std::defaultfloat << std::flush;
+    }
+    if (step % a.eval_every == 0 || step == a.steps) {
+      last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
+      evaluated_at = step;
+      const double bpb = lm::bits_per_byte(last, val);
+      std::ostringstream row;
+      row << std::setprecision(6) << step << ',' << lr << ',' << recent_loss / recent << ',' << last.loss() << ','
+          << bpb << ',' << tokens_per_s(step) << ','
+          << std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() << '\n';
+      csv += row.str();
+      for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
+      std::cerr << (tty ? "\n" : "") << "step " << step << ": train loss " << std::fixed << std::setprecision(4)
+                << recent_loss / recent << ", val loss " << last.loss() << ", val bpb " << bpb << ", "
+                << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
+                << std::defaultfloat;
+      recent_loss = 0;
+      recent = 0;
+    }
+    if ((a.save_every > 0 && step % a.save_every == 0) || step == last_step) save();
+  }
+  if (first_step > a.steps) save();  // nothing left to train: the checkpoint as it is
+  if (evaluated_at != last_step)     // stopped between validations, or nothing trained
+    last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
+  std::cout << std::setprecision(6) << "{\"val_loss\": " << last.loss() << ", \"val_ppl\": " << last.ppl()
+            << ", \"val_bpb\": " << lm::bits_per_byte(last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
+            << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.arch << "\", \"lr\": " << peak_lr
+            << ", \"seed\": " << a.seed << ", \"val_tokens\": " << last.tokens << "}" << std::endl;
+  return 0;
+}
+
+int run_train(int argc, char** argv) {
+  TrainArgs a;
+  cli::Flags f(
+      "memoryformer train --data data/ --arch memoryformer|dense --layers 2 --d-model 128 --heads 4 --tau 8 "
+      "--seq 128 --batch 16 --steps 1000 --lr 5e-2 --seed 1 --out M.safetensors [--eval-every 100] "
+      "[--save-every 500] [--resume CKPT]\n"
+      "Trains a language model on a token dataset (tokenize). Writes the model and its optimizer state "
+      "(M.safetensors.optim) at --save-every and at the end, and the validation curve to a CSV; the last "
+      "stdout line is a JSON object with val_loss, val_ppl, val_bpb, tokens_per_s and steps.");
+  f.add("--data", &a.data, "dataset folder (memoryformer tokenize)");
+  f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
+  f.add("--layers", &a.layers, "number of blocks", 0, 64);
+  f.add("--d-model", &a.d_model, "model width", 1, 8192);
+  f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
+  f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
+  f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
+  f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
+  f.add("--steps", &a.steps, "optimizer steps in all (a resumed run counts the earlier ones)", 0, 1 << 30);
+  f.add("--lr", &a.lr, "peak learning rate (0: 3e-3 MemoryFormer, 1e-3 dense)", 0, 10);
+  f.add("--warmup", &a.warmup, "linear warmup steps (-1: 1% of steps)", -1, 1 << 30);
+  f.add("--min-lr-ratio", &a.min_lr_ratio, "learning rate at the end of the cosine decay, over the peak", 0, 1);
+  f.add("--weight-decay", &a.weight_decay, "AdamW decoupled weight decay", 0, 10);
+  f.add("--clip", &a.clip, "gradient clipping by global norm", 1e-9, 1e9);
+  f.add("--seed", &a.seed, "seed of weights and batches", 0, std::numeric_limits<int>::max());
+  f.add("--out", &a.out, "model file to write (the optimizer state goes to FILE.optim)");
+  f.add("--eval-every", &a.eval_every, "steps between validations", 1, 1 << 30);
+  f.add("--eval-tokens", &a.eval_tokens, "val tokens each validation reads (0: all)", 0,
+        std::numeric_limits<int>::max());
+  f.add("--save-every", &a.save_every, "steps between checkpoints (0: only at the end)", 0, 1 << 30);
+  f.add("--resume", &a.resume, "continue from this checkpoint (and CKPT.optim) with the same flags");
+  f.add("--stop-after", &a.stop_after,
+        "stop with a checkpoint after this many steps of this run (0: run to --steps); --resume goes on", 0,
+        1 << 30);
+  f.add("--log", &a.log, "CSV of the validation curve (default: OUT.csv)");
+  add_threads_flag(f, &a.threads);
+  for (const char* name : {"--data", "--out"}) f.require(name);
+  if (!f.parse(argc, argv)) return 0;
+  mf::set_num_threads(a.threads);
+  const io::TokenDataset data = open_dataset(a.data);
+  for (const auto& [name, split] : {std::pair<const char*, const io::TokenSplit*>{"train", &data.train()},
+                                    std::pair<const char*, const io::TokenSplit*>{"val", &data.val()}})
+    if (split->size() < static_cast<std::size_t>(a.seq) + 1)
+      throw UsageError("--seq = " + std::to_string(a.seq) + ": expected at most " +
+                       std::to_string(split->size() > 0 ? split->size() - 1 : 0) + ", the " + name + " split of " +
+                       in_quotes(a.data) + " has " + std::to_string(split->size()) + " tokens");
+  mf::ModelConfig config;
+  config.vocab_size = data.meta().vocab_size;
+  config.n_layers = a.layers;
+  config.d_model = a.d_model;
+  config.n_heads = a.heads;
+  config.tau = a.tau;
+  config.seed = static_cast<std::uint64_t>(a.seed);
+  for_argument("--d-model", std::to_string(a.d_model), [&] { config.validate(); });
+  return a.arch == "dense" ? train_model<mf::DenseModel<float>>(a, data, config)
+                           : train_model<mf::MemoryFormerModel<float>>(a, data, config);
+}
+
+int run_eval(int argc, char** argv) {
+  std::string weights, data_path, split_name = "val";
+  int seq = 0, batch = 16, threads = 0;
+  cli::Flags f(
+      "memoryformer eval --weights M.safetensors --data data/ [--split val]\n"
+      "Next-token loss over a whole split; the last stdout line is a JSON object with loss, ppl and bpb "
+      "(bits per byte of the split's text).");
+  f.add("--weights", &weights, "model file (memoryformer train)");
+  f.add("--data", &data_path, "dataset folder (memoryformer tokenize)");
+  f.add("--split", &split_name, "which split", {"val", "train"});
+  f.add("--seq", &seq, "tokens per window (0: the training --seq the model file records)", 0, 1 << 16);
+  f.add("--batch", &batch, "windows per forward", 1, 1 << 16);
+  add_threads_flag(f, &threads);
+  for (const char* name : {"--weights", "--data"}) f.require(name);
+  if (!f.parse(argc, argv)) return 0;
+  mf::set_num_threads(threads);
+  const io::TokenDataset data = open_dataset(data_path);
+  const io::SafetensorsFile file = open_file("--weights", weights);
+  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
+    check_dataset_matches(data, weights, model.config().vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
+    const std::string recorded = metadata_or_empty(file, "train_seq");
+    const int window = seq > 0 ? seq : recorded.empty() ? 128 : std::stoi(recorded);
+    const io::TokenSplit& split = data.split(split_name);
+    const lm::Evaluation e = lm::evaluate(model, split, window, batch);
+    if (e.tokens == 0)
+      throw UsageError("--split = " + split_name + ": the split of " + in_quotes(data_path) +
+                       " has fewer than 2 tokens, nothing to predict");
+    std::cout << "{" << metrics_json("", e, split) << ", \"tokens\": " << e.tokens << ", \"split\": \"" << split_name
+              << "\"}" << std::endl;
+    return 0;
+  });
+}
+
 struct Command {
   const char* name;
   int (*run)(int, char**);
@@ -449,15 +835,21 @@ constexpr Command kCommands[] = {
     {"inspect", run_inspect, "config, tensors, sizes and checksum status of a file"},
     {"convert", run_convert, "store a model's tables as bf16 or int8"},
     {"init", run_init, "write a randomly initialised model of any size, streamed to disk"},
+    {"tokenizer-train", run_tokenizer_train, "learn a SentencePiece subword vocabulary from text"},
+    {"tokenize", run_tokenize, "turn text into a token dataset folder (train.bin, val.bin, meta.json)"},
+    {"train", run_train, "train a language model on a token dataset, with checkpoints"},
+    {"eval", run_eval, "loss, perplexity and bits per byte of a model on a dataset split"},
 };
 
 std::string usage() {
   std::string s = "usage: memoryformer COMMAND [flags]   (memoryformer COMMAND --help for its flags)\n";
   for (const Command& c : kCommands) {
     std::string name = std::string("  ") + c.name;
-    name.resize(12, ' ');
+    name.resize(19, ' ');
     s += name + c.summary + "\n";
   }
+  if (!MF_HAVE_SENTENCEPIECE)
+    s += "tokenizer-train, tokenize and generate --tokenizer need SentencePiece, which this build lacks\n";
   return s +
          "exit status: 0 success, 1 other failure, 2 bad command line, 3 file-system error (a file that "
          "cannot be opened, read or written), 4 malformed file (bad format, metadata or checksum)\n";
@@ -476,7 +868,7 @@ int main(int argc, char** argv) {
     if (command == c.name) found = &c;
   if (found == nullptr) {
     std::cerr << "memoryformer: command = " << in_quotes(command)
-              << ", expected one of logits, generate, inspect, convert, init\n"
+              << ", expected one of logits, generate, inspect, convert, init, tokenizer-train, tokenize, train, eval\n"
               << usage();
     return kUsage;
   }

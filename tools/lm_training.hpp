@@ -1,0 +1,111 @@
+// Language-model training helpers shared by the memoryformer tool's train and eval commands and
+// examples/train_char_lm: batches of windows, one optimizer step, evaluation over a split.
+#pragma once
+
+#include <memoryformer/io/token_dataset.hpp>
+#include <memoryformer/memoryformer.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace lm {
+
+namespace mf = memoryformer;
+
+// Inputs and next-token targets [batch, seq] from windows of seq + 1 ids starting at `starts`;
+// `ids` is anything indexable: an io::TokenSplit, a std::vector of ids.
+template <class Ids>
+void fill_batch(const Ids& ids, const std::vector<std::size_t>& starts, int seq, mf::TokenMatrix& tokens,
+                mf::TokenMatrix& targets) {
+  tokens.resize(static_cast<Eigen::Index>(starts.size()), seq);
+  targets.resize(tokens.rows(), seq);
+  for (Eigen::Index b = 0; b < tokens.rows(); ++b)
+    for (Eigen::Index t = 0; t < seq; ++t) {
+      const std::size_t at = starts[static_cast<std::size_t>(b)] + static_cast<std::size_t>(t);
+      tokens(b, t) = ids[at];
+      targets(b, t) = ids[at + 1];
+    }
+}
+
+// The training batch of `step`: window starts drawn from a stream of (seed, step) alone, so that a
+// resumed run sees the batches an uninterrupted one would.
+inline std::vector<std::size_t> batch_starts(std::uint64_t seed, int step, int batch, std::size_t ids, int seq) {
+  mf::detail::Rng rng(mf::detail::derive_seed(seed, "batch." + std::to_string(step)));
+  std::vector<std::size_t> starts(static_cast<std::size_t>(batch));
+  const std::size_t choices = ids - static_cast<std::size_t>(seq);  // windows of seq + 1 ids
+  for (std::size_t& s : starts)
+    s = std::min(choices - 1, static_cast<std::size_t>(rng.uniform() * static_cast<double>(choices)));
+  return starts;
+}
+
+// One optimizer step on the batch of `step` from `ids`: forward, loss, backward, AdamW at `lr` with
+// the gradients clipped to global norm `clip`. Returns the batch's loss; a non-finite loss is a
+// std::runtime_error that names the step and the learning rate.
+template <class Model, class Ids>
+double train_step(Model& model, mf::ParameterList<float>& params, mf::AdamW<float>& optimizer, const Ids& ids,
+                  std::uint64_t seed, int step, int batch, int seq, double lr, double clip) {
+  mf::TokenMatrix tokens, targets;
+  fill_batch(ids, batch_starts(seed, step, batch, ids.size(), seq), seq, tokens, targets);
+  model.zero_grad();
+  typename Model::Saved saved;
+  mf::RowMatrix<float> dlogits;
+  const double loss = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
+  if (!std::isfinite(loss))
+    throw std::runtime_error("training diverged at step " + std::to_string(step) + " (loss " + std::to_string(loss) +
+                             "): lower the learning rate (now " + std::to_string(lr) + ")");
+  model.backward(saved, dlogits);
+  optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params), clip));
+  return loss;
+}
+
+struct Evaluation {
+  double nll_nats = 0;        // summed over the predicted tokens
+  std::uint64_t tokens = 0;   // predicted tokens
+  std::uint64_t covered = 0;  // ids of the split read (the first one is context only)
+  double loss() const { return nll_nats / static_cast<double>(tokens); }
+  double ppl() const { return std::exp(loss()); }
+};
+
+// Next-token NLL over the first `limit` ids of `split` (0: all of it), in consecutive windows of
+// `seq` predictions, `batch` windows per forward; every id after the first is predicted once.
+template <class Model>
+Evaluation evaluate(const Model& model, const mf::io::TokenSplit& split, int seq, int batch, std::size_t limit = 0) {
+  const std::size_t n = limit == 0 ? split.size() : std::min(limit, split.size());
+  Evaluation e;
+  if (n < 2) return e;
+  e.covered = n;
+  mf::TokenMatrix tokens, targets;
+  std::vector<std::size_t> starts;
+  auto flush = [&](int length) {
+    if (starts.empty()) return;
+    fill_batch(split, starts, length, tokens, targets);
+    const double mean = mf::cross_entropy<float>(model.forward(tokens), targets);
+    e.nll_nats += mean * static_cast<double>(targets.size());
+    e.tokens += static_cast<std::uint64_t>(targets.size());
+    starts.clear();
+  };
+  std::size_t start = 0;
+  for (; start + static_cast<std::size_t>(seq) < n; start += static_cast<std::size_t>(seq)) {
+    starts.push_back(start);
+    if (starts.size() == static_cast<std::size_t>(batch)) flush(seq);
+  }
+  flush(seq);
+  if (start + 1 < n) {  // the tail: a shorter window
+    starts.push_back(start);
+    flush(static_cast<int>(n - 1 - start));
+  }
+  return e;
+}
+
+// Bits per byte of an evaluation that read `covered` of the split's ids: its NLL against the
+// split's UTF-8 bytes in that proportion (exact when it read the whole split).
+inline double bits_per_byte(const Evaluation& e, const mf::io::TokenSplit& split) {
+  const double fraction = static_cast<double>(e.covered) / static_cast<double>(split.size());
+  return mf::bits_per_byte(e.nll_nats, static_cast<std::uint64_t>(std::max(1.0, std::round(fraction * split.text_bytes()))));
+}
+
+}  // namespace lm
