@@ -19,6 +19,7 @@ packages=(
   libbenchmark-dev libbenchmark-tools libopenblas-dev        # benchmarks and the BLAS baseline
   python3-matplotlib                                         # benchmarks/plot.py
   fortunes                                                   # text corpus for the training demo
+  libsentencepiece-dev                                       # subword tokenizer of the memoryformer tool (optional)
 )
 if [ "$interop" -eq 1 ]; then
   packages+=(python3-torch python3-numpy)  # for /usr/bin/python3: the PyTorch reference and its checks
