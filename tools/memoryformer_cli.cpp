@@ -726,8 +726,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   if (first_step > a.steps) save();  // nothing left to train: the checkpoint as it is
   if (evaluated_at != last_step)     // stopped between validations, or nothing trained
     last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
-  std::cout << std::setprecision(6) << "{\"val_loss\": " << last.loss() << ", \"val_ppl\": " << last.ppl()
-            << ", \"val_bpb\": " << lm::bits_per_byte(last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
+  std::cout << std::setprecision(6) << "{" << metrics_json("val_", last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
             << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.arch << "\", \"lr\": " << peak_lr
             << ", \"seed\": " << a.seed << ", \"val_tokens\": " << last.tokens << "}" << std::endl;
   return 0;
