@@ -21,22 +21,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$budget" =~ ^[1-9][0-9]*$ ]] || { echo "subword_experiment.sh: --budget '$budget': expected whole seconds" >&2; exit 2; }
 
-corpus=/usr/share/doc/python3.11/html/_sources
-if [[ ! -d "$corpus" ]]; then
-  sudo_if_needed=(); [[ "$(id -u)" -ne 0 ]] && sudo_if_needed=(sudo)
-  "${sudo_if_needed[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq --no-install-recommends python3.11-doc
-fi
+bash scripts/python_docs_dataset.sh "$out"
 tool=build/release/tools/memoryformer
-[[ -x "$tool" ]] || cmake --workflow --preset release
-if "$tool" --help | grep -q "this build lacks"; then
-  echo "subword_experiment.sh: $tool was built without SentencePiece (bash scripts/install-deps.sh, then rebuild)" >&2
-  exit 1
-fi
-mkdir -p "$out"
-
-"$tool" tokenizer-train --input "$corpus" --vocab-size 4000 --out "$out/tok.model"
-"$tool" tokenize --tokenizer "$out/tok.model" --input "$corpus" --out "$out/data" --val-fraction 0.05
 
 shape=(--layers 2 --d-model 128 --heads 4 --tau 8 --seq 128 --batch 16)
 json_field() { tail -n 1 "$1" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }

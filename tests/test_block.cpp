@@ -99,6 +99,62 @@ TEST(MemoryFormerBlock, BackwardMatchesFiniteDifferences) {
   }
 }
 
+// The ablation variants (docs/method.md §6): W_O as a Memory Layer, a GeLU in the Memory Block, the
+// released code's RMSNorm; each changes the forward and keeps the gradients exact.
+TEST(MemoryFormerBlock, VariantsBackwardMatchesFiniteDifferences) {
+  const auto x = test::random_matrix<double>(2 * 4, 16, 41u, 0.05, 1.5);
+  const mf::RowMatrix<double> plain = mf::MemoryFormerBlock<double>(small_config(), 1).forward(x, 4);
+  for (int variant = 0; variant < 3; ++variant) {
+    mf::ModelConfig c = small_config();
+    if (variant == 0) c.output_projection = true;
+    if (variant == 1) c.memory_block_activation = mf::Activation::gelu;
+    if (variant == 2) {
+      c.rms_form = mf::RmsForm::eps_after_root;
+      c.norm_eps = 1e-2;  // large, so the forward visibly differs
+    }
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    mf::MemoryFormerBlock<double> block(c, 1);
+    EXPECT_EQ(block.o() != nullptr, c.output_projection);
+    EXPECT_GT(test::relative_error(block.forward(x, 4), plain), 1e-6);
+    check_block_gradients(block, x, 4);
+  }
+}
+
+TEST(MemoryBlock, GeluSitsBetweenTheLayerNormAndTheDownLayer) {
+  mf::ModelConfig c = small_config(mf::Score::l1, 2);
+  c.memory_block_activation = mf::Activation::gelu;
+  mf::MemoryBlock<double> block(c, 3);
+  EXPECT_EQ(block.activation(), mf::Activation::gelu);
+  block.norm().weight().setRandom();
+  block.norm().bias().setRandom();
+  const auto m = test::random_matrix<double>(6, c.d_model, 12u);
+  const Eigen::MatrixXd u = reference_layer_norm(test::reference_forward(m, block.up()), block.norm());
+  Eigen::MatrixXd act = u;
+  for (Eigen::Index i = 0; i < u.size(); ++i) act.data()[i] = u.data()[i] * 0.5 * std::erfc(-u.data()[i] / std::sqrt(2.0));
+  const mf::RowMatrix<double> act_rows = act;
+  EXPECT_LT(test::relative_error(block.forward(m), test::reference_forward(act_rows, block.down())), 1e-12);
+}
+
+TEST(MemoryFormerBlock, OutputProjectionIsAMemoryLayerOfItsOwnNamedAttnO) {
+  mf::ModelConfig c = small_config(mf::Score::paper, 2);
+  c.output_projection = true;
+  mf::MemoryFormerBlock<float> block(c, 1);
+  mf::ParameterList<float> params;
+  block.append_parameters("blocks.0", params);
+  std::vector<std::string> names;
+  for (const auto& p : params) names.push_back(p.name);
+  for (const char* name : {"blocks.0.attn.o.tables", "blocks.0.attn.o.bias"})
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  std::int64_t values = 0;
+  for (const auto& p : params) values += static_cast<std::int64_t>(p.rows) * p.cols;
+  EXPECT_EQ(values, mf::MemoryFormerBlock<float>::parameter_values(c));
+  c.output_projection = false;
+  EXPECT_EQ(values - mf::MemoryFormerBlock<float>::parameter_values(c),
+            static_cast<std::int64_t>(c.num_chunks()) * (1 << c.tau) * c.d_model + c.d_model);
+  // Its own tables, drawn from its own stream.
+  EXPECT_NE(block.o()->tables(), block.q().tables());
+}
+
 TEST(DenseBlock, BackwardMatchesFiniteDifferences) {
   mf::DenseBlock<double> block(small_config(), 2);
   check_block_gradients(block, test::random_matrix<double>(3 * 5, 16, 32u), 5);
@@ -174,6 +230,10 @@ void check_decode_matches_forward(const Block& block) {
 
 TEST(MemoryFormerBlock, DecodeWithCacheEqualsForward) {
   check_decode_matches_forward(mf::MemoryFormerBlock<float>(small_config(), 3));
+  mf::ModelConfig variants = small_config();
+  variants.output_projection = true;
+  variants.memory_block_activation = mf::Activation::gelu;
+  check_decode_matches_forward(mf::MemoryFormerBlock<float>(variants, 3));
 }
 
 TEST(DenseBlock, DecodeWithCacheEqualsForward) {

@@ -522,6 +522,34 @@ TEST(Cli, ResumedTrainingEqualsUninterruptedTraining) {
   EXPECT_EQ(curve(read_bytes(split + ".csv")).size(), 4u) << "header, steps 3, 6 and 8";
 }
 
+// The model-variant flags (docs/method.md §6) reach the config the model file records, and a bad
+// combination is refused naming its flag.
+TEST(Cli, TrainFlagsSetTheModelVariants) {
+  const std::string data = pattern_dataset("variants");
+  const std::string weights = temp_path("variants.safetensors");
+  std::vector<std::string> args = train_flags(data, weights, 2);
+  args.insert(args.end(), {"--expand-bits", "1", "--score", "l1", "--temperature", "0.5", "--rms-form",
+                           "eps_after_root", "--norm-eps", "1e-3", "--embedding-init", "small_init",
+                           "--memory-block-activation", "gelu", "--output-projection", "memory"});
+  const Result t = run(args);
+  ASSERT_EQ(t.status, 0) << t.err;
+  const mf::ModelConfig c = mf::io::load_config(mf::io::SafetensorsFile::open(weights));
+  EXPECT_EQ(c.expand_bits, 1);
+  EXPECT_EQ(c.score, mf::Score::l1);
+  EXPECT_EQ(c.temperature, 0.5);
+  EXPECT_EQ(c.rms_form, mf::RmsForm::eps_after_root);
+  EXPECT_EQ(c.norm_eps, 1e-3);
+  EXPECT_EQ(c.embedding_init, mf::EmbeddingInit::small_init);
+  EXPECT_EQ(c.memory_block_activation, mf::Activation::gelu);
+  EXPECT_TRUE(c.output_projection);
+  std::vector<std::string> bad = train_flags(data, temp_path("variants_bad.safetensors"), 1);
+  bad.insert(bad.end(), {"--expand-bits", "13"});  // tau 4 + 13 > 16
+  const Result r = run(bad);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--expand-bits = \"13\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tau + expand_bits <= 16"), std::string::npos) << r.err;
+}
+
 TEST(Cli, TrainAndEvalRefuseDataThatDoesNotFit) {
   const std::string data = pattern_dataset("refuse"), other = pattern_dataset("refuse_other", "00000000000000bb");
   const std::string weights = temp_path("refuse.safetensors");

@@ -143,6 +143,24 @@ TEST(Flops, QueryLayerTau10UsesFiftyOneChunks) {
                      {"memory_layer_table_bytes", "in_dim", "512", "multiple of tau = 10"});
 }
 
+// Paper Table 3 prints 0.14 / 0.07 / 0.06 G for tau = 4 / 8 / 10. One Memory Layer, d = h = 512,
+// s = 2048, K = 128 / 64 / 51 (the chunk counts of its memory column) gives 0.134 / 0.067 / 0.053 G:
+// rounded up to two decimals these are the printed values; rounded to nearest two of them are not.
+TEST(Flops, Table3FlopsColumnIsOneLayerRoundedUp) {
+  const std::int64_t chunks[] = {128, 64, 51};
+  const double printed[] = {0.14, 0.07, 0.06}, nearest[] = {0.13, 0.07, 0.05};
+  for (int i = 0; i < 3; ++i) {
+    const std::int64_t macs = mf::memory_chunk_macs(kSeq, chunks[i], 512);
+    EXPECT_EQ(macs, kSeq * chunks[i] * 512);
+    EXPECT_DOUBLE_EQ(std::ceil(static_cast<double>(macs) / 1e7) / 100, printed[i]) << "K = " << chunks[i];
+    EXPECT_DOUBLE_EQ(rounded(macs, 1e9, 2), nearest[i]) << "K = " << chunks[i];
+  }
+  // Where tau divides d the layer form gives the same count.
+  EXPECT_EQ(mf::memory_chunk_macs(kSeq, 64, 512), mf::memory_layer_macs(kSeq, 512, 512, 8));
+  EXPECT_EQ(mf::memory_chunk_macs(kSeq, 128, 512), mf::memory_layer_macs(kSeq, 512, 512, 4));
+  test::expect_error([] { mf::memory_chunk_macs(1, -1, 512); }, {"memory_chunk_macs", "chunks", "-1"});
+}
+
 TEST(Flops, MemoryBlockTableMemoryInFp16) {
   // d = 512, tau = 8, K = 64: up [64, 256, (8+e)*64] + down [64, 2^(8+e), 512], 2 bytes each.
   const std::int64_t bytes[] = {33554432, 52428800, 88080384, 157286400};

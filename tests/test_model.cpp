@@ -231,6 +231,25 @@ TEST(Model, SameSeedSameWeightsOtherSeedOtherWeights) {
   }
 }
 
+// EmbeddingInit: the embedding and the LM head are N(0, 0.02) by default and N(0, sqrt(2 / (5 d)))
+// with small_init; the sample standard deviation of their 11 x 64 values lies within 15% of it.
+TEST(Model, EmbeddingInitSetsTheStdOfTheEmbeddingAndTheHead) {
+  mf::ModelConfig c = small_config();
+  c.d_model = 64;
+  c.n_layers = 0;
+  for (auto init : {mf::EmbeddingInit::normal_0_02, mf::EmbeddingInit::small_init}) {
+    c.embedding_init = init;
+    const double want = init == mf::EmbeddingInit::small_init ? std::sqrt(2.0 / (5.0 * 64)) : 0.02;
+    mf::MemoryFormerModel<double> model(c);
+    for (const auto& p : model.parameters()) {
+      if (p.name != "embed.weight" && p.name != "lm_head.weight") continue;
+      const Eigen::Map<const Eigen::ArrayXd> v(p.value, static_cast<Eigen::Index>(p.rows) * p.cols);
+      const double sample_std = std::sqrt((v - v.mean()).square().mean());
+      EXPECT_NEAR(sample_std / want, 1.0, 0.15) << p.name << " with " << init;
+    }
+  }
+}
+
 TEST(ModelConfig, PaperSizes) {
   const mf::ModelConfig tiny = mf::ModelConfig::tiny(50000), small = mf::ModelConfig::small(50000),
                         base = mf::ModelConfig::base(50000);

@@ -205,6 +205,38 @@ TEST(ModelFile, FilesThatDoNotFitAreNamed) {
                      {"missing.safetensors"});
 }
 
+// The variants of docs/method.md §6 are recorded in the config; a config without them (an older
+// file, or another writer's) means the defaults; a bad value is named.
+TEST(ModelFile, ConfigRecordsTheVariantsAndTheirAbsenceMeansTheDefaults) {
+  mf::ModelConfig c = tiny_config();
+  c.rms_form = mf::RmsForm::eps_after_root;
+  c.embedding_init = mf::EmbeddingInit::small_init;
+  c.memory_block_activation = mf::Activation::gelu;
+  c.output_projection = true;
+  const std::string file = temp_path("variants.safetensors");
+  mf::MemoryFormerModel<float> model(c);
+  mf::io::save_model(model, file);
+  const auto loaded = mf::io::load_model<mf::MemoryFormerModel<float>>(file);
+  EXPECT_EQ(mf::io::config_to_json(loaded.config()), mf::io::config_to_json(c));
+  const mf::TokenMatrix tokens = test::random_tokens(1, 7, c.vocab_size, 4u);
+  EXPECT_EQ(loaded.forward(tokens), model.forward(tokens));
+  EXPECT_EQ(mf::io::SafetensorsFile::open(file).info("blocks.1.attn.o.tables").shape,
+            (std::vector<std::int64_t>{4, 16, 16}));
+
+  const std::string json = mf::io::config_to_json(tiny_config());
+  const std::string without = json.substr(0, json.find(", \"rms_form\"")) + "}";
+  ASSERT_EQ(without.find("output_projection"), std::string::npos);
+  EXPECT_EQ(mf::io::config_to_json(mf::io::config_from_json(without, "old.safetensors")), json);
+
+  std::string bad = json;
+  bad.replace(bad.find("eps_in_root"), 11, "eps_outside");
+  test::expect_error([&] { mf::io::config_from_json(bad, "bad.safetensors"); },
+                     {"bad.safetensors", "rms_form", "\"eps_outside\"", "expected \"eps_in_root\" or \"eps_after_root\""});
+  bad = json;
+  bad.replace(bad.find("false"), 5, "\"yes\"");
+  test::expect_error([&] { mf::io::config_from_json(bad, "bad.safetensors"); }, {"output_projection", "a boolean"});
+}
+
 }  // namespace
 
 // ---- Compressed tables (io/model_file.hpp, table_storage.hpp)

@@ -119,6 +119,45 @@ TEST(Norm, RMSNormBackwardMatchesFiniteDifferences) {
   EXPECT_LT(test::relative_error(norm.weight_grad(), numeric_grad(w, loss_w)), 1e-7);
 }
 
+// The released code's form, x / (||x||_2 / sqrt(width) + eps) * w, written out in double the way it
+// computes it (the L2 norm first): eps sits outside the root.
+TEST(Norm, RMSNormWithEpsAfterTheRootMatchesTheReleasedFormula) {
+  const double eps = 1e-2;  // large, so the two forms differ visibly
+  mf::RMSNorm<double> after(5, eps, mf::RmsForm::eps_after_root), inside(5, eps);
+  EXPECT_EQ(after.form(), mf::RmsForm::eps_after_root);
+  EXPECT_EQ(inside.form(), mf::RmsForm::eps_in_root);
+  after.weight() = test::random_matrix<double>(1, 5, 21u, 0.5, 2.0);
+  const auto x = test::random_matrix<double>(3, 5, 22u, 0.0, 0.3);
+  mf::RowMatrix<double> want(3, 5);
+  for (Eigen::Index i = 0; i < 3; ++i) {
+    const double rms = x.row(i).norm() / std::sqrt(5.0);
+    for (Eigen::Index j = 0; j < 5; ++j) want(i, j) = x(i, j) / (rms + eps) * after.weight()(0, j);
+  }
+  EXPECT_LT(test::relative_error(after.forward(x), want), 1e-14);
+  inside.weight() = after.weight();
+  EXPECT_GT(test::relative_error(inside.forward(x), want), 1e-3) << "the forms must differ at this eps";
+  // A zero row stays zero, and its gradient is finite.
+  const mf::RowMatrix<double> zero = mf::RowMatrix<double>::Zero(1, 5);
+  EXPECT_EQ(after.forward(zero), zero);
+  EXPECT_TRUE(after.backward(zero, mf::RowMatrix<double>::Ones(1, 5)).allFinite());
+}
+
+TEST(Norm, RMSNormWithEpsAfterTheRootBackwardMatchesFiniteDifferences) {
+  mf::RMSNorm<double> norm(6, 1e-3, mf::RmsForm::eps_after_root);
+  norm.weight() = test::random_matrix<double>(1, 6, 31u, 0.5, 2.0);
+  mf::RowMatrix<double> x = test::random_matrix<double>(4, 6, 32u);
+  const auto g = test::random_matrix<double>(4, 6, 33u);
+  const mf::RowMatrix<double> dx = norm.backward(x, g);
+  auto loss = [&] { return norm.forward(x).cwiseProduct(g).sum(); };
+  EXPECT_LT(test::relative_error(dx, numeric_grad(x, loss)), 1e-7);
+  mf::RowMatrix<double> w = norm.weight();
+  auto loss_w = [&] {
+    norm.weight() = w;
+    return loss();
+  };
+  EXPECT_LT(test::relative_error(norm.weight_grad(), numeric_grad(w, loss_w)), 1e-7);
+}
+
 TEST(Norm, LayerNormBackwardMatchesFiniteDifferences) {
   mf::LayerNorm<double> norm(7, 1e-3);
   norm.weight() = test::random_matrix<double>(1, 7, 14u, 0.5, 2.0);

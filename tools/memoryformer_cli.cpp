@@ -46,10 +46,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iomanip>
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -616,7 +618,20 @@ struct TrainArgs {
   int layers = 2, d_model = 128, heads = 4, tau = 8, seq = 128, batch = 16, steps = 1000, seed = 1;
   int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
   double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
+  // The model variants of docs/method.md §6 (ModelConfig's defaults unless given).
+  int expand_bits = 2;
+  double temperature = 1.0, norm_eps = 1e-8;
+  std::string score = "paper", rms_form = "eps_in_root", embedding_init = "normal_0.02",
+              memory_block_activation = "none", output_projection = "none";
 };
+
+// The enum value whose to_string is `name` (a Flags choice, so one always is).
+template <class Enum>
+Enum enum_named(const std::string& name, std::initializer_list<Enum> values) {
+  for (Enum e : values)
+    if (name == mf::to_string(e)) return e;
+  throw std::logic_error("enum_named: no value named " + name);
+}
 
 template <class Model>
 int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfig config) {
@@ -747,6 +762,18 @@ int run_train(int argc, char** argv) {
   f.add("--d-model", &a.d_model, "model width", 1, 8192);
   f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
   f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
+  f.add("--expand-bits", &a.expand_bits, "extra bits of the Memory Block's down layer (tau + e <= 16)", 0, 15);
+  f.add("--score", &a.score, "weight of a selected row", {"paper", "l1"});
+  f.add("--temperature", &a.temperature, "softmax temperature of the score", 1e-6, 1e6);
+  f.add("--rms-form", &a.rms_form, "where RMSNorm adds eps (eps_after_root: the released code's)",
+        {"eps_in_root", "eps_after_root"});
+  f.add("--norm-eps", &a.norm_eps, "RMSNorm eps", 1e-30, 1);
+  f.add("--embedding-init", &a.embedding_init, "init of the embedding and LM head (small_init: the released code's)",
+        {"normal_0.02", "small_init"});
+  f.add("--memory-block-activation", &a.memory_block_activation,
+        "function between the Memory Block's LayerNorm and down layer", {"none", "gelu"});
+  f.add("--output-projection", &a.output_projection, "W_O after attention (memory: a Memory Layer)",
+        {"none", "memory"});
   f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
   f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
   f.add("--steps", &a.steps, "optimizer steps in all (a resumed run counts the earlier ones)", 0, 1 << 30);
@@ -783,7 +810,20 @@ int run_train(int argc, char** argv) {
   config.d_model = a.d_model;
   config.n_heads = a.heads;
   config.tau = a.tau;
+  config.expand_bits = a.expand_bits;
+  config.score = enum_named(a.score, {mf::Score::paper, mf::Score::l1});
+  config.temperature = a.temperature;
+  config.norm_eps = a.norm_eps;
+  config.rms_form = enum_named(a.rms_form, {mf::RmsForm::eps_in_root, mf::RmsForm::eps_after_root});
+  config.embedding_init =
+      enum_named(a.embedding_init, {mf::EmbeddingInit::normal_0_02, mf::EmbeddingInit::small_init});
+  config.memory_block_activation =
+      enum_named(a.memory_block_activation, {mf::Activation::none, mf::Activation::gelu});
+  config.output_projection = a.output_projection == "memory";
   config.seed = static_cast<std::uint64_t>(a.seed);
+  if (a.tau + a.expand_bits > mf::kMaxTau)
+    throw UsageError("--expand-bits = \"" + std::to_string(a.expand_bits) + "\": expected tau + expand_bits <= " +
+                     std::to_string(mf::kMaxTau) + " (--tau " + std::to_string(a.tau) + ")");
   for_argument("--d-model", std::to_string(a.d_model), [&] { config.validate(); });
   return a.arch == "dense" ? train_model<mf::DenseModel<float>>(a, data, config)
                            : train_model<mf::MemoryFormerModel<float>>(a, data, config);

@@ -7,7 +7,7 @@ every formula below cites the docs/method.md section it comes from. Gradients co
 
 Contents
   - a safetensors reader and writer of its own (struct + json + numpy, no other package);
-  - Config: the 12 fields of the docs/method.md §5 "config" metadata;
+  - Config: the 12 fields of the docs/method.md §5 "config" metadata and the optional §6 variants;
   - sign_hash / MemoryLayer (§1), rms_norm / layer_norm, rotary, causal attention (§2);
   - MemoryFormerBlock (§2) and MemoryFormerModel (§3), whose named_parameters() are the §5 names;
   - load_model / save_model for §5 weight files; random_model for test models.
@@ -113,8 +113,15 @@ def read_safetensors(path):
     return tensors, metadata
 
 
+class BF16:
+    """A tensor to write as BF16: `bits` holds each value's upper 16 bits (uint16, any shape)."""
+
+    def __init__(self, bits):
+        self.bits = np.asarray(bits, dtype=np.uint16)
+
+
 def write_safetensors(path, tensors, metadata=None):
-    """Writes {name: numpy array} (in the given order) and string metadata to path.
+    """Writes {name: numpy array or BF16} (in the given order) and string metadata to path.
 
     The header is padded with spaces so the data section starts 8-byte aligned, which lets readers
     (the C++ one included) map tensors in place."""
@@ -123,6 +130,12 @@ def write_safetensors(path, tensors, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     chunks, offset = [], 0
     for name, array in tensors.items():
+        if isinstance(array, BF16):
+            raw = array.bits.astype("<u2").tobytes()
+            header[name] = {"dtype": "BF16", "shape": list(array.bits.shape), "data_offsets": [offset, offset + len(raw)]}
+            chunks.append(raw)
+            offset += len(raw)
+            continue
         array = np.array(array, order="C", copy=False)  # not ascontiguousarray: it turns shape [] into [1]
         if array.dtype not in _DTYPE_NAMES:
             raise ValueError(f"write_safetensors: tensor {name!r} dtype {array.dtype}, expected one of "
@@ -148,16 +161,23 @@ class Config:
     INT_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "tau", "expand_bits")
     REAL_FIELDS = ("rotary_pct", "rotary_base", "temperature", "norm_eps", "layernorm_eps")
     FIELDS = INT_FIELDS + REAL_FIELDS + ("score",)
+    # The docs/method.md §6 variants: optional in a file, absent meaning these defaults. This
+    # reference implements both RMSNorm forms; the embedding init only matters to random_model.
+    VARIANTS = {"rms_form": "eps_in_root", "embedding_init": "normal_0.02", "memory_block_activation": "none",
+                "output_projection": False}
 
     def __init__(self, vocab_size=256, d_model=512, n_layers=6, n_heads=8, tau=8, expand_bits=2,
                  rotary_pct=0.25, rotary_base=10000.0, score="paper", temperature=1.0, norm_eps=1e-8,
-                 layernorm_eps=1e-5):
+                 layernorm_eps=1e-5, rms_form="eps_in_root", embedding_init="normal_0.02",
+                 memory_block_activation="none", output_projection=False):
         # Defaults: docs/method.md §1 (t = 1, paper score), §2 (eps, e = 2, rotary), §3 (tiny model).
         self.vocab_size, self.d_model, self.n_layers, self.n_heads = vocab_size, d_model, n_layers, n_heads
         self.tau, self.expand_bits = tau, expand_bits
         self.rotary_pct, self.rotary_base = float(rotary_pct), float(rotary_base)
         self.score, self.temperature = score, float(temperature)
         self.norm_eps, self.layernorm_eps = float(norm_eps), float(layernorm_eps)
+        self.rms_form, self.embedding_init = rms_form, embedding_init
+        self.memory_block_activation, self.output_projection = memory_block_activation, output_projection
         self.validate()
 
     @property
@@ -193,19 +213,27 @@ class Config:
              f"a value giving an even rot = floor(rotary_pct * head_dim) (head_dim = {self.head_dim})")
         for f in ("rotary_base", "temperature", "norm_eps", "layernorm_eps"):
             need(math.isfinite(getattr(self, f)) and getattr(self, f) > 0, f, "a finite value > 0")
+        need(self.rms_form in ("eps_in_root", "eps_after_root"), "rms_form", '"eps_in_root" or "eps_after_root"')
+        need(self.embedding_init in ("normal_0.02", "small_init"), "embedding_init", '"normal_0.02" or "small_init"')
+        need(self.memory_block_activation == "none", "memory_block_activation",
+             '"none" (this reference does not implement the GeLU variant)')
+        need(self.output_projection is False, "output_projection", "false (this reference has no W_O)")
 
-    def to_json(self):
-        return json.dumps({f: getattr(self, f) for f in self.FIELDS})
+    def to_json(self):  # the variants only where they differ from the default
+        fields = {f: getattr(self, f) for f in self.FIELDS}
+        fields.update({f: getattr(self, f) for f, default in self.VARIANTS.items() if getattr(self, f) != default})
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, text):
         fields = json.loads(text)
         if not isinstance(fields, dict):
             raise ValueError(f"Config.from_json: {text!r}, expected a JSON object")
-        unknown, missing = set(fields) - set(cls.FIELDS), set(cls.FIELDS) - set(fields)
+        unknown, missing = set(fields) - set(cls.FIELDS) - set(cls.VARIANTS), set(cls.FIELDS) - set(fields)
         if unknown or missing:
             raise ValueError(f"Config.from_json: keys unknown {sorted(unknown)}, missing {sorted(missing)};"
-                             f" expected exactly the docs/method.md §5 fields {list(cls.FIELDS)}")
+                             f" expected the docs/method.md §5 fields {list(cls.FIELDS)}"
+                             f" and optionally {list(cls.VARIANTS)}")
         return cls(**fields)
 
 
@@ -251,13 +279,16 @@ class MemoryLayer(torch.nn.Module):
 # §2 norms, rotary, attention, block
 
 class RMSNorm(torch.nn.Module):
-    def __init__(self, width, eps, dtype=torch.float64):
+    def __init__(self, width, eps, dtype=torch.float64, form="eps_in_root"):
         super().__init__()
-        self.eps = eps
+        self.eps, self.form = eps, form
         self.weight = torch.nn.Parameter(torch.ones(width, dtype=dtype))
 
-    def forward(self, x):  # x / sqrt(mean(x^2) + eps) * w: no centring, no bias
-        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + self.eps) * self.weight
+    def forward(self, x):  # x / sqrt(mean(x^2) + eps) * w (or eps after the root): no centring, no bias
+        mean_square = (x * x).mean(-1, keepdim=True)
+        if self.form == "eps_after_root":
+            return x / (torch.sqrt(mean_square) + self.eps) * self.weight
+        return x / torch.sqrt(mean_square + self.eps) * self.weight
 
 
 class LayerNorm(torch.nn.Module):
@@ -334,9 +365,9 @@ class MemoryFormerBlock(torch.nn.Module):
     def __init__(self, c, dtype):
         super().__init__()
         self.c = c
-        self.attn_norm = RMSNorm(c.d_model, c.norm_eps, dtype)
+        self.attn_norm = RMSNorm(c.d_model, c.norm_eps, dtype, c.rms_form)
         self.attn = Attention(c, dtype)
-        self.mlp_norm = RMSNorm(c.d_model, c.norm_eps, dtype)
+        self.mlp_norm = RMSNorm(c.d_model, c.norm_eps, dtype, c.rms_form)
         self.mlp = MemoryBlock(c, dtype)
 
     def forward(self, x, trace=None, prefix=""):
@@ -361,7 +392,7 @@ class MemoryFormerModel(torch.nn.Module):
         self.config = c
         self.embed = torch.nn.Embedding(c.vocab_size, c.d_model, dtype=dtype)
         self.blocks = torch.nn.ModuleList(MemoryFormerBlock(c, dtype) for _ in range(c.n_layers))
-        self.final_norm = RMSNorm(c.d_model, c.norm_eps, dtype)
+        self.final_norm = RMSNorm(c.d_model, c.norm_eps, dtype, c.rms_form)
         self.lm_head = torch.nn.Linear(c.d_model, c.vocab_size, bias=False, dtype=dtype)
 
     def forward(self, tokens, trace=None):

@@ -1,11 +1,12 @@
 // The two Transformer blocks a Model is built from, behind one interface:
 //  - MemoryFormerBlock (docs/method.md §2, paper Eq. 13): Q, K, V and the FFN are Memory Layers; no
-//    output projection. Pre-norm, sequential residuals, as the released code runs it.
+//    output projection unless ModelConfig::output_projection asks for one (a Memory Layer). Pre-norm, sequential residuals, as the released code runs it.
 //  - DenseBlock: the standard pre-norm block of the same shape (Q/K/V/O projections, 4x FFN with
 //    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
 // Both model the Block concept that Model relies on (block_concept.hpp), which checks it.
 #pragma once
 
+#include "activation.hpp"
 #include "attention.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
@@ -20,7 +21,9 @@
 #include "tensor.hpp"
 
 #include <cmath>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace memoryformer {
 inline namespace v0 {
@@ -65,25 +68,6 @@ class RotaryAttention {
   Rotary<Scalar> rotary_;
 };
 
-// Exact GeLU, x Phi(x), as torch.nn.functional.gelu, and its derivative Phi(x) + x phi(x).
-template <class Scalar>
-Scalar gaussian_cdf(Scalar x) {
-  return Scalar(0.5) * (Scalar(1) + std::erf(x * Scalar(0.7071067811865476)));  // erf(x / sqrt(2))
-}
-
-template <class Scalar>
-RowMatrix<Scalar> gelu(const RowMatrix<Scalar>& x) {
-  return x.unaryExpr([](Scalar v) { return v * gaussian_cdf(v); });
-}
-
-template <class Scalar>
-RowMatrix<Scalar> gelu_backward(const RowMatrix<Scalar>& x, const RowMatrix<Scalar>& dy) {
-  return x.binaryExpr(dy, [](Scalar v, Scalar g) {
-    const Scalar density = Scalar(0.3989422804014327) * std::exp(Scalar(-0.5) * v * v);  // phi(v)
-    return g * (gaussian_cdf(v) + v * density);
-  });
-}
-
 // The modules both blocks read their input with, under their docs/method.md §5 names.
 template <class Visit, class Norm, class Projection>
 void visit_attention_inputs(const std::string& prefix, const Visit& visit, Norm& norm, Projection& q,
@@ -107,20 +91,25 @@ class MemoryFormerBlock {
     RowMatrix<Scalar> x, a;    // block input, RMSNorm_attn(x)
     Buckets<Scalar> qkv_hash;  // of a, shared by Q, K and V
     typename detail::RotaryAttention<Scalar>::Saved attention;
-    RowMatrix<Scalar> z;  // x + attention
+    RowMatrix<Scalar> attended;  // attention output and its hash: the input of W_O, when there is one
+    Buckets<Scalar> o_hash;
+    RowMatrix<Scalar> z;  // x + W_O(attention), or x + attention
     typename MemoryBlock<Scalar>::Saved mlp;
   };
 
-  // Q/K/V tables N(0, sqrt(2 / (5 d))) (init_std 0: the layer's default) and biases 0.001 N(0, 1) (§3).
+  // Q/K/V (and W_O) tables N(0, sqrt(2 / (5 d))) (init_std 0: the layer's default) and biases
+  // 0.001 N(0, 1) (§3).
   MemoryFormerBlock(const ModelConfig& config, std::uint64_t seed, Init init = Init::random)
-      : attn_norm_(config.d_model, config.norm_eps),
+      : attn_norm_(config.d_model, config.norm_eps, config.rms_form),
         q_(attention_layer(config, seed, "attn.q"), init),
         k_(attention_layer(config, seed, "attn.k"), init),
         v_(attention_layer(config, seed, "attn.v"), init),
         qkv_hash_(q_.hash()),
         attention_(config),
-        mlp_norm_(config.d_model, config.norm_eps),
-        mlp_(config, detail::derive_seed(seed, "mlp"), init) {}
+        mlp_norm_(config.d_model, config.norm_eps, config.rms_form),
+        mlp_(config, detail::derive_seed(seed, "mlp"), init) {
+    if (config.output_projection) o_.emplace(attention_layer(config, seed, "attn.o"), init);
+  }
 
   int d_model() const { return q_.in_dim(); }
   MemoryLayer<Scalar>& q() { return q_; }
@@ -129,6 +118,8 @@ class MemoryFormerBlock {
   // The one hash of RMSNorm_attn(x) that Q, K and V all read (their options agree on it).
   const SignHash<Scalar>& qkv_hash() const { return qkv_hash_; }
   MemoryBlock<Scalar>& mlp() { return mlp_; }
+  // W_O, a d -> d Memory Layer after attention (ModelConfig::output_projection); null without one.
+  MemoryLayer<Scalar>* o() { return o_ ? &*o_ : nullptr; }
 
   // The tensor form, for inference: [batch, seq, d] -> [batch, seq, d]; x is read in place.
   Tensor3<Scalar> forward(const Tensor3<Scalar>& x) const {
@@ -143,8 +134,9 @@ class MemoryFormerBlock {
     RowMatrix<Scalar> a = attn_norm_.forward(x);
     Buckets<Scalar> hash = qkv_hash_(a, q_.context());
     typename detail::RotaryAttention<Scalar>::Saved* attention_saved = saved ? &saved->attention : nullptr;
-    RowMatrix<Scalar> z = x + attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash),
-                                                 seq_len, attention_saved);
+    RowMatrix<Scalar> z = x + output(attention_.forward(q_.forward(hash), k_.forward(hash), v_.forward(hash),
+                                                        seq_len, attention_saved),
+                                     saved);
     RowMatrix<Scalar> y = z + mlp_.forward(mlp_norm_.forward(z), saved ? &saved->mlp : nullptr);
     if (saved != nullptr) {
       saved->x = x;
@@ -159,8 +151,11 @@ class MemoryFormerBlock {
   RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
     // y = z + mlp(norm(z)): dz = dy + norm'(mlp'(dy)).
     RowMatrix<Scalar> dz = dy + mlp_norm_.backward(saved.z, mlp_.backward(saved.mlp, dy));
-    // z = x + attention(q(a), k(a), v(a)): the three layers' score gradients meet in one hash backward.
-    const auto g = attention_.backward(saved.attention, dz);
+    // z = x + W_O(attention(q(a), k(a), v(a))): the three layers' score gradients meet in one hash
+    // backward.
+    const auto g = attention_.backward(
+        saved.attention,
+        o_ ? qkv_hash_.backward(saved.attended, o_->backward_scores(saved.o_hash, dz), q_.context()) : dz);
     const RowMatrix<Scalar> dscores = q_.backward_scores(saved.qkv_hash, g.dq) +
                                       k_.backward_scores(saved.qkv_hash, g.dk) +
                                       v_.backward_scores(saved.qkv_hash, g.dv);
@@ -172,13 +167,13 @@ class MemoryFormerBlock {
   RowMatrix<Scalar> decode(const Input& x, KVCache<Scalar>& cache) const {
     const Buckets<Scalar> hash = qkv_hash_(attn_norm_.forward(x), q_.context());
     const RowMatrix<Scalar> z =
-        x + attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache);
+        x + output(attention_.decode(q_.forward(hash), k_.forward(hash), v_.forward(hash), cache), nullptr);
     return z + mlp_.forward(mlp_norm_.forward(z));
   }
 
   // Every table of the block stored as `type` in `layout`, for inference (MemoryLayer::compress).
   void compress_tables(TableType type, TableLayout layout = TableLayout::rows) {
-    for (MemoryLayer<Scalar>* layer : {&q_, &k_, &v_}) layer->compress(type, layout);
+    for (MemoryLayer<Scalar>* layer : attention_layers()) layer->compress(type, layout);
     mlp_.compress_tables(type, layout);
   }
   TableType table_type() const { return q_.table_type(); }
@@ -188,16 +183,14 @@ class MemoryFormerBlock {
   // set_context() gives them all.
   Context context() const { return q_.context(); }
   void set_context(const Context& context) {
-    for (MemoryLayer<Scalar>* layer : {&q_, &k_, &v_}) layer->set_context(context);
+    for (MemoryLayer<Scalar>* layer : attention_layers()) layer->set_context(context);
     attention_.set_context(context);
     mlp_.set_context(context);
   }
 
   void zero_grad() {
     attn_norm_.zero_grad();
-    q_.zero_grad();
-    k_.zero_grad();
-    v_.zero_grad();
+    for (MemoryLayer<Scalar>* layer : attention_layers()) layer->zero_grad();
     mlp_norm_.zero_grad();
     mlp_.zero_grad();
   }
@@ -215,7 +208,8 @@ class MemoryFormerBlock {
                                       3 * hidden);  // tables, bias, LayerNorm weight and bias
     const std::int64_t down = flops_add(
         where, flops_mul(where, chunks, std::int64_t{1} << (config.tau + config.expand_bits), d), d);
-    return flops_add(where, flops_add(where, flops_mul(where, 3, qkv), up), flops_add(where, down, 2 * d));
+    return flops_add(where, flops_add(where, flops_mul(where, config.output_projection ? 4 : 3, qkv), up),
+                     flops_add(where, down, 2 * d));
   }
 
   // Names of docs/method.md §5 below prefix ("blocks.{i}").
@@ -226,11 +220,12 @@ class MemoryFormerBlock {
   void append_weights(const std::string& prefix, ParameterList<Scalar>& out) {
     for_each_module(prefix, [&](auto& m, const std::string& name) { m.append_weights(name, out); });
   }
-  // prefix.attn.{q,k,v}, prefix.mlp.{up,down}.
+  // prefix.attn.{q,k,v}, prefix.attn.o with W_O, prefix.mlp.{up,down}.
   void append_memory_layers(const std::string& prefix, NamedMemoryLayers<Scalar>& out) {
     out.push_back({prefix + ".attn.q", &q_});
     out.push_back({prefix + ".attn.k", &k_});
     out.push_back({prefix + ".attn.v", &v_});
+    if (o_) out.push_back({prefix + ".attn.o", &*o_});
     mlp_.append_memory_layers(prefix + ".mlp", out);
   }
 
@@ -243,12 +238,32 @@ class MemoryFormerBlock {
   template <class Visit>
   void for_each_module(const std::string& prefix, const Visit& visit) {
     detail::visit_attention_inputs(prefix, visit, attn_norm_, q_, k_, v_);
+    if (o_) visit(*o_, prefix + ".attn.o");
     visit(mlp_norm_, prefix + ".mlp_norm");
     visit(mlp_, prefix + ".mlp");
   }
 
+  std::vector<MemoryLayer<Scalar>*> attention_layers() {
+    std::vector<MemoryLayer<Scalar>*> layers{&q_, &k_, &v_};
+    if (o_) layers.push_back(&*o_);
+    return layers;
+  }
+
+  // W_O(attended) with W_O, else attended; saves W_O's input and hash for backward().
+  RowMatrix<Scalar> output(RowMatrix<Scalar> attended, Saved* saved) const {
+    if (!o_) return attended;
+    Buckets<Scalar> hash = qkv_hash_(attended, q_.context());  // W_O's hash has Q's shape and options
+    RowMatrix<Scalar> out = o_->forward(hash);
+    if (saved != nullptr) {
+      saved->attended = std::move(attended);
+      saved->o_hash = std::move(hash);
+    }
+    return out;
+  }
+
   RMSNorm<Scalar> attn_norm_;
   MemoryLayer<Scalar> q_, k_, v_;
+  std::optional<MemoryLayer<Scalar>> o_;
   SignHash<Scalar> qkv_hash_;
   detail::RotaryAttention<Scalar> attention_;
   RMSNorm<Scalar> mlp_norm_;
@@ -272,13 +287,13 @@ class DenseBlock {
 
   // Weights N(0, 0.02), biases 0: GPT-NeoX's default ("normal") initialisation.
   DenseBlock(const ModelConfig& config, std::uint64_t seed, Init init = Init::random)
-      : attn_norm_(config.d_model, config.norm_eps),
+      : attn_norm_(config.d_model, config.norm_eps, config.rms_form),
         q_(linear(config.d_model, config.d_model, seed, "attn.q", init)),
         k_(linear(config.d_model, config.d_model, seed, "attn.k", init)),
         v_(linear(config.d_model, config.d_model, seed, "attn.v", init)),
         o_(linear(config.d_model, config.d_model, seed, "attn.o", init)),
         attention_(config),
-        mlp_norm_(config.d_model, config.norm_eps),
+        mlp_norm_(config.d_model, config.norm_eps, config.rms_form),
         up_(linear(config.d_model, kFfnMultiple * config.d_model, seed, "mlp.up", init)),
         down_(linear(kFfnMultiple * config.d_model, config.d_model, seed, "mlp.down", init)) {}
 

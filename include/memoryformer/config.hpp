@@ -61,6 +61,62 @@ inline const char* to_string(Score score) {
 
 inline std::ostream& operator<<(std::ostream& os, Score score) { return os << to_string(score); }
 
+// Where RMSNorm adds its eps (docs/method.md §2). Both agree to ~eps relative; they differ where a
+// row is near zero, and a hash can flip there.
+enum class RmsForm {
+  eps_in_root,     // x / sqrt(mean(x^2) + eps): the library's default
+  eps_after_root,  // x / (sqrt(mean(x^2)) + eps): the released code's RMSNorm
+};
+
+inline const char* to_string(RmsForm form) {
+  switch (form) {
+    case RmsForm::eps_in_root:
+      return "eps_in_root";
+    case RmsForm::eps_after_root:
+      return "eps_after_root";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, RmsForm form) { return os << to_string(form); }
+
+// How the token embedding and the LM head are drawn (docs/method.md §3).
+enum class EmbeddingInit {
+  normal_0_02,  // N(0, 0.02): the library's default
+  small_init,   // N(0, sqrt(2 / (5 d))): the released code's `small_init`
+};
+
+inline const char* to_string(EmbeddingInit init) {
+  switch (init) {
+    case EmbeddingInit::normal_0_02:
+      return "normal_0.02";
+    case EmbeddingInit::small_init:
+      return "small_init";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, EmbeddingInit init) { return os << to_string(init); }
+
+// A function between the Memory Block's LayerNorm and its down layer (docs/method.md §2; paper
+// Table 6 adds a GeLU there, the default has none: the hash is the non-linearity).
+enum class Activation {
+  none,
+  gelu,  // exact, x Phi(x)
+};
+
+inline const char* to_string(Activation activation) {
+  switch (activation) {
+    case Activation::none:
+      return "none";
+    case Activation::gelu:
+      return "gelu";
+  }
+  return "unknown";
+}
+
+inline std::ostream& operator<<(std::ostream& os, Activation activation) { return os << to_string(activation); }
+
 namespace detail {
 
 // Builds "where: name = value, expected what" and throws it as ArgumentError.

@@ -68,6 +68,18 @@ constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_di
   return detail::flops_mul(where, tokens, chunks, out_dim);
 }
 
+// The same count given the chunk count directly: tokens * chunks * out_dim. Paper Table 3's FLOPs
+// column is this for one d = h = 512 layer at s = 2048 with K = floor(512 / tau) = 128 / 64 / 51
+// (the chunk counts its memory column uses), rounded up to two decimals of G: 0.134 -> 0.14,
+// 0.067 -> 0.07, 0.053 -> 0.06 (docs/method.md §4).
+constexpr std::int64_t memory_chunk_macs(std::int64_t tokens, std::int64_t chunks, std::int64_t out_dim) {
+  constexpr const char* where = "memory_chunk_macs";
+  detail::flops_check_size(where, "tokens", tokens);
+  detail::flops_check_size(where, "chunks", chunks);
+  detail::flops_check_size(where, "out_dim", out_dim);
+  return detail::flops_mul(where, tokens, chunks, out_dim);
+}
+
 // Values in tables [chunks, 2^bits, out_dim], given the chunk count directly. This is the form for
 // shapes the paper quotes with a truncated K: its tau = 10 row for d = 512 uses K = 51 chunks
 // (510 of the 512 dims), which no MemoryLayer can build since 10 does not divide 512. bits is tau,

@@ -2,10 +2,12 @@
 //   u = MemoryLayer_up(m)      d -> (tau + e) K, K = d / tau chunks of tau bits
 //   u = LayerNorm(u)
 //   y = MemoryLayer_down(u)    (tau + e) K -> d, K chunks of tau + e bits
-// No activation: hashing is the non-linearity. The e "expanding bits" give the down layer
+// No activation: hashing is the non-linearity (ModelConfig::memory_block_activation puts a GeLU
+// before the down layer, the paper's Table 6 ablation). The e "expanding bits" give the down layer
 // 2^(tau + e) rows per table (Table 5: more bits, lower perplexity, larger tables).
 #pragma once
 
+#include "activation.hpp"
 #include "config.hpp"
 #include "detail/random.hpp"
 #include "memory_layer.hpp"
@@ -47,7 +49,8 @@ class MemoryBlock {
     Buckets<Scalar> up_hash;    // of m
     RowMatrix<Scalar> u;        // up output [N, (tau + e) K]
     RowMatrix<Scalar> u_norm;   // LayerNorm(u)
-    Buckets<Scalar> down_hash;  // of u_norm
+    RowMatrix<Scalar> u_act;    // activation(u_norm), empty without one
+    Buckets<Scalar> down_hash;  // of the down layer's input: u_act, or u_norm without an activation
   };
 
   // Tables N(0, 0.02) and biases 0.001 N(0, 1), as the released code initialises them (§3);
@@ -57,6 +60,7 @@ class MemoryBlock {
                                          kTableInitStd, detail::derive_seed(seed, "up")),
             init),
         norm_(config.memory_block_width(), config.layernorm_eps),
+        activation_(config.memory_block_activation),
         down_(detail::memory_layer_options(config, config.memory_block_width(), config.d_model,
                                            config.tau + config.expand_bits, kTableInitStd,
                                            detail::derive_seed(seed, "down")),
@@ -71,6 +75,7 @@ class MemoryBlock {
   const LayerNorm<Scalar>& norm() const { return norm_; }
   MemoryLayer<Scalar>& down() { return down_; }
   const MemoryLayer<Scalar>& down() const { return down_; }
+  Activation activation() const { return activation_; }
 
   // m [N, d] -> [N, d]. Fills `saved` for backward() when given (fp32 tables only).
   RowMatrix<Scalar> forward(const Input& m, Saved* saved = nullptr) const {
@@ -79,10 +84,12 @@ class MemoryBlock {
     Buckets<Scalar> up_hash = up_.hash()(m, ctx);
     RowMatrix<Scalar> u = up_.forward(up_hash);
     RowMatrix<Scalar> u_norm = norm_.forward(u);
-    Buckets<Scalar> down_hash = down_.hash()(u_norm, ctx);
+    RowMatrix<Scalar> u_act;
+    if (activation_ == Activation::gelu) u_act = detail::gelu(u_norm);
+    Buckets<Scalar> down_hash = down_.hash()(down_input(u_norm, u_act), ctx);
     RowMatrix<Scalar> y = down_.forward(down_hash);
     if (saved != nullptr)
-      *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(down_hash)};
+      *saved = Saved{m, std::move(up_hash), std::move(u), std::move(u_norm), std::move(u_act), std::move(down_hash)};
     return y;
   }
 
@@ -90,7 +97,8 @@ class MemoryBlock {
   RowMatrix<Scalar> backward(const Saved& saved, const Input& dy) {
     const Context ctx = context();
     const RowMatrix<Scalar> d_down_scores = down_.backward_scores(saved.down_hash, dy);
-    const RowMatrix<Scalar> d_u_norm = down_.hash().backward(saved.u_norm, d_down_scores, ctx);
+    RowMatrix<Scalar> d_u_norm = down_.hash().backward(down_input(saved.u_norm, saved.u_act), d_down_scores, ctx);
+    if (activation_ == Activation::gelu) d_u_norm = detail::gelu_backward(saved.u_norm, d_u_norm);
     const RowMatrix<Scalar> d_u = norm_.backward(saved.u, d_u_norm);
     const RowMatrix<Scalar> d_up_scores = up_.backward_scores(saved.up_hash, d_u);
     return up_.hash().backward(saved.m, d_up_scores, ctx);
@@ -139,10 +147,15 @@ class MemoryBlock {
     visit(down_, prefix + ".down");
   }
 
+  const RowMatrix<Scalar>& down_input(const RowMatrix<Scalar>& u_norm, const RowMatrix<Scalar>& u_act) const {
+    return activation_ == Activation::none ? u_norm : u_act;
+  }
+
   static constexpr float kTableInitStd = 0.02f;
 
   MemoryLayer<Scalar> up_;
   LayerNorm<Scalar> norm_;
+  Activation activation_;
   MemoryLayer<Scalar> down_;
 };
 

@@ -46,15 +46,15 @@ class Model {
     Eigen::Index capacity = 0;            // tokens it can hold
   };
 
-  // Embedding and head N(0, 0.02) (§3); every module's weights derive from config.seed and its name,
+  // Embedding and head N(0, config.embedding_std()) (§3); every module's weights derive from config.seed and its name,
   // drawn on the thread pool, the same for any thread count. Init::none draws nothing and allocates
   // no tables, for a loader to fill (io::load_model); Init::except_tables leaves only the tables
   // out (config.hpp).
   explicit Model(const ModelConfig& config, Init init = Init::random)
       : config_(validated(config)),
-        embed_(config.vocab_size, config.d_model, kInitStd, detail::derive_seed(config.seed, "embed"), init),
-        final_norm_(config.d_model, config.norm_eps),
-        lm_head_(config.d_model, config.vocab_size, false, kInitStd,
+        embed_(config.vocab_size, config.d_model, config.embedding_std(), detail::derive_seed(config.seed, "embed"), init),
+        final_norm_(config.d_model, config.norm_eps, config.rms_form),
+        lm_head_(config.d_model, config.vocab_size, false, config.embedding_std(),
                  detail::derive_seed(config.seed, "lm_head"), init) {
     blocks_.reserve(static_cast<std::size_t>(config.n_layers));
     for (int i = 0; i < config.n_layers; ++i)
@@ -209,8 +209,6 @@ class Model {
     visit(final_norm_, "final_norm");
     visit(lm_head_, "lm_head");
   }
-
-  static constexpr double kInitStd = 0.02;
 
   static std::string block_name(int i) { return "blocks." + std::to_string(i); }
 

@@ -27,11 +27,21 @@ struct ModelConfig {
   double temperature = 1.0;
   double norm_eps = 1e-8;       // RMSNorm
   double layernorm_eps = 1e-5;  // the Memory Block's LayerNorm
+  // Variants for the released code's numerics and the paper's ablations (docs/method.md §6); files
+  // that do not record them mean these defaults.
+  RmsForm rms_form = RmsForm::eps_in_root;
+  EmbeddingInit embedding_init = EmbeddingInit::normal_0_02;
+  Activation memory_block_activation = Activation::none;  // between the Memory Block's LayerNorm and down layer
+  bool output_projection = false;  // a Memory Layer W_O after attention, which the paper and released code omit
   std::uint64_t seed = 0x4d46;  // initialisation is a pure function of the config
 
   int head_dim() const { return d_model / n_heads; }
   int num_chunks() const { return d_model / tau; }                               // K
   int memory_block_width() const { return (tau + expand_bits) * num_chunks(); }  // (tau + e) K
+  // The embedding's and LM head's init std (EmbeddingInit).
+  double embedding_std() const {
+    return embedding_init == EmbeddingInit::small_init ? std::sqrt(2.0 / (5.0 * d_model)) : 0.02;
+  }
 
   // The paper's sizes (docs/method.md §3): tau 8, e 2.
   static ModelConfig tiny(int vocab_size) { return sized(vocab_size, 6, 512, 8); }
@@ -64,6 +74,14 @@ struct ModelConfig {
       detail::fail(where, "norm_eps", norm_eps, "a finite value > 0");
     if (!std::isfinite(layernorm_eps) || !(layernorm_eps > 0.0))
       detail::fail(where, "layernorm_eps", layernorm_eps, "a finite value > 0");
+    if (rms_form != RmsForm::eps_in_root && rms_form != RmsForm::eps_after_root)
+      detail::fail(where, "rms_form", static_cast<int>(rms_form), "RmsForm::eps_in_root or eps_after_root");
+    if (embedding_init != EmbeddingInit::normal_0_02 && embedding_init != EmbeddingInit::small_init)
+      detail::fail(where, "embedding_init", static_cast<int>(embedding_init),
+                   "EmbeddingInit::normal_0_02 or small_init");
+    if (memory_block_activation != Activation::none && memory_block_activation != Activation::gelu)
+      detail::fail(where, "memory_block_activation", static_cast<int>(memory_block_activation),
+                   "Activation::none or gelu");
   }
 
  private:

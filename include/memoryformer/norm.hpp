@@ -27,6 +27,7 @@ Scalar checked_norm_args(const char* where, int width, double eps) {
 }  // namespace detail
 
 // y = x / sqrt(mean(x^2) + eps) * w, per row; learned scale w (init 1), no bias, no centring.
+// RmsForm::eps_after_root gives the released code's x / (sqrt(mean(x^2)) + eps) * w instead.
 template <class Scalar>
 class RMSNorm {
   static_assert(std::is_floating_point<Scalar>::value, "RMSNorm<Scalar>: Scalar must be float or double");
@@ -36,12 +37,17 @@ class RMSNorm {
   using MatrixView = Eigen::Map<RowMatrix<Scalar>>;
   using ConstMatrixView = Eigen::Map<const RowMatrix<Scalar>>;
 
-  explicit RMSNorm(int width, double eps = 1e-8)
+  explicit RMSNorm(int width, double eps = 1e-8, RmsForm form = RmsForm::eps_in_root)
       : eps_(detail::checked_norm_args<Scalar>("RMSNorm", width, eps)),
-        weight_(RowMatrix<Scalar>::Ones(1, width)) {}
+        form_(form),
+        weight_(RowMatrix<Scalar>::Ones(1, width)) {
+    if (form != RmsForm::eps_in_root && form != RmsForm::eps_after_root)
+      detail::fail("RMSNorm", "form", static_cast<int>(form), "RmsForm::eps_in_root or eps_after_root");
+  }
 
   int width() const { return static_cast<int>(weight_.cols()); }
   Scalar eps() const { return eps_; }
+  RmsForm form() const { return form_; }
 
   // Scale w [1, width].
   MatrixView weight() { return detail::view(weight_); }
@@ -56,8 +62,9 @@ class RMSNorm {
     return y;
   }
 
-  // Given x and dL/dy [N, width]: accumulates dL/dw and returns dL/dx. With r = (mean(x^2) + eps)^-1/2
-  // and g = dy * w: dL/dx = r g - r^3 x <g, x> / width.
+  // Given x and dL/dy [N, width]: accumulates dL/dw and returns dL/dx. With f = inv_rms(x) and
+  // g = dy * w: dL/dx = f g - c x <g, x> / width, where c = -2 df/d(mean(x^2)): f^3 for eps_in_root,
+  // f^2 / sqrt(mean(x^2)) for eps_after_root (0 on a zero row, whose x is 0 anyway).
   RowMatrix<Scalar> backward(const Input& x, const Input& dy) {
     const char* where = "RMSNorm::backward";
     check_x(where, x);
@@ -66,11 +73,16 @@ class RMSNorm {
     RowMatrix<Scalar> dx(x.rows(), x.cols());
     Eigen::Matrix<Scalar, 1, Eigen::Dynamic> g(width());
     for (Eigen::Index i = 0; i < x.rows(); ++i) {
-      const Scalar r = inv_rms(x.row(i));
-      weight_grad_->row(0) += dy.row(i).cwiseProduct(x.row(i)) * r;
+      const Scalar f = inv_rms(x.row(i));
+      weight_grad_->row(0) += dy.row(i).cwiseProduct(x.row(i)) * f;
       g = dy.row(i).cwiseProduct(weight_.row(0));
       const Scalar gx = g.dot(x.row(i)) / static_cast<Scalar>(width());
-      dx.row(i) = g * r - x.row(i) * (r * r * r * gx);
+      Scalar c = f * f * f;
+      if (form_ == RmsForm::eps_after_root) {
+        const Scalar rms = std::sqrt(x.row(i).squaredNorm() / static_cast<Scalar>(width()));
+        c = rms > Scalar(0) ? f * f / rms : Scalar(0);
+      }
+      dx.row(i) = g * f - x.row(i) * (c * gx);
     }
     return dx;
   }
@@ -104,13 +116,17 @@ class RMSNorm {
     detail::require_shape(where, "x", x.rows(), x.cols(), x.rows(), width());
   }
 
-  // 1 / sqrt(mean(x^2) + eps), the mean of squares taken directly (no norm-then-square round trip).
+  // 1 / sqrt(mean(x^2) + eps) or 1 / (sqrt(mean(x^2)) + eps), the mean of squares taken directly
+  // (no norm-then-square round trip).
   template <class Row>
   Scalar inv_rms(const Row& row) const {
-    return Scalar(1) / std::sqrt(row.squaredNorm() / static_cast<Scalar>(width()) + eps_);
+    const Scalar mean_square = row.squaredNorm() / static_cast<Scalar>(width());
+    return form_ == RmsForm::eps_in_root ? Scalar(1) / std::sqrt(mean_square + eps_)
+                                         : Scalar(1) / (std::sqrt(mean_square) + eps_);
   }
 
   Scalar eps_;
+  RmsForm form_;
   RowMatrix<Scalar> weight_;
   std::optional<RowMatrix<Scalar>> weight_grad_;
 };

@@ -39,11 +39,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <list>
 #include <map>
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace memoryformer {
@@ -61,10 +63,16 @@ inline std::string config_to_json(const ModelConfig& c) {
          ", \"tau\": " + std::to_string(c.tau) + ", \"expand_bits\": " + std::to_string(c.expand_bits) +
          ", \"rotary_pct\": " + number(c.rotary_pct) + ", \"rotary_base\": " + number(c.rotary_base) +
          ", \"score\": " + json_quote(to_string(c.score)) + ", \"temperature\": " + number(c.temperature) +
-         ", \"norm_eps\": " + number(c.norm_eps) + ", \"layernorm_eps\": " + number(c.layernorm_eps) + "}";
+         ", \"norm_eps\": " + number(c.norm_eps) + ", \"layernorm_eps\": " + number(c.layernorm_eps) +
+         ", \"rms_form\": " + json_quote(to_string(c.rms_form)) +
+         ", \"embedding_init\": " + json_quote(to_string(c.embedding_init)) +
+         ", \"memory_block_activation\": " + json_quote(to_string(c.memory_block_activation)) +
+         ", \"output_projection\": " + (c.output_projection ? "true" : "false") + "}";
 }
 
-// Every field of docs/method.md §5 is required; unknown fields are an error (a newer writer's config
+
+// Every field of docs/method.md §5 is required but the four variants (rms_form, embedding_init,
+// memory_block_activation, output_projection: absent means the default); unknown fields are an error (a newer writer's config
 // would otherwise be half understood). The text is `file`, or its `field` (parse_json); errors,
 // a config that ModelConfig::validate rejects included, are a FormatError naming both.
 inline ModelConfig config_from_json(const std::string& text, const std::string& file,
@@ -85,7 +93,8 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
                                              {"layernorm_eps", &c.layernorm_eps}};
   for (std::size_t i = 0; i < root.object_keys().size(); ++i) {
     const std::string& key = root.object_keys()[i];
-    if (!ints.count(key) && !reals.count(key) && key != "score")
+    if (!ints.count(key) && !reals.count(key) && key != "score" && key != "rms_form" && key != "embedding_init" &&
+        key != "memory_block_activation" && key != "output_projection")
       bad(root.object_values()[i].path(), "unknown key, expected one of the fields of docs/method.md §5");
   }
   for (const auto& [key, target] : ints) {
@@ -103,6 +112,33 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     c.score = Score::l1;
   else
     bad(score.path(), json_quote(score.as_string()) + ", expected \"paper\" or \"l1\"");
+  // The optional string fields: one of `choices` (value, name), or absent.
+  const auto read_choice = [&](const char* key, auto choices, auto& target) {
+    const JsonValue* value = root.find(key);
+    if (value == nullptr) return;
+    std::string expected;
+    for (const auto& [e, name] : choices) {
+      if (value->as_string() == name) {
+        target = e;
+        return;
+      }
+      expected += std::string(expected.empty() ? "" : " or ") + json_quote(name);
+    }
+    bad(value->path(), json_quote(value->as_string()) + ", expected " + expected);
+  };
+  read_choice("rms_form",
+              std::initializer_list<std::pair<RmsForm, const char*>>{{RmsForm::eps_in_root, "eps_in_root"},
+                                                                     {RmsForm::eps_after_root, "eps_after_root"}},
+              c.rms_form);
+  read_choice("embedding_init",
+              std::initializer_list<std::pair<EmbeddingInit, const char*>>{
+                  {EmbeddingInit::normal_0_02, "normal_0.02"}, {EmbeddingInit::small_init, "small_init"}},
+              c.embedding_init);
+  read_choice("memory_block_activation",
+              std::initializer_list<std::pair<Activation, const char*>>{{Activation::none, "none"},
+                                                                        {Activation::gelu, "gelu"}},
+              c.memory_block_activation);
+  if (const JsonValue* v = root.find("output_projection")) c.output_projection = v->as_bool();
   try {
     c.validate();
   } catch (const ArgumentError& e) {  // a bad config in a file is a bad file, and says which
