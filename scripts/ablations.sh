@@ -75,11 +75,14 @@ for point in "${points[@]}"; do
     if [[ -s "$run.json" ]] && json_field "$run.json" val_bpb > /dev/null 2>&1; then continue; fi
     n=$steps
     if [[ $name == dense_equal_time ]]; then
-      # As many steps as the dense model makes in the seconds the MemoryFormer baseline took.
-      [[ -s "$out/baseline_seed$seed.json" ]] || { echo "ablations.sh: $name needs baseline_seed$seed first" >&2; exit 1; }
-      mf_seconds=$(tail -n 2 "$out/baseline_seed$seed.csv" | tail -n 1 | cut -d, -f7)
+      # As many steps as the dense model makes while the baseline makes its steps: the ratio of
+      # their training throughputs (tokens/s of the same seed's runs).
+      for need in baseline dense_equal_steps; do
+        [[ -s "$out/${need}_seed$seed.json" ]] || { echo "ablations.sh: $name needs ${need}_seed$seed first" >&2; exit 1; }
+      done
+      mf_rate=$(json_field "$out/baseline_seed$seed.json" tokens_per_s)
       dense_rate=$(json_field "$out/dense_equal_steps_seed$seed.json" tokens_per_s)
-      n=$(/usr/bin/python3 -c "print(max(10, round($mf_seconds * $dense_rate / (16 * 128))))")
+      n=$(/usr/bin/python3 -c "print(max(10, round($steps * $dense_rate / $mf_rate)))")
     fi
     echo "run: $name seed $seed, $n steps: ${flags:-baseline}"
     # shellcheck disable=SC2086  # flags are words

@@ -550,6 +550,25 @@ TEST(Cli, TrainFlagsSetTheModelVariants) {
   EXPECT_NE(r.err.find("tau + expand_bits <= 16"), std::string::npos) << r.err;
 }
 
+// Resuming keeps the curve's earlier rows; a damaged curve is named, not a bare parse error.
+TEST(Cli, ResumeRefusesADamagedCurve) {
+  const std::string data = pattern_dataset("damaged_curve");
+  const std::string weights = temp_path("damaged_curve.safetensors");
+  std::vector<std::string> first = train_flags(data, weights, 4);
+  first.insert(first.end(), {"--stop-after", "3"});
+  ASSERT_EQ(run(first).status, 0);
+  {
+    std::ofstream csv(weights + ".csv", std::ios::app);
+    csv << "not a step,1,2\n";
+  }
+  std::vector<std::string> resumed = train_flags(data, weights, 4);
+  resumed.insert(resumed.end(), {"--resume", weights});
+  const Result r = run(resumed);
+  EXPECT_EQ(r.status, 4) << r.err;
+  for (const char* part : {"--log", "damaged_curve.safetensors.csv", "line 3", "\"not a step,1,2\""})
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << " not in: " << r.err;
+}
+
 TEST(Cli, TrainAndEvalRefuseDataThatDoesNotFit) {
   const std::string data = pattern_dataset("refuse"), other = pattern_dataset("refuse_other", "00000000000000bb");
   const std::string weights = temp_path("refuse.safetensors");

@@ -50,6 +50,7 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -84,6 +85,14 @@ class RunError : public std::runtime_error {
 };
 
 std::string in_quotes(const std::string& s) { return '"' + s + '"'; }
+
+// The whole of `text` as a decimal integer, or nothing.
+std::optional<long long> parse_integer(const std::string& text) {
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 // Runs `step`; a library error becomes a RunError that names the argument and value it concerns
 // and keeps the status of the error's kind.
@@ -680,8 +689,15 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
     std::ifstream in(log);
     std::string line;
     std::getline(in, line);
-    while (std::getline(in, line))
-      if (std::stoll(line.substr(0, line.find(','))) < first_step) csv += line + '\n';
+    for (int row = 2; std::getline(in, line); ++row) {
+      const std::optional<long long> step = parse_integer(line.substr(0, line.find(',')));
+      if (!step)
+        throw RunError("--log = " + in_quotes(log) + ": line " + std::to_string(row) + " = " + in_quotes(line) +
+                           ": expected a row starting with its step, as train writes (remove the file to start "
+                           "a new curve)",
+                       kMalformedFile);
+      if (*step < first_step) csv += line + '\n';
+    }
   }
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   const auto t_start = std::chrono::steady_clock::now();
@@ -850,7 +866,12 @@ int run_eval(int argc, char** argv) {
   return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     check_dataset_matches(data, weights, model.config().vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
     const std::string recorded = metadata_or_empty(file, "train_seq");
-    const int window = seq > 0 ? seq : recorded.empty() ? 128 : std::stoi(recorded);
+    const std::optional<long long> recorded_seq = recorded.empty() ? 128 : parse_integer(recorded);
+    if (seq == 0 && (!recorded_seq || *recorded_seq < 1 || *recorded_seq > (1 << 16)))
+      throw RunError("--weights = " + in_quotes(weights) + ": __metadata__.train_seq = " + in_quotes(recorded) +
+                         ": expected an integer in [1, 65536] (or pass --seq)",
+                     kMalformedFile);
+    const int window = seq > 0 ? seq : static_cast<int>(*recorded_seq);
     const io::TokenSplit& split = data.split(split_name);
     const lm::Evaluation e = lm::evaluate(model, split, window, batch);
     if (e.tokens == 0)
