@@ -75,14 +75,24 @@ for point in "${points[@]}"; do
     if [[ -s "$run.json" ]] && json_field "$run.json" val_bpb > /dev/null 2>&1; then continue; fi
     n=$steps
     if [[ $name == dense_equal_time ]]; then
-      # As many steps as the dense model makes while the baseline makes its steps: the ratio of
-      # their training throughputs (tokens/s of the same seed's runs).
-      for need in baseline dense_equal_steps; do
-        [[ -s "$out/${need}_seed$seed.json" ]] || { echo "ablations.sh: $name needs ${need}_seed$seed first" >&2; exit 1; }
-      done
-      mf_rate=$(json_field "$out/baseline_seed$seed.json" tokens_per_s)
-      dense_rate=$(json_field "$out/dense_equal_steps_seed$seed.json" tokens_per_s)
+      # As many steps as the dense model makes while the baseline makes its steps, from the ratio
+      # of their training throughputs, measured once back to back (OUT/throughput.txt) so that
+      # both see the same machine.
+      if [[ ! -s "$out/throughput.txt" ]]; then
+        rates=""
+        for arch_flags in "" "--arch dense --lr 3e-3"; do
+          # shellcheck disable=SC2086
+          "$tool" train --data "$out/data" "${shape[@]}" "${baseline[@]}" $arch_flags --steps 40 --eval-every 40 \
+            --eval-tokens 2048 --seed 1 --out "$out/model.safetensors" --log "$out/calibration.csv" \
+            > "$out/calibration.json" 2> /dev/null
+          rates="$rates $(json_field "$out/calibration.json" tokens_per_s)"
+        done
+        rm -f "$out/model.safetensors" "$out/model.safetensors.optim" "$out/calibration.csv" "$out/calibration.json"
+        echo "$rates" > "$out/throughput.txt"
+      fi
+      read -r mf_rate dense_rate < "$out/throughput.txt"
       n=$(/usr/bin/python3 -c "print(max(10, round($steps * $dense_rate / $mf_rate)))")
+      echo "equal time: MemoryFormer $mf_rate tokens/s, dense $dense_rate tokens/s (OUT/throughput.txt)"
     fi
     echo "run: $name seed $seed, $n steps: ${flags:-baseline}"
     # shellcheck disable=SC2086  # flags are words

@@ -104,23 +104,23 @@ TEST(Norm, LayerNormIsAccurateFarFromZero) {
 }
 
 TEST(Norm, RMSNormBackwardMatchesFiniteDifferences) {
-  mf::RMSNorm<double> norm(6, 1e-3);
-  norm.weight() = test::random_matrix<double>(1, 6, 11u, 0.5, 2.0);
-  mf::RowMatrix<double> x = test::random_matrix<double>(4, 6, 12u);
-  const auto g = test::random_matrix<double>(4, 6, 13u);
-  const mf::RowMatrix<double> dx = norm.backward(x, g);
-  auto loss = [&] { return norm.forward(x).cwiseProduct(g).sum(); };
-  EXPECT_LT(test::relative_error(dx, numeric_grad(x, loss)), 1e-7);
-  mf::RowMatrix<double> w = norm.weight();
-  auto loss_w = [&] {
-    norm.weight() = w;
-    return loss();
-  };
-  EXPECT_LT(test::relative_error(norm.weight_grad(), numeric_grad(w, loss_w)), 1e-7);
+  for (mf::RmsForm form : {mf::RmsForm::eps_in_root, mf::RmsForm::eps_after_root}) {
+    mf::RMSNorm<double> norm(6, 1e-3, form);
+    norm.weight() = test::random_matrix<double>(1, 6, 11u, 0.5, 2.0);
+    mf::RowMatrix<double> x = test::random_matrix<double>(4, 6, 12u);
+    const auto g = test::random_matrix<double>(4, 6, 13u);
+    const mf::RowMatrix<double> dx = norm.backward(x, g);
+    auto loss = [&] { return norm.forward(x).cwiseProduct(g).sum(); };
+    EXPECT_LT(test::relative_error(dx, numeric_grad(x, loss)), 1e-7) << form;
+    mf::RowMatrix<double> w = norm.weight();
+    auto loss_w = [&] {
+      norm.weight() = w;
+      return loss();
+    };
+    EXPECT_LT(test::relative_error(norm.weight_grad(), numeric_grad(w, loss_w)), 1e-7) << form;
+  }
 }
 
-// The released code's form, x / (||x||_2 / sqrt(width) + eps) * w, written out in double the way it
-// computes it (the L2 norm first): eps sits outside the root.
 TEST(Norm, RMSNormWithEpsAfterTheRootMatchesTheReleasedFormula) {
   const double eps = 1e-2;  // large, so the two forms differ visibly
   mf::RMSNorm<double> after(5, eps, mf::RmsForm::eps_after_root), inside(5, eps);
@@ -140,22 +140,6 @@ TEST(Norm, RMSNormWithEpsAfterTheRootMatchesTheReleasedFormula) {
   const mf::RowMatrix<double> zero = mf::RowMatrix<double>::Zero(1, 5);
   EXPECT_EQ(after.forward(zero), zero);
   EXPECT_TRUE(after.backward(zero, mf::RowMatrix<double>::Ones(1, 5)).allFinite());
-}
-
-TEST(Norm, RMSNormWithEpsAfterTheRootBackwardMatchesFiniteDifferences) {
-  mf::RMSNorm<double> norm(6, 1e-3, mf::RmsForm::eps_after_root);
-  norm.weight() = test::random_matrix<double>(1, 6, 31u, 0.5, 2.0);
-  mf::RowMatrix<double> x = test::random_matrix<double>(4, 6, 32u);
-  const auto g = test::random_matrix<double>(4, 6, 33u);
-  const mf::RowMatrix<double> dx = norm.backward(x, g);
-  auto loss = [&] { return norm.forward(x).cwiseProduct(g).sum(); };
-  EXPECT_LT(test::relative_error(dx, numeric_grad(x, loss)), 1e-7);
-  mf::RowMatrix<double> w = norm.weight();
-  auto loss_w = [&] {
-    norm.weight() = w;
-    return loss();
-  };
-  EXPECT_LT(test::relative_error(norm.weight_grad(), numeric_grad(w, loss_w)), 1e-7);
 }
 
 TEST(Norm, LayerNormBackwardMatchesFiniteDifferences) {

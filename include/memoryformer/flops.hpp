@@ -56,19 +56,7 @@ constexpr std::int64_t dense_layer_macs(std::int64_t tokens, std::int64_t in_dim
   return detail::flops_mul(where, tokens, in_dim, out_dim);
 }
 
-// Memory Layer (docs/method.md §1): K = in_dim / tau selected rows of out_dim summed per token, i.e.
-// exactly dense_layer_macs / tau. Hashing and scoring (O(in_dim) per token) are not MACs of a
-// product and are left out, as in the paper.
-constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_dim, std::int64_t out_dim,
-                                         int tau) {
-  constexpr const char* where = "memory_layer_macs";
-  const std::int64_t chunks = HashShape::of(where, "in_dim", in_dim, tau).chunks;
-  detail::flops_check_size(where, "tokens", tokens);
-  detail::flops_check_size(where, "out_dim", out_dim);
-  return detail::flops_mul(where, tokens, chunks, out_dim);
-}
-
-// The same count given the chunk count directly: tokens * chunks * out_dim. Paper Table 3's FLOPs
+// A Memory Layer's multiply-adds given its chunk count: tokens * chunks * out_dim. Paper Table 3's FLOPs
 // column is this for one d = h = 512 layer at s = 2048 with K = floor(512 / tau) = 128 / 64 / 51
 // (the chunk counts its memory column uses), rounded up to two decimals of G: 0.134 -> 0.14,
 // 0.067 -> 0.07, 0.053 -> 0.06 (docs/method.md §4).
@@ -78,6 +66,15 @@ constexpr std::int64_t memory_chunk_macs(std::int64_t tokens, std::int64_t chunk
   detail::flops_check_size(where, "chunks", chunks);
   detail::flops_check_size(where, "out_dim", out_dim);
   return detail::flops_mul(where, tokens, chunks, out_dim);
+}
+
+// Memory Layer (docs/method.md §1): K = in_dim / tau selected rows of out_dim summed per token, i.e.
+// exactly dense_layer_macs / tau. Hashing and scoring (O(in_dim) per token) are not MACs of a
+// product and are left out, as in the paper.
+constexpr std::int64_t memory_layer_macs(std::int64_t tokens, std::int64_t in_dim, std::int64_t out_dim,
+                                         int tau) {
+  const std::int64_t chunks = HashShape::of("memory_layer_macs", "in_dim", in_dim, tau).chunks;
+  return memory_chunk_macs(tokens, chunks, out_dim);
 }
 
 // Values in tables [chunks, 2^bits, out_dim], given the chunk count directly. This is the form for
