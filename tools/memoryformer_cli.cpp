@@ -637,8 +637,7 @@ struct TrainArgs {
 // The enum value whose to_string is `name` (a Flags choice, so one always is).
 template <class Enum>
 Enum enum_named(const std::string& name, std::initializer_list<Enum> values) {
-  for (Enum e : values)
-    if (name == mf::to_string(e)) return e;
+  if (const auto e = mf::detail::enum_named(name, values)) return *e;
   throw std::logic_error("enum_named: no value named " + name);
 }
 

@@ -1,6 +1,7 @@
 // The two Transformer blocks a Model is built from, behind one interface:
 //  - MemoryFormerBlock (docs/method.md §2, paper Eq. 13): Q, K, V and the FFN are Memory Layers; no
-//    output projection unless ModelConfig::output_projection asks for one (a Memory Layer). Pre-norm, sequential residuals, as the released code runs it.
+//    output projection unless ModelConfig::output_projection asks for one (a Memory Layer).
+//    Pre-norm, sequential residuals, as the released code runs it.
 //  - DenseBlock: the standard pre-norm block of the same shape (Q/K/V/O projections, 4x FFN with
 //    GeLU, the same norms and rotary) on Eigen GEMM: the honest baseline.
 // Both model the Block concept that Model relies on (block_concept.hpp), which checks it.

@@ -6,6 +6,8 @@
 #include <Eigen/Core>
 
 #include <cstdint>
+#include <initializer_list>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -118,6 +120,15 @@ inline const char* to_string(Activation activation) {
 inline std::ostream& operator<<(std::ostream& os, Activation activation) { return os << to_string(activation); }
 
 namespace detail {
+
+// The value among `values` whose to_string is `name`, or nothing: how a config file and the command
+// line read Score, RmsForm, EmbeddingInit and Activation by name.
+template <class Enum>
+std::optional<Enum> enum_named(const std::string& name, std::initializer_list<Enum> values) {
+  for (Enum e : values)
+    if (name == to_string(e)) return e;
+  return std::nullopt;
+}
 
 // Builds "where: name = value, expected what" and throws it as ArgumentError.
 template <class Value>

@@ -105,38 +105,25 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     *target = static_cast<int>(v);
   }
   for (const auto& [key, target] : reals) *target = root.at(key).as_number();
-  const JsonValue& score = root.at("score");
-  if (score.as_string() == "paper")
-    c.score = Score::paper;
-  else if (score.as_string() == "l1")
-    c.score = Score::l1;
-  else
-    bad(score.path(), json_quote(score.as_string()) + ", expected \"paper\" or \"l1\"");
-  // The optional string fields: one of `choices` (value, name), or absent.
-  const auto read_choice = [&](const char* key, auto choices, auto& target) {
+  // score is required, the variants optional (absent: the default); each is one of `values` by name.
+  const auto read_choice = [&](const char* key, auto values, auto& target) {
     const JsonValue* value = root.find(key);
     if (value == nullptr) return;
-    std::string expected;
-    for (const auto& [e, name] : choices) {
-      if (value->as_string() == name) {
-        target = e;
-        return;
-      }
-      expected += std::string(expected.empty() ? "" : " or ") + json_quote(name);
+    if (const auto e = memoryformer::detail::enum_named(value->as_string(), values)) {
+      target = *e;
+      return;
     }
+    std::string expected;
+    for (const auto e : values) expected += std::string(expected.empty() ? "" : " or ") + json_quote(to_string(e));
     bad(value->path(), json_quote(value->as_string()) + ", expected " + expected);
   };
-  read_choice("rms_form",
-              std::initializer_list<std::pair<RmsForm, const char*>>{{RmsForm::eps_in_root, "eps_in_root"},
-                                                                     {RmsForm::eps_after_root, "eps_after_root"}},
-              c.rms_form);
+  root.at("score");  // required: its absence is an error naming it
+  read_choice("score", std::initializer_list<Score>{Score::paper, Score::l1}, c.score);
+  read_choice("rms_form", std::initializer_list<RmsForm>{RmsForm::eps_in_root, RmsForm::eps_after_root}, c.rms_form);
   read_choice("embedding_init",
-              std::initializer_list<std::pair<EmbeddingInit, const char*>>{
-                  {EmbeddingInit::normal_0_02, "normal_0.02"}, {EmbeddingInit::small_init, "small_init"}},
+              std::initializer_list<EmbeddingInit>{EmbeddingInit::normal_0_02, EmbeddingInit::small_init},
               c.embedding_init);
-  read_choice("memory_block_activation",
-              std::initializer_list<std::pair<Activation, const char*>>{{Activation::none, "none"},
-                                                                        {Activation::gelu, "gelu"}},
+  read_choice("memory_block_activation", std::initializer_list<Activation>{Activation::none, Activation::gelu},
               c.memory_block_activation);
   if (const JsonValue* v = root.find("output_projection")) c.output_projection = v->as_bool();
   try {
