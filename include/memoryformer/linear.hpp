@@ -8,6 +8,7 @@
 #include "detail/aligned_buffer.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
+#include "output_shard.hpp"
 #include "parameter.hpp"
 
 #include <cmath>
@@ -43,10 +44,10 @@ class Linear {
   }
 
   int in_dim() const { return static_cast<int>(weight_.cols()); }
-  int out_dim() const { return static_cast<int>(weight_.rows()); }
+  int out_dim() const { return shard_ ? shard_width_ : static_cast<int>(weight_.rows()); }
   bool has_bias() const { return bias_.cols() > 0; }
 
-  MatrixView weight() { return detail::view(weight_); }  // [out, in]
+  MatrixView weight() { return detail::view(weight_); }  // [out, in]; this process's rows when sharded
   ConstMatrixView weight() const { return detail::view(weight_); }
   MatrixView bias() { return detail::view(bias_); }  // [1, out], or [1, 0] without bias
   ConstMatrixView bias() const { return detail::view(bias_); }
@@ -55,36 +56,37 @@ class Linear {
   Context context() const { return context_.get(); }
   void set_context(Context context) { context_.set(std::move(context)); }
 
+  // Splits the layer by outputs over processes (output_shard.hpp), for inference: it keeps output
+  // rows shard.columns(out_dim()) of its weight and bias (an LM head's slice of the vocabulary, for
+  // a loader to fill), and forward() computes those outputs and returns the whole rows through
+  // shard.gather; backward() refuses.
+  void shard_output(OutputShard<Scalar> shard) {
+    const char* where = "Linear::shard_output";
+    shard.check(where, out_dim());
+    if (shard_) detail::fail(where, "layer", "already sharded", "a whole layer");
+    const detail::Range rows = shard.columns(out_dim());
+    shard_width_ = out_dim();
+    weight_ = RowMatrix<Scalar>(weight_.middleRows(rows.begin, rows.size()));
+    if (has_bias()) bias_ = RowMatrix<Scalar>(bias_.middleCols(rows.begin, rows.size()));
+    grads_.reset();
+    shard_ = std::move(shard);
+  }
+  // The shard given to shard_output(), or null: the layer computes every output.
+  const OutputShard<Scalar>* output_shard() const { return shard_ ? &*shard_ : nullptr; }
+
   // x [N, in] -> [N, out].
   RowMatrix<Scalar> forward(const Input& x) const {
-    const Context ctx = context();
-    detail::require_shape("Linear::forward", "x", x.rows(), x.cols(), x.rows(), in_dim());
-    RowMatrix<Scalar> y(x.rows(), out_dim());
-    const double work =
-        static_cast<double>(x.rows()) * in_dim() * out_dim();  // multiply-adds of each product
-    // Fewer rows than threads (decoding a token): the threads share the output columns instead, so
-    // that each reads its own slice of the weight (an LM head of 50K x 1024 is 200 MB a token).
-    if (x.rows() < ctx.num_threads()) {
-      const auto line = static_cast<Eigen::Index>(detail::kCacheLineBytes / sizeof(Scalar));
-      for_blocks(ctx, out_dim(), work, line, [&](Eigen::Index first, Eigen::Index count) {
-        auto out = y.middleCols(first, count);
-        out.noalias() = x * weight_.middleRows(first, count).transpose();
-        if (has_bias()) out.rowwise() += bias_.row(0).segment(first, count);
-      });
-      return y;
-    }
-    for_blocks(ctx, x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
-      auto out = y.middleRows(first, count);
-      out.noalias() = x.middleRows(first, count) * weight_.transpose();
-      if (has_bias()) out.rowwise() += bias_.row(0);
-    });
-    return y;
+    RowMatrix<Scalar> y = forward_local(x);
+    return shard_ ? shard_->gather->gather(y, out_dim()) : y;
   }
 
   // Given x [N, in] and dL/dy [N, out]: accumulates dL/dW = dy^T x and dL/db = sum of dy's rows,
   // returns dL/dx = dy W.
   RowMatrix<Scalar> backward(const Input& x, const Input& dy) {
     const char* where = "Linear::backward";
+    if (shard_)
+      detail::fail(where, "layer", "sharded by outputs (shard_output)",
+                   "a whole layer: sharded layers are for inference");
     detail::require_shape(where, "x", x.rows(), x.cols(), x.rows(), in_dim());
     detail::require_shape(where, "dy", dy.rows(), dy.cols(), x.rows(), out_dim());
     if (!grads_) zero_grad();
@@ -114,7 +116,7 @@ class Linear {
   // Sets the gradients to zero in place (Parameter views into them stay valid).
   void zero_grad() {
     if (!grads_)
-      grads_.emplace(Gradients{RowMatrix<Scalar>(out_dim(), in_dim()), RowMatrix<Scalar>(1, bias_.cols())});
+      grads_.emplace(Gradients{RowMatrix<Scalar>(weight_.rows(), in_dim()), RowMatrix<Scalar>(1, bias_.cols())});
     grads_->weight.setZero();
     grads_->bias.setZero();
   }
@@ -140,6 +142,32 @@ class Linear {
     RowMatrix<Scalar> weight, bias;
   };
 
+  // This process's outputs [N, weight rows] (all of them unless sharded).
+  RowMatrix<Scalar> forward_local(const Input& x) const {
+    const Context ctx = context();
+    detail::require_shape("Linear::forward", "x", x.rows(), x.cols(), x.rows(), in_dim());
+    const Eigen::Index outputs = weight_.rows();
+    RowMatrix<Scalar> y(x.rows(), outputs);
+    const double work = static_cast<double>(x.rows()) * in_dim() * outputs;  // multiply-adds of the product
+    // Fewer rows than threads (decoding a token): the threads share the output columns instead, so
+    // that each reads its own slice of the weight (an LM head of 50K x 1024 is 200 MB a token).
+    if (x.rows() < ctx.num_threads()) {
+      const auto line = static_cast<Eigen::Index>(detail::kCacheLineBytes / sizeof(Scalar));
+      for_blocks(ctx, outputs, work, line, [&](Eigen::Index first, Eigen::Index count) {
+        auto out = y.middleCols(first, count);
+        out.noalias() = x * weight_.middleRows(first, count).transpose();
+        if (has_bias()) out.rowwise() += bias_.row(0).segment(first, count);
+      });
+      return y;
+    }
+    for_blocks(ctx, x.rows(), work, 1, [&](Eigen::Index first, Eigen::Index count) {
+      auto out = y.middleRows(first, count);
+      out.noalias() = x.middleRows(first, count) * weight_.transpose();
+      if (has_bias()) out.rowwise() += bias_.row(0);
+    });
+    return y;
+  }
+
   // Calls body(first, count) over [0, total) in slices whose inner boundaries are multiples of
   // `align`, one task each on the context's threads (`work` multiply-adds in all).
   template <class Body>
@@ -154,6 +182,8 @@ class Linear {
 
   RowMatrix<Scalar> weight_, bias_;
   std::optional<Gradients> grads_;
+  std::optional<OutputShard<Scalar>> shard_;
+  int shard_width_ = 0;  // out_dim() of a sharded layer: the whole output's width
   detail::ModuleContext context_;
 };
 

@@ -11,6 +11,7 @@
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "hash_bucket.hpp"
+#include "output_shard.hpp"
 #include "parameter.hpp"
 #include "table_store.hpp"
 #include "tensor.hpp"
@@ -98,10 +99,10 @@ class MemoryLayer {
   }
   // The same tables as a tensor [K, 2^tau, out_dim]: element (k, c, j) is tables()(k * 2^tau + c, j).
   TableTensorView tables_tensor() {
-    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), out_dim()};
+    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), tables_.width()};
   }
   ConstTableTensorView tables_tensor() const {
-    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), out_dim()};
+    return {tables_.data("MemoryLayer::tables_tensor"), num_chunks(), num_buckets(), tables_.width()};
   }
   // The values forward() computes with, [K * 2^tau, out_dim], in any storage (a copy).
   RowMatrix<Scalar> table_values() const { return tables_.values(); }
@@ -155,15 +156,34 @@ class MemoryLayer {
   // trained tables first.
   MemoryLayer compressed(TableType type, TableLayout layout = TableLayout::rows) const {
     MemoryLayer out(options_, tables_.compressed(type, layout), bias_);
+    out.shard_ = shard_;
     out.context_ = context_;
     return out;
   }
+
+  // Splits the layer by output columns over processes (output_shard.hpp), for inference: it keeps
+  // columns shard.columns(out_dim()) of its bias and will hold those of its tables, which must not
+  // be allocated yet (Init::none: a sharded loader gives them with set_tables()). forward() then
+  // computes those columns and returns the whole rows through shard.gather; backward() refuses.
+  void shard_output(OutputShard<Scalar> shard) {
+    const char* where = "MemoryLayer::shard_output";
+    shard.check(where, out_dim());
+    if (shard_ || tables_.is_allocated())
+      detail::fail(where, "tables", shard_ ? "already sharded" : "allocated",
+                   "a layer built with Init::none whose tables are not loaded yet");
+    const detail::Range cols = shard.columns(out_dim());
+    tables_ = TableStore<Scalar>::unallocated(tables_.rows(), cols.size());
+    if (has_bias()) bias_ = RowMatrix<Scalar>(bias_.middleCols(cols.begin, cols.size()));
+    shard_ = std::move(shard);
+  }
+  // The shard given to shard_output(), or null: the layer computes every column.
+  const OutputShard<Scalar>* output_shard() const { return shard_ ? &*shard_ : nullptr; }
 
   // What the layer runs on: the context given to set_context(), else the default context at the
   // time of each call (context.hpp).
   Context context() const { return context_.get(); }
   void set_context(Context context) { context_.set(std::move(context)); }
-  // Bias [1, out_dim] ([1, 0] when options().bias is false).
+  // Bias [1, out_dim] ([1, 0] when options().bias is false); this process's columns when sharded.
   MatrixView bias() { return detail::view(bias_); }
   ConstMatrixView bias() const { return detail::view(bias_); }
 
@@ -236,11 +256,15 @@ class MemoryLayer {
  private:
   RowMatrix<Scalar> gather(const Context& ctx, const Buckets<Scalar>& buckets) const {
     detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    return tables_.gather(ctx, buckets, num_buckets(), bias_);
+    RowMatrix<Scalar> y = tables_.gather(ctx, buckets, num_buckets(), bias_);
+    return shard_ ? shard_->gather->gather(y, out_dim()) : y;
   }
 
   RowMatrix<Scalar> backward_scores(const Context& ctx, const Buckets<Scalar>& buckets, const Input& dy) {
     detail::check_buckets("MemoryLayer::backward", buckets, num_chunks(), num_buckets());
+    if (shard_)
+      detail::fail("MemoryLayer::backward", "layer", "sharded by output columns (shard_output)",
+                   "a whole layer: sharded layers are for inference");
     const Eigen::Index n = buckets.codes.rows();
     detail::require_shape("MemoryLayer::backward", "dy", dy.rows(), dy.cols(), n, out_dim());
     const Scalar* tables = tables_.data("MemoryLayer::backward");
@@ -294,6 +318,7 @@ class MemoryLayer {
   TableStore<Scalar> tables_;
   RowMatrix<Scalar> bias_;
   std::optional<Gradients> grads_;
+  std::optional<OutputShard<Scalar>> shard_;
   detail::ModuleContext context_;
 };
 

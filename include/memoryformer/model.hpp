@@ -150,6 +150,15 @@ class Model {
     return blocks_.empty() ? TableLayout::rows : blocks_.front().table_layout();
   }
 
+  // Splits every Memory Layer's tables and bias by output columns, and the LM head by vocabulary,
+  // over processes (output_shard.hpp, docs/distributed.md), for inference: on a model built with
+  // Init::none, before a sharded loader fills it (distributed/sharded_loading.hpp). Embedding,
+  // norms and rotary stay whole on every process.
+  void shard_outputs(const OutputShard<Scalar>& shard) {
+    for (const auto& named : memory_layers()) named.second->shard_output(shard);
+    lm_head_.shard_output(shard);
+  }
+
   // What the model runs on (context.hpp): the default context until set_context() gives every
   // block and the LM head another. Two models with different contexts run side by side.
   Context context() const { return lm_head_.context(); }

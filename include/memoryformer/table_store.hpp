@@ -68,14 +68,20 @@ class TableStore {
     return out;
   }
 
-  // The same tables copied into storage of the store's own (trainable when fp32).
+  // The same tables copied into storage of the store's own (trainable when fp32). Row r starts
+  // row_stride values after row r - 1 (width when 0): a column slice of wider tables.
   static TableStore copying(TableType type, Eigen::Index rows, Eigen::Index width, const void* values,
-                            const float* row_scales) {
+                            const float* row_scales, Eigen::Index row_stride = 0) {
     TableStore out = stored_shape(type, rows, width, values, row_scales);
     const std::size_t n = static_cast<std::size_t>(rows * width);
+    const Eigen::Index stride = row_stride == 0 ? width : row_stride;
     const auto copy = [&](auto& buffer) {
       buffer = std::remove_reference_t<decltype(buffer)>(n);
-      if (n > 0) std::memcpy(buffer.data(), values, n * sizeof(buffer[0]));
+      const std::size_t size = sizeof(buffer[0]);
+      const auto* from = static_cast<const std::uint8_t*>(values);
+      for (Eigen::Index r = 0; r < rows && width > 0; ++r)
+        std::memcpy(buffer.data() + r * width, from + static_cast<std::size_t>(r * stride) * size,
+                    static_cast<std::size_t>(width) * size);
     };
     switch (type) {
       case TableType::bf16:

@@ -30,6 +30,7 @@
 #include "../config.hpp"
 #include "../model.hpp"
 #include "../model_config.hpp"
+#include "../output_shard.hpp"
 #include "../optim.hpp"
 #include "../parameter.hpp"
 #include "../table_storage.hpp"
@@ -42,6 +43,7 @@
 #include <initializer_list>
 #include <list>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -423,16 +425,23 @@ inline bool table_is_mappable(const io::SafetensorsFile& file, const std::string
   return TableStore<float>::can_view(file.data(name), scales);
 }
 
-// The tables of `name` as the file stores them (see the top of this file); `names` gains the tensors
-// read. Viewed in place when `how` is map and the file's bytes allow it, else copied.
+// The tables of `name` as the file stores them (see the top of this file), or their columns
+// `columns` of the file's width (a shard, copied: only those bytes are read); `names` gains the
+// tensors read. Viewed in place when `how` is map, all columns are read and the file's bytes allow
+// it, else copied.
 template <class Scalar>
 TableStore<Scalar> read_tables(const io::SafetensorsFile& file, const std::string& name,
                                const std::vector<std::int64_t>& shape, TableType type, io::Weights how,
-                               std::set<std::string>& names) {
+                               std::set<std::string>& names, std::optional<Range> columns = std::nullopt) {
   const io::TensorInfo& t = checked_info(file, name, shape);
   names.insert(name);
   const Eigen::Index rows = static_cast<Eigen::Index>(shape[0] * shape[1]),
-                     width = static_cast<Eigen::Index>(shape[2]);
+                     stride = static_cast<Eigen::Index>(shape[2]);
+  const Range cols = columns.value_or(Range{0, stride});
+  if (cols.begin < 0 || cols.end > stride || cols.size() < 1)
+    fail("read_tables", "columns", "[" + std::to_string(cols.begin) + ", " + std::to_string(cols.end) + ")",
+         "a non-empty range within the " + std::to_string(stride) + " columns of '" + name + "'");
+  const Eigen::Index width = cols.size();
   switch (type) {
     case TableType::fp32:
       if (!is_float_dtype(t.dtype))
@@ -464,7 +473,7 @@ TableStore<Scalar> read_tables(const io::SafetensorsFile& file, const std::strin
   }
   const void* values = file.data(name);
   if constexpr (std::is_same_v<Scalar, float>)
-    if (how == io::Weights::map && table_is_mappable(file, name, type))
+    if (how == io::Weights::map && width == stride && table_is_mappable(file, name, type))
       return TableStore<Scalar>::viewing(type, rows, width, values, scales, file.mapping());
   // A double model holds fp32 alone; other dtypes are converted.
   const bool stored_as_scalar =
@@ -472,27 +481,62 @@ TableStore<Scalar> read_tables(const io::SafetensorsFile& file, const std::strin
   if (!stored_as_scalar) {
     TableStore<Scalar> store(rows, width);
     Scalar* out = store.data("load_model");
-    if (type == TableType::int8) {
-      const auto* q = static_cast<const std::int8_t*>(values);
-      for (Eigen::Index r = 0; r < rows; ++r)
+    const auto* q = static_cast<const std::int8_t*>(values);
+    for (Eigen::Index r = 0; r < rows; ++r) {
+      const Eigen::Index first = r * stride + cols.begin;
+      if (type == TableType::int8) {
         for (Eigen::Index c = 0; c < width; ++c)
-          out[r * width + c] = static_cast<Scalar>(dequantise_int8(q[r * width + c], scales[r]));
-    } else {
-      file.read(name, out);  // widened, as the kernels widen
+          out[r * width + c] = static_cast<Scalar>(dequantise_int8(q[first + c], scales[r]));
+      } else {
+        file.read_elements(name, first, width, out + r * width);  // widened, as the kernels widen
+      }
     }
     return store;
   }
-  return TableStore<Scalar>::copying(type, rows, width, values, scales);
+  const std::size_t element = io::dtype_size(t.dtype);
+  return TableStore<Scalar>::copying(
+      type, rows, width, static_cast<const std::uint8_t*>(values) + static_cast<std::size_t>(cols.begin) * element,
+      scales, stride);
 }
 
 }  // namespace detail
 
 namespace io {
 
-// A model of type Model (its block type must be the file's "arch") with the file's config and
-// weights; tables as `how` says.
+}  // namespace io
+
+namespace detail {
+
+// Where a weight of a sharded model lies in its file tensor: the whole tensor's shape, and this
+// process's elements of it (a Memory Layer's bias columns, or the LM head's rows: contiguous).
+struct FileSlice {
+  std::vector<std::int64_t> shape;
+  std::int64_t first = 0, count = 0;
+};
+
+// The weights (not tables) that Model::shard_outputs() split, by name.
 template <class Model>
-Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
+std::map<std::string, FileSlice> sharded_weight_slices(Model& model) {
+  std::map<std::string, FileSlice> out;
+  for (const auto& [name, layer] : model.memory_layers())
+    if (const auto* shard = layer->output_shard(); shard != nullptr && layer->has_bias()) {
+      const Range c = shard->columns(layer->out_dim());
+      out[name + ".bias"] = {{layer->out_dim()}, c.begin, c.size()};
+    }
+  const auto& head = model.lm_head();
+  if (const auto* shard = head.output_shard()) {
+    const Range r = shard->columns(head.out_dim());
+    out["lm_head.weight"] = {{head.out_dim(), head.in_dim()}, r.begin * head.in_dim(), r.size() * head.in_dim()};
+    if (head.has_bias()) out["lm_head.bias"] = {{head.out_dim()}, r.begin, r.size()};
+  }
+  return out;
+}
+
+// load_model, for the whole model or, given `shard`, for one process's part of it.
+template <class Model>
+Model load_model_part(const io::SafetensorsFile& file, io::Weights how,
+                      const OutputShard<typename Model::Scalar>* shard) {
+  using namespace io;
   const ModelConfig config = load_config(file);
   const std::string file_arch = load_arch(file);
   if (file_arch != Model::Block::kArch)
@@ -509,18 +553,48 @@ Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
                           std::to_string(needed) + " parameter values, but the data section holds only " +
                           std::to_string(file.data_size()) + " bytes");
   Model model(config, Init::none);
+  if (shard != nullptr) model.shard_outputs(*shard);
+  const std::map<std::string, FileSlice> slices = sharded_weight_slices(model);
   std::set<std::string> names;
   for (const auto& p : model.weights()) {
-    detail::read_into(file, p.name, file_shape(p, config), p.value);
+    const auto slice = slices.find(p.name);
+    if (slice == slices.end()) {
+      read_into(file, p.name, file_shape(p, config), p.value);
+    } else {
+      checked_info(file, p.name, slice->second.shape);
+      file.read_elements(p.name, slice->second.first, slice->second.count, p.value);
+    }
     names.insert(p.name);
   }
   for (const auto& [name, layer] : model.memory_layers()) {
     const std::int64_t k = config.num_chunks();
     const std::vector<std::int64_t> shape{k, layer->table_store().rows() / k, layer->out_dim()};
-    layer->set_tables(detail::read_tables<typename Model::Scalar>(file, name + ".tables", shape, tables, how, names));
+    std::optional<Range> columns;
+    if (const auto* s = layer->output_shard()) columns = s->columns(layer->out_dim());
+    layer->set_tables(read_tables<typename Model::Scalar>(file, name + ".tables", shape, tables, how, names, columns));
   }
-  detail::reject_extra_tensors(file, names);
+  reject_extra_tensors(file, names);
   return model;
+}
+
+}  // namespace detail
+
+namespace io {
+
+// A model of type Model (its block type must be the file's "arch") with the file's config and
+// weights; tables as `how` says.
+template <class Model>
+Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
+  return detail::load_model_part<Model>(file, how, nullptr);
+}
+
+// Part shard.part of the model split over shard.parts processes by outputs (Model::shard_outputs,
+// docs/distributed.md), for inference: only that part's columns of every table and Memory Layer
+// bias and its rows of the LM head are read (copied), and the small rest whole. Every process
+// calls it with its own part and one gather.
+template <class Model>
+Model load_model(const SafetensorsFile& file, const OutputShard<typename Model::Scalar>& shard) {
+  return detail::load_model_part<Model>(file, Weights::copy, &shard);
 }
 
 // The same from a path. With Weights::map the model keeps the file mapped for as long as it lives.

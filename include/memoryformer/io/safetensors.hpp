@@ -187,10 +187,18 @@ class SafetensorsFile {
   // Tensors that have a stored checksum (a subset of tensors(), all of them when written by us).
   std::size_t checksum_count() const { return checksums_.size(); }
 
-  // Every tensor whose data does not match its checksum, by name; empty without checksums.
-  std::vector<ChecksumMismatch> checksum_mismatches() const {
+  // Every tensor whose data does not match its checksum, by name; empty without checksums. With
+  // `parts` > 1, only part `part` of the checksummed tensors (every parts-th by name, from the
+  // part-th): processes that share a file share the hashing (distributed/sharded_loading.hpp).
+  std::vector<ChecksumMismatch> checksum_mismatches(int part = 0, int parts = 1) const {
+    if (parts < 1 || part < 0 || part >= parts)
+      memoryformer::detail::fail("SafetensorsFile::checksum_mismatches", "part",
+                                 std::to_string(part) + " of " + std::to_string(parts),
+                                 "parts >= 1 and part in [0, parts)");
     std::vector<ChecksumMismatch> out;
+    int index = 0;
     for (const auto& [name, stored] : checksums_) {
+      if (index++ % parts != part) continue;
       const TensorInfo& t = *lookup(name);  // parse_checksums() made sure it exists
       std::string actual = hex64(XXH3_64bits(data_ + t.begin, t.end - t.begin));
       if (actual != stored) out.push_back({name, stored, std::move(actual)});
@@ -233,11 +241,22 @@ class SafetensorsFile {
   // The tensor's numel() values, converted to Scalar, into out (no intermediate copy).
   template <class Scalar>
   void read(const std::string& name, Scalar* out) const {
+    read_elements(name, 0, info(name).numel(), out);
+  }
+
+  // Elements [first, first + count) of the tensor in row-major order, converted to Scalar, into
+  // out: a slice of a tensor without touching the rest of its bytes.
+  template <class Scalar>
+  void read_elements(const std::string& name, std::int64_t first, std::int64_t count, Scalar* out) const {
     static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                   "read into float or double");
     const TensorInfo& t = info(name);
-    const std::uint8_t* p = data_ + t.begin;
-    const auto n = static_cast<std::size_t>(t.numel());
+    if (first < 0 || count < 0 || first > t.numel() - count)
+      memoryformer::detail::fail("SafetensorsFile::read_elements", "elements",
+                                 "[" + std::to_string(first) + ", " + std::to_string(first + count) + ")",
+                                 "a range within the " + std::to_string(t.numel()) + " elements of '" + name + "'");
+    const std::uint8_t* p = data_ + t.begin + static_cast<std::size_t>(first) * dtype_size(t.dtype);
+    const auto n = static_cast<std::size_t>(count);
     switch (t.dtype) {
       case DType::F64:
         convert<double>(p, out, n, [](double v) { return v; });
