@@ -20,6 +20,7 @@ packages=(
   python3-matplotlib                                         # benchmarks/plot.py
   fortunes                                                   # text corpus for the training demo
   libsentencepiece-dev                                       # subword tokenizer of the memoryformer tool (optional)
+  libopenmpi-dev openmpi-bin                                 # MemoryFormer::mpi: sharded inference, data-parallel training (optional)
 )
 if [ "$interop" -eq 1 ]; then
   packages+=(python3-torch python3-numpy)  # for /usr/bin/python3: the PyTorch reference and its checks

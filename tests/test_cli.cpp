@@ -46,11 +46,12 @@ std::string read_bytes(const std::string& path) {
 
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "mf_cli_" + name; }
 
-Result run(const std::vector<std::string>& args) {
+// Runs the tool with `args`; `launcher` (e.g. mpiexec and its flags) goes before it.
+Result run(const std::vector<std::string>& args, const std::string& launcher = "") {
   static int calls = 0;
   const std::string err_file =
       temp_path("stderr_" + std::to_string(::getpid()) + "_" + std::to_string(calls++));
-  std::string command = shell_quote(MF_CLI_PATH);
+  std::string command = launcher + shell_quote(MF_CLI_PATH);
   for (const std::string& a : args) command += " " + shell_quote(a);
   command += " 2>" + shell_quote(err_file);
   Result r{-1, "", ""};
@@ -306,6 +307,76 @@ TEST(Cli, ExitStatusSaysWhichKindOfErrorItWas) {
   EXPECT_EQ(run({"inspect", truncated}).status, 4);
   EXPECT_EQ(run({"convert", "--tables", "int8", "--weights", corrupted, "--out", out}).status, 4);
 }
+
+#ifdef MF_CLI_MPIEXEC
+// The tool under mpiexec with `ranks` ranks (MF_CLI_MPIEXEC: mpiexec, its rank-count flag, then
+// MF_CLI_MPIEXEC_FLAGS).
+std::string mpiexec(int ranks) {
+  return std::string(MF_CLI_MPIEXEC) + " " + std::to_string(ranks) + " " + MF_CLI_MPIEXEC_FLAGS + " ";
+}
+
+// --shard tables splits the tables over the ranks; rank 0 alone writes the logits and prints the
+// tokens, which equal the single process's. Without mpiexec it runs as one rank.
+TEST(Cli, ShardedLogitsAndGenerateEqualOneProcess) {
+  mf::MemoryFormerModel<float> model(tiny_config(29));
+  const std::string weights = temp_path("sharded.safetensors"), out = temp_path("sharded_logits.safetensors");
+  mf::io::save_model(model, weights, {}, mf::TableType::int8);
+  const std::vector<std::int32_t> ids{3, 1, 4, 1, 5, 9, 2, 6, 28, 0};
+  const Result single = run({"logits", "--weights", weights, "--tokens", join(ids), "--out", out});
+  ASSERT_EQ(single.status, 0) << single.err;
+  const mf::RowMatrix<float> expected = mf::io::SafetensorsFile::open(out).matrix<float>("logits");
+  const std::vector<std::string> generate{"generate", "--weights",     weights, "--tokens", "7,2,9", "--max-new",
+                                          "12",       "--temperature", "0.8",   "--seed",   "3"};
+  const Result generated = run(generate);
+  ASSERT_EQ(generated.status, 0) << generated.err;
+  for (const std::string& launcher : {std::string(), mpiexec(2), mpiexec(3)}) {
+    fs::remove(out);
+    const Result r = run({"logits", "--weights", weights, "--tokens", join(ids), "--out", out, "--shard", "tables"}, launcher);
+    ASSERT_EQ(r.status, 0) << launcher << ": " << r.err;
+    const auto file = mf::io::SafetensorsFile::open(out);
+    EXPECT_EQ(file.metadata().at("tokens"), join(ids));
+    EXPECT_LT(test::relative_error(file.matrix<float>("logits"), expected), kSamePrecision) << launcher;
+    std::vector<std::string> args = generate;
+    args.insert(args.end(), {"--shard", "tables"});
+    const Result g = run(args, launcher);
+    ASSERT_EQ(g.status, 0) << launcher << ": " << g.err;
+    EXPECT_EQ(g.out, generated.out) << launcher;  // printed once, by rank 0
+  }
+}
+
+// A bad file ends every rank: the status of its kind, the message once, no output file.
+TEST(Cli, ShardedRunsEndEveryRankOnABadFile) {
+  const std::string weights = temp_path("sharded_bad.safetensors"), missing = temp_path("sharded_missing.safetensors"),
+                    out = temp_path("sharded_bad_logits.safetensors");
+  fs::remove(missing);
+  fs::remove(out);
+  mf::MemoryFormerModel<float> model(tiny_config());
+  mf::io::save_model(model, weights);
+  std::string bytes = read_bytes(weights);
+  bytes[bytes.size() - 1] ^= 0x01;  // the last tensor's checksum fails, whichever rank hashes it
+  std::ofstream(weights, std::ios::binary) << bytes;
+  const auto occurrences = [](const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  for (const int ranks : {2, 3}) {
+    const Result gone =
+        run({"logits", "--weights", missing, "--tokens", "1,2", "--out", out, "--shard", "tables"}, mpiexec(ranks));
+    EXPECT_EQ(gone.status, 3) << gone.err;
+    EXPECT_EQ(occurrences(gone.err, "'" + missing + "'"), 1u) << gone.err;
+    const Result bad =
+        run({"generate", "--weights", weights, "--tokens", "1,2", "--shard", "tables"}, mpiexec(ranks));
+    EXPECT_EQ(bad.status, 4) << bad.err;
+    EXPECT_EQ(occurrences(bad.err, "checksum: mismatch"), 1u) << bad.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
+  const Result unknown = run({"logits", "--weights", weights, "--tokens", "1", "--out", out, "--shard", "rows"});
+  EXPECT_EQ(unknown.status, 2) << unknown.err;
+  EXPECT_NE(unknown.err.find("--shard"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("\"rows\""), std::string::npos) << unknown.err;
+}
+#endif
 
 TEST(Cli, EveryCommandHasHelp) {
   for (const char* command :

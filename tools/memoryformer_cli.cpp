@@ -37,6 +37,9 @@
 
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
+#if MF_HAVE_MPI
+#include <memoryformer/distributed/sharded_loading.hpp>
+#endif
 
 #include <unistd.h>
 
@@ -71,17 +74,44 @@ enum Status : int { kFailure = 1, kUsage = 2, kFileSystem = 3, kMalformedFile = 
 int status_of(const mf::Error& e) {
   if (dynamic_cast<const mf::FileError*>(&e) != nullptr) return kFileSystem;
   if (dynamic_cast<const mf::FormatError*>(&e) != nullptr) return kMalformedFile;
+#if MF_HAVE_MPI
+  if (const auto* d = dynamic_cast<const mf::distributed::DistributedError*>(&e)) {
+    switch (d->kind()) {
+      case mf::distributed::ErrorKind::file:
+        return kFileSystem;
+      case mf::distributed::ErrorKind::format:
+        return kMalformedFile;
+      case mf::distributed::ErrorKind::argument:
+      case mf::distributed::ErrorKind::other:
+        break;
+    }
+  }
+#endif
   return kFailure;
+}
+
+// Whether every rank of a sharded run threw `e` alike.
+bool is_agreed(const mf::Error& e) {
+#if MF_HAVE_MPI
+  return dynamic_cast<const mf::distributed::DistributedError*>(&e) != nullptr;
+#else
+  (void)e;
+  return false;
+#endif
 }
 
 // A failure at run time, its message already naming the argument it concerns, and its status.
 class RunError : public std::runtime_error {
  public:
-  RunError(const std::string& message, int status) : std::runtime_error(message), status_(status) {}
+  RunError(const std::string& message, int status, bool agreed = false)
+      : std::runtime_error(message), status_(status), agreed_(agreed) {}
   int status() const { return status_; }
+  // Whether every rank of a sharded run threw it alike (distributed::DistributedError).
+  bool agreed() const { return agreed_; }
 
  private:
   int status_;
+  bool agreed_;
 };
 
 std::string in_quotes(const std::string& s) { return '"' + s + '"'; }
@@ -101,7 +131,7 @@ auto for_argument(const std::string& arg, const std::string& value, Step step) -
   try {
     return step();
   } catch (const mf::Error& e) {
-    throw RunError(arg + " = " + in_quotes(value) + ": " + e.what(), status_of(e));
+    throw RunError(arg + " = " + in_quotes(value) + ": " + e.what(), status_of(e), is_agreed(e));
   }
 }
 
@@ -110,19 +140,90 @@ io::SafetensorsFile open_file(const std::string& arg, const std::string& path,
   return for_argument(arg, path, [&] { return io::SafetensorsFile::open(path, checksums); });
 }
 
+// ---- sharded runs (--shard tables, docs/distributed.md)
+
+#if MF_HAVE_MPI
+// MPI_COMM_WORLD, MPI started on first use and finalised at exit: under mpirun the ranks of the
+// job, without it one process of rank 0.
+const mf::distributed::Communicator& world() {
+  static mf::distributed::MpiSession session;
+  static const mf::distributed::Communicator comm;
+  return comm;
+}
+bool mpi_started() {
+  int started = 0;
+  MPI_Initialized(&started);
+  return started != 0;
+}
+#endif
+
+// The model file of logits and generate. Sharded, every rank opens it together, so that an error is
+// thrown on every rank and printed once, and each verifies its part of the checksums as it loads.
+io::SafetensorsFile open_model_file(const std::string& arg, const std::string& path, bool sharded) {
+#if MF_HAVE_MPI
+  if (sharded) return for_argument(arg, path, [&] { return mf::distributed::open_sharded_file(path, world()); });
+#else
+  (void)sharded;
+#endif
+  return open_file(arg, path);
+}
+
+// Whether this process prints a sharded command's output: rank 0 alone, or any process unsharded.
+bool prints_output(bool sharded) {
+#if MF_HAVE_MPI
+  return !sharded || world().rank() == 0;
+#else
+  (void)sharded;
+  return true;
+#endif
+}
+
+void add_shard_flag(cli::Flags& f, std::string* shard) {
+  f.add("--shard", shard,
+        "none, or tables: run under mpirun -np P with every Memory Layer's tables and the LM head split "
+        "over the P ranks, each loading only its part (docs/distributed.md)");
+}
+
+// --shard's value: true for "tables", false for "none"; anything else, or "tables" in a build
+// without MPI, is refused.
+bool sharded(const std::string& shard) {
+  if (shard == "none") return false;
+  if (shard != "tables")
+    throw UsageError("--shard = " + in_quotes(shard) + ": expected none or tables");
+#if !MF_HAVE_MPI
+  throw RunError("--shard = \"tables\": this memoryformer was built without MPI; install OpenMPI "
+                 "(scripts/install-deps.sh, Debian's libopenmpi-dev) and rebuild",
+                 kFailure);
+#else
+  return true;
+#endif
+}
+
 // Loads the model in `file` as the block type its "arch" names and returns f(model). Tables stay
 // as the file stores them (fp32, bf16 or int8); inference maps them (io::Weights::map), so a
 // model loads in the time it takes to check the file and shares its pages with the page cache.
+// With `sharded`, each rank of MPI_COMM_WORLD loads its part of the model instead
+// (distributed::load_sharded_model): f's model then computes with all ranks.
 template <class F>
-int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weights how, F f) {
+int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weights how, F f,
+               bool sharded = false) {
+  const auto load = [&](auto* type) {
+    using Model = std::remove_pointer_t<decltype(type)>;
+#if MF_HAVE_MPI
+    if (sharded) return mf::distributed::load_sharded_model<Model>(file, world());
+#else
+    (void)sharded;
+#endif
+    return io::load_model<Model>(file, how);
+  };
   const std::string arch = io::load_arch(file);
   if (arch == mf::DenseBlock<float>::kArch) {
-    auto model = for_argument(arg, file.path(), [&] { return io::load_model<mf::DenseModel<float>>(file, how); });
+    auto model = for_argument(arg, file.path(), [&] { return load(static_cast<mf::DenseModel<float>*>(nullptr)); });
     return f(model);
   }
   // Any other arch is reported by load_model, naming the ones it knows.
   auto model =
-      for_argument(arg, file.path(), [&] { return io::load_model<mf::MemoryFormerModel<float>>(file, how); });
+      for_argument(arg, file.path(), [&] { return load(static_cast<mf::MemoryFormerModel<float>*>(nullptr)); });
   return f(model);
 }
 
@@ -171,22 +272,25 @@ void add_threads_flag(cli::Flags& f, int* threads) {
 // ---- logits
 
 int run_logits(int argc, char** argv) {
-  std::string weights, tokens_text, out;
+  std::string weights, tokens_text, out, shard = "none";
   int threads = 0;
-  cli::Flags f("memoryformer logits --weights M.safetensors --tokens 3,1,4 --out L.safetensors");
+  cli::Flags f("memoryformer logits --weights M.safetensors --tokens 3,1,4 --out L.safetensors [--shard tables]");
   f.add("--weights", &weights, "model file (safetensors, docs/method.md §5)");
   f.add("--tokens", &tokens_text, "comma-separated token ids of one sequence");
   f.add("--out", &out,
         "output safetensors file: tensor \"logits\" [seq, vocab] F32, of the full-sequence forward");
   add_threads_flag(f, &threads);
+  add_shard_flag(f, &shard);
   for (const char* name : {"--weights", "--tokens", "--out"}) f.require(name);
   if (!f.parse(argc, argv)) return 0;
   const std::vector<long long> ids = parse_token_list("--tokens", tokens_text);
+  const bool split = sharded(shard);
   mf::set_num_threads(threads);
-  const io::SafetensorsFile file = open_file("--weights", weights);
+  const io::SafetensorsFile file = open_model_file("--weights", weights, split);
   return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     const mf::TokenMatrix tokens = check_vocab("--tokens", tokens_text, ids, model.config().vocab_size);
     const mf::RowMatrix<float> logits = model.forward(tokens);
+    if (!prints_output(split)) return 0;
     const std::vector<std::int32_t> list(tokens.data(), tokens.data() + tokens.size());
     for_argument("--out", out, [&] {
       io::write_safetensors(
@@ -195,7 +299,7 @@ int run_logits(int argc, char** argv) {
     });
     std::cout << "logits [" << logits.rows() << ", " << logits.cols() << "] -> " << out << '\n';
     return 0;
-  });
+  }, split);
 }
 
 // ---- generate
@@ -237,12 +341,12 @@ void check_tokenizer_matches(const std::string& arg, const std::string& tokenize
 }
 
 int run_generate(int argc, char** argv) {
-  std::string weights, prompt, tokens_text, tokenizer_path;
+  std::string weights, prompt, tokens_text, tokenizer_path, shard = "none";
   int max_new = 100, top_k = 0, seed = 0, threads = 0;
   double temperature = 1.0, top_p = 1.0;
   cli::Flags f(
       "memoryformer generate --weights M.safetensors (--prompt TEXT [--tokenizer T.model] | --tokens 3,1,4) "
-      "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+      "[--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--shard tables]\n"
       "Prints the prompt and its continuation: as text for --prompt, as token ids for --tokens.");
   f.add("--weights", &weights, "model file (safetensors, docs/method.md §5)");
   f.add("--prompt", &prompt, "text to continue: bytes for a vocab_size 256 model, else needs --tokenizer");
@@ -255,8 +359,10 @@ int run_generate(int argc, char** argv) {
   f.add("--top-p", &top_p, "sample from the nucleus of probability mass p (1: all)", 1e-9, 1);
   f.add("--seed", &seed, "seed of the sampling", 0, std::numeric_limits<int>::max());
   add_threads_flag(f, &threads);
+  add_shard_flag(f, &shard);
   f.require("--weights");
   if (!f.parse(argc, argv)) return 0;
+  const bool split = sharded(shard);
   const bool text = f.given("--prompt");
   if (text == f.given("--tokens"))
     throw UsageError(std::string("--prompt, --tokens: ") + (text ? "both given" : "neither given") +
@@ -267,7 +373,7 @@ int run_generate(int argc, char** argv) {
   const std::vector<long long> ids =
       text ? std::vector<long long>() : parse_token_list("--tokens", tokens_text);
   mf::set_num_threads(threads);
-  const io::SafetensorsFile file = open_file("--weights", weights);
+  const io::SafetensorsFile file = open_model_file("--weights", weights, split);
   return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
     const int vocab = model.config().vocab_size;
     std::unique_ptr<Tokenizer> tok;
@@ -295,6 +401,7 @@ int run_generate(int argc, char** argv) {
     sampling.top_p = top_p;
     sampling.seed = static_cast<std::uint64_t>(seed);
     const std::vector<std::int32_t> out = mf::generate(model, start, max_new, sampling);
+    if (!prints_output(split)) return 0;
     if (tok) {
       std::cout << tok->decode(out) << '\n';
     } else if (text) {
@@ -305,7 +412,7 @@ int run_generate(int argc, char** argv) {
       std::cout << join(out) << '\n';
     }
     return 0;
-  });
+  }, split);
 }
 
 // ---- inspect
@@ -931,7 +1038,23 @@ int main(int argc, char** argv) {
               << usage();
     return kUsage;
   }
-  const auto report = [&](const char* what, int status) {
+  // Under mpirun (--shard), an error every rank threw alike (distributed::DistributedError) is
+  // printed by rank 0 and each rank exits with its status; any other error may have left the other
+  // ranks waiting in a collective, so this rank prints it and ends the whole job.
+  const auto report = [&](const char* what, int status, bool agreed = false) {
+#if MF_HAVE_MPI
+    if (mpi_started() && world().size() > 1) {
+      if (agreed) {
+        if (world().rank() == 0) std::cerr << "memoryformer " << command << ": " << what << '\n';
+        return status;
+      }
+      std::cerr << "memoryformer " << command << " (rank " << world().rank() << " of " << world().size()
+                << "): " << what << std::endl;
+      world().abort(status);
+    }
+#else
+    (void)agreed;
+#endif
     std::cerr << "memoryformer " << command << ": " << what << '\n';
     return status;
   };
@@ -942,7 +1065,7 @@ int main(int argc, char** argv) {
               << " --help)\n";
     return kUsage;
   } catch (const RunError& e) {
-    return report(e.what(), e.status());
+    return report(e.what(), e.status(), e.agreed());
   } catch (const mf::Error& e) {  // one no step wrapped with for_argument
     return report(e.what(), status_of(e));
   } catch (const std::exception& e) {
