@@ -767,4 +767,34 @@ TEST(Cli, TokenizerTrainRefusesWhatIsNotACorpus) {
 }
 #endif
 
+#ifdef MF_CLI_MPIEXEC
+// train --data-parallel under mpiexec: each rank takes its share of every batch of 4 and the
+// gradients are summed, so the model rank 0 writes is the one one process trains on the whole
+// batches (to rounding; tests/distributed checks the step itself bit for bit across ranks).
+TEST(Cli, DataParallelTrainingEqualsOneProcess) {
+  const std::string data = pattern_dataset("data_parallel");
+  std::vector<std::string> flags = train_flags(data, temp_path("dp_single.safetensors"), 4);
+  const Result single = run(flags);
+  ASSERT_EQ(single.status, 0) << single.err;
+  const double expected = last_json_line(single.out).at("val_loss").as_number();
+  for (const int ranks : {2, 3}) {
+    const std::string out = temp_path("dp_" + std::to_string(ranks) + ".safetensors");
+    fs::remove(out);
+    std::vector<std::string> args = train_flags(data, out, 4);
+    args.insert(args.end(), {"--data-parallel", "--threads", "1"});
+    const Result r = run(args, mpiexec(ranks));
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "rank 0 alone prints: " << r.out;
+    EXPECT_NEAR(last_json_line(r.out).at("val_loss").as_number(), expected, 1e-4 * expected) << ranks << " ranks";
+    EXPECT_TRUE(fs::exists(out) && fs::exists(out + ".optim")) << ranks << " ranks";
+  }
+  std::vector<std::string> args = flags;
+  args.insert(args.end(), {"--data-parallel", "--batch", "1"});
+  const Result small = run(args, mpiexec(2));
+  EXPECT_EQ(small.status, 2) << small.err;
+  EXPECT_NE(small.err.find("--batch = 1: expected at least the 2 ranks"), std::string::npos) << small.err;
+  EXPECT_EQ(small.err.find("--batch = 1"), small.err.rfind("--batch = 1")) << "printed once: " << small.err;
+}
+#endif
+
 }  // namespace

@@ -1,6 +1,6 @@
 // A small command-line parser shared by the examples and the memoryformer tool: typed flags with
-// ranges, "--flag value" and "--flag=value", positional arguments, required flags, --help, and
-// errors that name the flag, the value and what was expected.
+// ranges, switches, "--flag value" and "--flag=value", positional arguments, required flags,
+// --help, and errors that name the flag, the value and what was expected.
 #pragma once
 
 #include <algorithm>
@@ -75,6 +75,14 @@ class Flags {
     });
   }
 
+  // A switch: true when given. It takes no value ("--flag=x" is an error).
+  void add(const std::string& name, bool* target, const std::string& help) {
+    add_flag(name, "", help, [=](const std::string& value) {
+      if (!value.empty()) throw UsageError(name + " = \"" + value + "\": a switch, expected no value");
+      *target = true;
+    });
+  }
+
   // A positional argument (a word not starting with '-'), filled in the order they were added.
   void add_positional(const std::string& name, std::string* target, const std::string& help) {
     positionals_.push_back({name, "", help, [target](const std::string& value) { *target = value; }});
@@ -118,7 +126,7 @@ class Flags {
         throw UsageError("unknown argument \"" + std::string(argv[i]) + "\", expected one of " + known +
                          (known.empty() ? "--help" : " or --help"));
       }
-      if (!inline_value) {
+      if (!inline_value && !flag->is_switch()) {
         if (i + 1 >= argc) throw UsageError(name + ": missing value");
         value = argv[++i];
       }
@@ -146,7 +154,7 @@ class Flags {
       out += left + f.help + "\n";
     }
     for (const Flag& f : flags_) {
-      std::string left = "  " + f.name + " " + f.metavar;
+      std::string left = "  " + f.name + (f.is_switch() ? "" : " " + f.metavar);
       left.resize(std::max<std::size_t>(left.size() + 1, 24), ' ');
       out += left + f.help + "\n";
     }
@@ -157,6 +165,7 @@ class Flags {
   struct Flag {
     std::string name, metavar, help;
     std::function<void(const std::string&)> set;
+    bool is_switch() const { return metavar.empty(); }
   };
 
   void add_flag(const std::string& name, const std::string& metavar, const std::string& help,

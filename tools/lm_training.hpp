@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -42,22 +43,44 @@ inline std::vector<std::size_t> batch_starts(std::uint64_t seed, int step, int b
   return starts;
 }
 
+// The share of each step's batch one process of a data-parallel run takes (docs/distributed.md §6):
+// rows split_range(batch, processes, process) of the batch one process alone would take.
+// sum_gradients sums every gradient over the processes, sum a number; both are collectives.
+struct DataParallel {
+  int process = 0, processes = 1;
+  std::function<void(const mf::ParameterList<float>&)> sum_gradients;
+  std::function<double(double)> sum;
+};
+
 // One optimizer step on the batch of `step` from `ids`: forward, loss, backward, AdamW at `lr` with
 // the gradients clipped to global norm `clip`. Returns the batch's loss; a non-finite loss is a
-// std::runtime_error that names the step and the learning rate.
+// std::runtime_error that names the step and the learning rate. With `parallel`, this process takes
+// its rows of the batch, its loss gradient weighted by its share, and the gradients and loss are
+// summed over the processes, so every process takes the same step one process would take.
 template <class Model, class Ids>
 double train_step(Model& model, mf::ParameterList<float>& params, mf::AdamW<float>& optimizer, const Ids& ids,
-                  std::uint64_t seed, int step, int batch, int seq, double lr, double clip) {
+                  std::uint64_t seed, int step, int batch, int seq, double lr, double clip,
+                  const DataParallel* parallel = nullptr) {
+  std::vector<std::size_t> starts = batch_starts(seed, step, batch, ids.size(), seq);
+  double share = 1.0;
+  if (parallel != nullptr) {
+    const mf::detail::Range mine = mf::detail::split_range(batch, parallel->processes, parallel->process);
+    starts = std::vector<std::size_t>(starts.begin() + mine.begin, starts.begin() + mine.end);
+    share = static_cast<double>(mine.size()) / batch;
+  }
   mf::TokenMatrix tokens, targets;
-  fill_batch(ids, batch_starts(seed, step, batch, ids.size(), seq), seq, tokens, targets);
+  fill_batch(ids, starts, seq, tokens, targets);
   model.zero_grad();
   typename Model::Saved saved;
   mf::RowMatrix<float> dlogits;
-  const double loss = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
+  double loss = mf::cross_entropy<float>(model.forward(tokens, &saved), targets, &dlogits);
+  if (parallel != nullptr) loss = parallel->sum(loss * share);  // every process sees the same loss
   if (!std::isfinite(loss))
     throw std::runtime_error("training diverged at step " + std::to_string(step) + " (loss " + std::to_string(loss) +
                              "): lower the learning rate (now " + std::to_string(lr) + ")");
+  if (parallel != nullptr) dlogits *= static_cast<float>(share);
   model.backward(saved, dlogits);
+  if (parallel != nullptr) parallel->sum_gradients(params);
   optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params), clip));
   return loss;
 }

@@ -38,6 +38,7 @@
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 #if MF_HAVE_MPI
+#include <memoryformer/distributed/gradient_sum.hpp>
 #include <memoryformer/distributed/sharded_loading.hpp>
 #endif
 
@@ -734,6 +735,7 @@ struct TrainArgs {
   int layers = 2, d_model = 128, heads = 4, tau = 8, seq = 128, batch = 16, steps = 1000, seed = 1;
   int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
   double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
+  bool data_parallel = false;
   // The model variants of docs/method.md §6 (ModelConfig's defaults unless given).
   int expand_bits = 2;
   double temperature = 1.0, norm_eps = 1e-8;
@@ -748,8 +750,57 @@ Enum enum_named(const std::string& name, std::initializer_list<Enum> values) {
   throw std::logic_error("enum_named: no value named " + name);
 }
 
+// --data-parallel: this process's share of every batch and the sums over MPI_COMM_WORLD
+// (docs/distributed.md §6); null without the flag.
+std::unique_ptr<lm::DataParallel> data_parallel(const TrainArgs& a) {
+  if (!a.data_parallel) return nullptr;
+#if MF_HAVE_MPI
+  const mf::distributed::Communicator& comm = world();
+  if (a.batch < comm.size())
+    throw UsageError("--batch = " + std::to_string(a.batch) + ": expected at least the " +
+                     std::to_string(comm.size()) + " ranks of --data-parallel, a sequence each");
+  auto parallel = std::make_unique<lm::DataParallel>();
+  parallel->process = comm.rank();
+  parallel->processes = comm.size();
+  auto sum = std::make_shared<mf::distributed::GradientSum>(comm);
+  parallel->sum_gradients = [sum](const mf::ParameterList<float>& params) { sum->sum(params); };
+  parallel->sum = [comm](double value) {
+    comm.all_reduce_sum(&value, 1);
+    return value;
+  };
+  return parallel;
+#else
+  throw RunError("--data-parallel: this memoryformer was built without MPI; install OpenMPI "
+                 "(scripts/install-deps.sh, Debian's libopenmpi-dev) and rebuild",
+                 kFailure);
+#endif
+}
+
+// After data-parallel training every rank must hold the same parameters: their checksums, compared.
+void check_same_parameters(const mf::ParameterList<float>& params) {
+#if MF_HAVE_MPI
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  for (const auto& p : params) XXH3_64bits_update(state, p.value, static_cast<std::size_t>(p.size()) * sizeof(float));
+  const auto mine = static_cast<std::int64_t>(XXH3_64bits_digest(state));
+  XXH3_freeState(state);
+  const mf::distributed::Communicator& comm = world();
+  std::vector<std::int64_t> all(static_cast<std::size_t>(comm.size()));
+  comm.all_gather(&mine, std::vector<int>(all.size(), 1), all.data());
+  for (std::size_t r = 0; r < all.size(); ++r)
+    if (all[r] != mine)
+      throw RunError("--data-parallel: rank " + std::to_string(r) + "'s parameters differ from rank " +
+                         std::to_string(comm.rank()) + "'s after training (a bug: please report it)",
+                     kFailure);
+#else
+  (void)params;
+#endif
+}
+
 template <class Model>
 int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfig config) {
+  const std::unique_ptr<lm::DataParallel> parallel = data_parallel(a);
+  const bool lead = parallel == nullptr || parallel->process == 0;  // prints and writes files
   const io::TokenSplit& train = data.train();
   const io::TokenSplit& val = data.val();
   const std::string log = a.log.empty() ? a.out + ".csv" : a.log;
@@ -783,11 +834,12 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   const std::map<std::string, std::string> metadata = {{"tokenizer", data.meta().tokenizer},
                                                        {"tokenizer_checksum", data.meta().tokenizer_checksum},
                                                        {"train_seq", std::to_string(a.seq)}};
-  std::cerr << "train: " << a.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
-            << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
-            << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
-            << a.batch << " x " << a.seq << (first_step > 1 ? "; resuming at step " + std::to_string(first_step) : "")
-            << '\n';
+  if (lead)
+    std::cerr << "train: " << a.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
+              << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
+              << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
+              << a.batch << " x " << a.seq << (first_step > 1 ? "; resuming at step " + std::to_string(first_step) : "")
+              << (parallel ? " over " + std::to_string(parallel->processes) + " ranks" : "") << '\n';
 
   // The CSV log: rows of earlier runs up to the resumed step are kept.
   std::string csv = "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds\n";
@@ -805,7 +857,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
       if (*step < first_step) csv += line + '\n';
     }
   }
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  const bool tty = lead && ::isatty(STDERR_FILENO) != 0;
   const auto t_start = std::chrono::steady_clock::now();
   double seconds = 0, recent_loss = 0;
   int recent = 0;
@@ -815,6 +867,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
     return seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / seconds : 0.0;
   };
   auto save = [&] {
+    if (!lead) return;
     for_argument("--out", a.out, [&] {
       io::save_model(model, a.out, metadata);
       io::save_optimizer(optimizer, params, a.out + ".optim");
@@ -827,7 +880,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
     const double loss = [&] {
       try {
         return lm::train_step(model, params, optimizer, train, static_cast<std::uint64_t>(a.seed), step, a.batch,
-                              a.seq, lr, a.clip);
+                              a.seq, lr, a.clip, parallel.get());
       } catch (const std::runtime_error& e) {
         throw RunError(e.what(), kFailure);
       }
@@ -850,11 +903,12 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
           << bpb << ',' << tokens_per_s(step) << ','
           << std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() << '\n';
       csv += row.str();
-      for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
-      std::cerr << (tty ? "\n" : "") << "step " << step << ": train loss " << std::fixed << std::setprecision(4)
-                << recent_loss / recent << ", val loss " << last.loss() << ", val bpb " << bpb << ", "
-                << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
-                << std::defaultfloat;
+      if (lead) for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
+      if (lead)
+        std::cerr << (tty ? "\n" : "") << "step " << step << ": train loss " << std::fixed << std::setprecision(4)
+                  << recent_loss / recent << ", val loss " << last.loss() << ", val bpb " << bpb << ", "
+                  << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
+                  << std::defaultfloat;
       recent_loss = 0;
       recent = 0;
     }
@@ -863,6 +917,8 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   if (first_step > a.steps) save();  // nothing left to train: the checkpoint as it is
   if (evaluated_at != last_step)     // stopped between validations, or nothing trained
     last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
+  if (parallel) check_same_parameters(params);
+  if (!lead) return 0;
   std::cout << std::setprecision(6) << "{" << metrics_json("val_", last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
             << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.arch << "\", \"lr\": " << peak_lr
             << ", \"seed\": " << a.seed << ", \"val_tokens\": " << last.tokens << "}" << std::endl;
@@ -916,6 +972,9 @@ int run_train(int argc, char** argv) {
         1 << 30);
   f.add("--log", &a.log, "CSV of the validation curve (default: OUT.csv)");
   add_threads_flag(f, &a.threads);
+  f.add("--data-parallel", &a.data_parallel,
+        "under mpirun -np P: each rank takes its share of every batch and the gradients are summed over the "
+        "ranks, which stay identical; rank 0 writes (docs/distributed.md)");
   for (const char* name : {"--data", "--out"}) f.require(name);
   if (!f.parse(argc, argv)) return 0;
   mf::set_num_threads(a.threads);
@@ -1060,7 +1119,10 @@ int main(int argc, char** argv) {
   };
   try {
     return found->run(argc - 1, argv + 1);
-  } catch (const UsageError& e) {
+  } catch (const UsageError& e) {  // the same on every rank of an MPI job: printed by rank 0
+#if MF_HAVE_MPI
+    if (mpi_started() && world().rank() != 0) return kUsage;
+#endif
     std::cerr << "memoryformer " << command << ": " << e.what() << "\n(see memoryformer " << command
               << " --help)\n";
     return kUsage;
