@@ -499,14 +499,6 @@ TableStore<Scalar> read_tables(const io::SafetensorsFile& file, const std::strin
       scales, stride);
 }
 
-}  // namespace detail
-
-namespace io {
-
-}  // namespace io
-
-namespace detail {
-
 // Where a weight of a sharded model lies in its file tensor: the whole tensor's shape, and this
 // process's elements of it (a Memory Layer's bias columns, or the LM head's rows: contiguous).
 struct FileSlice {
