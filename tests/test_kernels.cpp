@@ -80,20 +80,34 @@ TEST_P(KernelsOnPath, DotMatchesScalar) {
   }
 }
 
-// The row dots on a panel: dy's full kPanelColumns in registers; narrower last slices take the
-// general dot.
-TEST_P(KernelsOnPath, PanelDotMatchesScalar) {
-  const int columns = mf::detail::kPanelColumns;
-  for (int count : {1, 2, 7, 8})
-    for (int width : {columns, columns - 1, 17, 1}) {
-      const Tables t(count, 16, columns, static_cast<unsigned>(count * 71 + width));
-      const auto dy = test::random_matrix<float>(1, width, static_cast<unsigned>(width));
-      std::vector<float> expected(static_cast<std::size_t>(count)), got(expected.size(), -7.0f);
-      scalar().dot(t.table.data(), t.selection(), dy.data(), width, expected.data());
-      kernels().dot_panel(t.table.data(), t.selection(), dy.data(), width, got.data());
-      for (int k = 0; k < count; ++k)
-        ASSERT_NEAR(got[k], expected[k], 1e-5f * (1 + std::sqrt(static_cast<float>(width))))
-            << "K " << count << " width " << width << " row " << k;
+// The by-code backward of one row and the run of tokens that picked it: runs shorter than, equal to
+// and longer than a vector's lanes (the dots are summed one by one or kLanes at a time), at widths
+// with and without a tail, reading dy rows ld values apart. Only the row's gradient and the run's
+// dots may change.
+TEST_P(KernelsOnPath, RunBackwardMatchesScalar) {
+  const int ld = 211;
+  const auto strip = test::random_matrix<float>(50, ld, 95u);
+  for (int count : {1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 40})
+    for (int width : {1, 7, 16, 31, 63, 64, 65, 128, 200}) {
+      std::mt19937 gen(static_cast<unsigned>(count * 1000 + width));
+      std::vector<std::int32_t> tokens;
+      std::vector<float> scores;
+      for (int j = 0; j < count; ++j) {
+        tokens.push_back(static_cast<std::int32_t>(gen() % 50u));
+        scores.push_back(std::uniform_real_distribution<float>(-1.0f, 1.0f)(gen));
+      }
+      const mf::detail::CodeRun<float> run{tokens.data(), scores.data(), count};
+      const auto row = test::random_matrix<float>(1, width + 1, static_cast<unsigned>(width));
+      mf::RowMatrix<float> expected_grad = test::random_matrix<float>(1, width + 1, 94u), got_grad = expected_grad;
+      std::vector<float> expected_dots(static_cast<std::size_t>(count) + 1, 0.5f), got_dots = expected_dots;
+      scalar().run_backward(row.data(), expected_grad.data(), run, strip.data(), ld, width, expected_dots.data());
+      kernels().run_backward(row.data(), got_grad.data(), run, strip.data(), ld, width, got_dots.data());
+      EXPECT_LT(test::relative_error(got_grad, expected_grad), 1e-6) << "count " << count << " width " << width;
+      EXPECT_EQ(got_grad(0, width), expected_grad(0, width)) << "count " << count << " width " << width;
+      for (int j = 0; j < count; ++j)
+        ASSERT_NEAR(got_dots[j], expected_dots[j], 1e-5f * (1 + std::sqrt(static_cast<float>(width))))
+            << "count " << count << " width " << width << " token " << j;
+      EXPECT_EQ(got_dots[count], 0.5f) << "count " << count << " width " << width;
     }
 }
 

@@ -53,11 +53,11 @@ TEST_P(LayerOnPath, LargeBatchPanelScheduleMatchesReference) {
   EXPECT_LT(test::relative_error(layer.forward(x), test::reference_forward(x, layer)), 1e-5);
 }
 
-// The backward scatter on the panel schedule against the table gradient summed here explicitly:
+// The backward scatter at a forward's panel size against the table gradient summed here explicitly:
 // dT[k * 2^tau + code(i, k)] += score(i, k) * dy(i) (Eq. 12).
-TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
+TEST_P(LayerOnPath, LargeBatchScatterMatchesExplicitSum) {
   mf::MemoryLayer<float> layer(test::panel_layer_options());
-  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
+  ASSERT_EQ(test::backward_schedule_for(test::kPanelTokens, layer), mf::detail::Schedule::by_code);
   const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 41u, 0.0, 2.0);
   const auto dy = test::random_matrix<float>(test::kPanelTokens, layer.out_dim(), 43u);
   layer.backward(x, dy);
@@ -70,8 +70,8 @@ TEST_P(LayerOnPath, LargeBatchPanelScatterMatchesExplicitSum) {
   EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
 }
 
-// More tokens than one pass of the panel schedules holds (kStripTokens): the forward and the
-// scatter take three passes, the last a short one, each with its own strip of y or dy.
+// More tokens than one pass of the panel schedule holds (kStripTokens): the forward takes three
+// passes, the last a short one, each with its own strip of y; the backward's strips hold them all.
 TEST_P(LayerOnPath, PanelPassesOverLongInputsMatchExplicitSums) {
   mf::MemoryLayer<float> layer(options(12, 72, 4, mf::Score::paper));
   const Eigen::Index n = 2 * mf::detail::kStripTokens + 5;
@@ -89,12 +89,11 @@ TEST_P(LayerOnPath, PanelPassesOverLongInputsMatchExplicitSums) {
   EXPECT_LT(test::relative_error(layer.table_grad(), expected), 1e-6);
 }
 
-// The backward row dots on the panel schedule against dL/ds computed here explicitly:
-// dscores(i, k) = <dy(i), T[k * 2^tau + code(i, k)]> (Eq. 12). The layer has more chunk tables than
-// a panel group holds and a last slice of 8 columns.
-TEST_P(LayerOnPath, LargeBatchPanelDotsMatchExplicitSum) {
+// The backward row dots at a forward's panel size against dL/ds computed here explicitly:
+// dscores(i, k) = <dy(i), T[k * 2^tau + code(i, k)]> (Eq. 12). The layer's last slice has 8 columns.
+TEST_P(LayerOnPath, LargeBatchDotsMatchExplicitSum) {
   mf::MemoryLayer<float> layer(test::panel_layer_options());
-  ASSERT_EQ(test::schedule_for(test::kPanelTokens, layer, false), mf::detail::Schedule::panels);
+  ASSERT_EQ(test::backward_schedule_for(test::kPanelTokens, layer), mf::detail::Schedule::by_code);
   const auto x = test::random_matrix<float>(test::kPanelTokens, layer.in_dim(), 47u, 0.0, 2.0);
   const auto dy = test::random_matrix<float>(test::kPanelTokens, layer.out_dim(), 53u);
   const mf::Buckets<float> b = layer.hash()(x);
@@ -109,27 +108,29 @@ TEST_P(LayerOnPath, LargeBatchPanelDotsMatchExplicitSum) {
   EXPECT_LT(test::relative_error(dscores, expected), 1e-6);
 }
 
-// The backward on the by-code schedule (table by table, tokens in code order) against the table
+// The backward on the by-code schedule (each table's tokens in code order) against the table
 // gradient and dL/ds summed here explicitly (Eq. 12). 37 chunk tables: threads own ranges of 16
-// tables and a shorter last one; h = 200 leaves a row tail on every path.
+// tables and a shorter last one; h = 200 leaves a row tail on every path. Runs of 1 to about 6 tokens
+// (tau 4, 2.5 tokens per row) and of about 40 (tau 2), which the kernels sum kLanes at a time.
 TEST_P(LayerOnPath, ByCodeBackwardMatchesExplicitSums) {
-  mf::MemoryLayer<float> layer(options(4 * 37, 200, 4, mf::Score::l1));
-  const Eigen::Index n = 40;  // 2.5 tokens per row
-  ASSERT_EQ(test::backward_schedule_for(n, layer), mf::detail::Schedule::by_code);
-  const auto x = test::random_matrix<float>(n, layer.in_dim(), 61u, 0.0, 2.0);
-  const auto dy = test::random_matrix<float>(n, layer.out_dim(), 67u);
-  const mf::Buckets<float> b = layer.hash()(x);
-  const mf::RowMatrix<float> dscores = layer.backward_scores(b, dy);
-  mf::RowMatrix<double> grad = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
-  mf::RowMatrix<double> expected(n, layer.num_chunks());
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index k = 0; k < b.codes.cols(); ++k) {
-      const Eigen::Index row = k * layer.num_buckets() + b.codes(i, k);
-      grad.row(row) += double(b.scores(i, k)) * dy.row(i).cast<double>();
-      expected(i, k) = layer.tables().row(row).cast<double>().dot(dy.row(i).cast<double>());
-    }
-  EXPECT_LT(test::relative_error(layer.table_grad(), grad), 1e-6);
-  EXPECT_LT(test::relative_error(dscores, expected), 1e-6);
+  for (const auto& [tau, n] : {std::pair<int, Eigen::Index>{4, 40}, {2, 160}}) {
+    mf::MemoryLayer<float> layer(options(tau * 37, 200, tau, mf::Score::l1));
+    ASSERT_EQ(test::backward_schedule_for(n, layer), mf::detail::Schedule::by_code);
+    const auto x = test::random_matrix<float>(n, layer.in_dim(), 61u, 0.0, 2.0);
+    const auto dy = test::random_matrix<float>(n, layer.out_dim(), 67u);
+    const mf::Buckets<float> b = layer.hash()(x);
+    const mf::RowMatrix<float> dscores = layer.backward_scores(b, dy);
+    mf::RowMatrix<double> grad = mf::RowMatrix<double>::Zero(layer.tables().rows(), layer.out_dim());
+    mf::RowMatrix<double> expected(n, layer.num_chunks());
+    for (Eigen::Index i = 0; i < n; ++i)
+      for (Eigen::Index k = 0; k < b.codes.cols(); ++k) {
+        const Eigen::Index row = k * layer.num_buckets() + b.codes(i, k);
+        grad.row(row) += double(b.scores(i, k)) * dy.row(i).cast<double>();
+        expected(i, k) = layer.tables().row(row).cast<double>().dot(dy.row(i).cast<double>());
+      }
+    EXPECT_LT(test::relative_error(layer.table_grad(), grad), 1e-6) << "tau " << tau;
+    EXPECT_LT(test::relative_error(dscores, expected), 1e-6) << "tau " << tau;
+  }
 }
 
 TEST_P(LayerOnPath, PrecomputedHashGivesTheSameOutput) {
@@ -208,9 +209,9 @@ TEST(MemoryLayerGradient, L1ScoreMatchesFiniteDifferences) {
 TEST(MemoryLayerGradient, ByCodeScheduleMatchesFiniteDifferences) {
   ASSERT_EQ(test::backward_schedule_for(5, mf::MemoryLayer<double>(options(8, 3, 4))),
             mf::detail::Schedule::per_token);
-  ASSERT_EQ(test::backward_schedule_for(24, mf::MemoryLayer<double>(options(8, 3, 4))),
+  ASSERT_EQ(test::backward_schedule_for(40, mf::MemoryLayer<double>(options(8, 3, 4))),
             mf::detail::Schedule::by_code);
-  check_gradients(mf::Score::l1, 1.0f, 24);
+  check_gradients(mf::Score::l1, 1.0f, 40);
 }
 
 TEST(MemoryLayerGradient, BackwardAccumulatesUntilZeroGrad) {

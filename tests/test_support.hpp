@@ -84,11 +84,10 @@ mf::detail::Schedule schedule_for(Eigen::Index n, const Layer& layer, bool tiled
   return mf::detail::choose_schedule(n, layer.num_buckets(), table_layout(layer, tiled));
 }
 
-// The schedule a MemoryLayer's backward (scatter-add and row dots, row-major tables) takes for n
-// tokens.
+// The schedule a MemoryLayer's backward (scatter-add and row dots) takes for n tokens.
 template <class Layer>
 mf::detail::Schedule backward_schedule_for(Eigen::Index n, const Layer& layer) {
-  return mf::detail::choose_backward_schedule(n, layer.num_buckets(), table_layout(layer, false));
+  return mf::detail::choose_backward_schedule(n, layer.num_buckets());
 }
 
 // Token ids uniform in [0, vocab).

@@ -271,12 +271,10 @@ class MemoryLayer {
     if (!grads_) zero_grad();
     if (has_bias()) grads_->bias += dy.colwise().sum();
 
-    const auto kernels = detail::kernels_for<Scalar>(ctx.kernel_path());
-    // dL/dT[row] += s * dy, on the schedule gather_schedule.hpp picks for this N.
-    detail::scatter_tokens(ctx, grads_->tables.data(), buckets.codes, buckets.scores, num_buckets(), dy,
-                           kernels.scatter);
-    // dL/ds_k = <dy, T[row_k]>, likewise.
-    return detail::dot_tokens(ctx, tables, buckets.codes, num_buckets(), dy, kernels);
+    // dL/dT[row] += s * dy and dL/ds_k = <dy, T[row_k]>, on the schedule gather_schedule.hpp picks
+    // for this N.
+    return detail::backward_tokens(ctx, tables, grads_->tables.data(), buckets.codes, buckets.scores,
+                                   num_buckets(), dy, detail::kernels_for<Scalar>(ctx.kernel_path()));
   }
 
   struct Gradients {

@@ -24,7 +24,9 @@ struct GatherKernels {
   GatherKernel<T, T> panel;  // the same on a packed panel (gather_schedule.hpp)
   void (*scatter)(T* grad, const RowSelection& sel, const T* scores, const T* dy, int width);
   void (*dot)(const T* table, const RowSelection& sel, const T* dy, int width, T* out);
-  void (*dot_panel)(const T* panel, const RowSelection& sel, const T* dy, int width, T* out);  // likewise
+  // The backward of one row and the tokens that picked it (by code, gather_schedule.hpp).
+  void (*run_backward)(const T* row, T* grad, const CodeRun<T>& run, const T* strip, std::ptrdiff_t ld,
+                       int width, T* dots);
 };
 
 template <class T>
@@ -33,13 +35,13 @@ GatherKernels<T> kernels_for(KernelPath path) {
 #if MF_HAVE_X86_SIMD
     if (path == KernelPath::avx512)
       return {avx512::gather<float>, avx512::gather_panel<float>, avx512::scatter, avx512::dot,
-              avx512::dot_panel};
+              avx512::run_backward};
     if (path == KernelPath::avx2)
-      return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot, avx2::dot_panel};
+      return {avx2::gather<float>, avx2::gather_panel<float>, avx2::scatter, avx2::dot, avx2::run_backward};
 #endif
   }
   (void)path;
-  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>, scalar::dot<T>};
+  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>, scalar::run_backward<T>};
 }
 
 // The forward gathers of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),

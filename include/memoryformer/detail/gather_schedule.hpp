@@ -15,9 +15,11 @@
 // - tile panels: for tables stored in column tiles (table_tiles.hpp), a panel is a whole tile of a
 //   group of tables, copied in one contiguous read. That makes panels pay from half a token per
 //   row on, where slicing row-major rows does not.
-// - by code (the backward's scatter-add and row dots below the panels): table by table, each
-//   table's tokens in code order, so that each row is read from DRAM once per call and in address
-//   order, while dy's rows come from L2 or L3.
+// - by code (the backward's scatter-add and row dots): each table's tokens sorted by code, so that
+//   the tokens that picked a row are visited together. The row's gradient is summed in registers
+//   and written once, its dots with the tokens' dy computed while it is loaded, and the table and
+//   its gradient are read once per call, in address order, in kPanelColumns slices, while the
+//   slice of dy comes from a contiguous strip in L2.
 // Within a panel, tokens are visited once per kPanelColumns piece (panel_tokens).
 #pragma once
 
@@ -46,7 +48,6 @@ constexpr Eigen::Index column_align() {
 // Panels are used from this many tokens per table row (N / 2^tau) on. Packing reads the whole
 // table once per call; below this the per-token loop reads fewer bytes. Chosen with BM_MemoryLayer
 // at d = h = 1024, tau 8, N = 256 to 4096 (docs/performance.md, "Large N: the panel schedule").
-// The backward's scatter and row dots take the same threshold (BM_MemoryLayerBackward).
 inline constexpr double kMinTokensPerRowForPanels = 4.0;
 
 // Whole-tile panels of tiled tables (table_tiles.hpp) from this many tokens per row on, up to
@@ -55,10 +56,10 @@ inline constexpr double kMinTokensPerRowForPanels = 4.0;
 // row, 64-column panels cut from the tiles hold twice the tables and are as fast or faster.
 inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
 
-// The backward's scatter-add and row dots go by code (for_each_token_by_code) from this many tokens
-// per row on, until panels pay; below it by code was even or worse (BM_MemoryLayerBackward;
-// docs/performance.md, "Backward").
-inline constexpr double kMinTokensPerRowByCode = 0.5;
+// The backward's scatter-add and row dots go by code (backward_by_code) from this many tokens per
+// row on; at one token per row it was even with the per-token loop, and worse below
+// (BM_MemoryLayerBackward; docs/performance.md, "Backward").
+inline constexpr double kMinTokensPerRowByCode = 2.0;
 
 // Chunk tables per panel: as many as fit in half of L2 (the other half holds the y being written).
 template <class T>
@@ -69,7 +70,8 @@ int panel_group(int chunks, int buckets, Eigen::Index panel_columns, std::size_t
 }
 
 // The schedules (top of this file): per token; panels of kPanelColumns, sliced out of the table's
-// rows or tiles; panels of whole tiles, copied in one contiguous read; by code (backward only).
+// rows or tiles; panels of whole tiles, copied in one contiguous read (forward only); by code
+// (backward only).
 enum class Schedule { per_token, panels, tile_panels, by_code };
 
 // The faster schedule for `tokens` tokens on this table (thresholds above).
@@ -82,14 +84,10 @@ Schedule choose_schedule(Eigen::Index tokens, int buckets, const TableTiles<T>& 
   return Schedule::per_token;
 }
 
-// The backward's schedule for `tokens` tokens on a row-major table: panels where the forward takes
-// them, else by code from kMinTokensPerRowByCode tokens per row, else per token.
-template <class T>
-Schedule choose_backward_schedule(Eigen::Index tokens, int buckets, const TableTiles<T>& tiles) {
-  const Schedule forward = choose_schedule(tokens, buckets, tiles);
-  if (forward == Schedule::per_token && static_cast<double>(tokens) / buckets >= kMinTokensPerRowByCode)
-    return Schedule::by_code;
-  return forward;
+// The backward's schedule for `tokens` tokens: by code from kMinTokensPerRowByCode tokens per row,
+// else per token.
+inline Schedule choose_backward_schedule(Eigen::Index tokens, int buckets) {
+  return static_cast<double>(tokens) / buckets >= kMinTokensPerRowByCode ? Schedule::by_code : Schedule::per_token;
 }
 
 // One panel's columns: [col, col + width) of the table, read from `source` (column col of row 0)
@@ -124,14 +122,6 @@ void pack_panel(const PanelSlice<T>& slice, int first, int group, int buckets,
     if (r + kPackRowsAhead < rows) prefetch_row(source + (r + kPackRowsAhead) * slice.ld, piece_bytes);
     std::copy(source + r * slice.ld, source + r * slice.ld + w, panel + r * w);
   }
-}
-
-// The inverse of pack_panel.
-template <class T>
-void unpack_panel(const T* panel, int first, int group, int buckets, const PanelSlice<T>& slice) {
-  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(group) * buckets, w = slice.width;
-  T* dest = slice.source + static_cast<std::ptrdiff_t>(first) * buckets * slice.ld;
-  for (std::ptrdiff_t r = 0; r < rows; ++r) std::copy(panel + r * w, panel + r * w + w, dest + r * slice.ld);
 }
 
 // The panels of a table: column slices of `columns` values (fewer at a tile's end) of every tile,
@@ -169,23 +159,21 @@ class PanelGrid {
   Eigen::Index per_tile_;
 };
 
-// Tokens per pass over a slice's panels. A pass keeps its tokens' columns of y (or dy) in a
+// Tokens per pass over a slice's panels. A pass keeps its tokens' columns of y in a
 // contiguous strip, [tokens, slice width], that stays in L2 across the slice's groups: read in
 // place, a slice of row-major y is 256 bytes every out_dim values, which maps onto few cache sets
 // (as the tables do, above) and is evicted between groups. Longer inputs take several passes, each
 // packing the panels again, so that the strip is at most 1 MiB of float.
 inline constexpr Eigen::Index kStripTokens = 4096;
 
-// The gather's and the scatter's panel loop over `matrix` (y or dy, [N, width]): for every slice of
-// `columns` columns of every tile and every pass of at most kStripTokens tokens, the pass's tokens'
-// columns of the matrix are copied into a contiguous strip, body(panel, strip, slice, tokens, first,
-// g) runs for every group of g chunk tables from `first`, and the strip is copied back if the
-// matrix is writable. Threads own slices, each with its own panel and strip buffers, so each packs
-// its own panels and writes its own columns.
-template <class T, class M, class Body>
+// The gather's panel loop over y [N, width]: for every slice of `columns` columns of every tile and
+// every pass of at most kStripTokens tokens, the pass's tokens' columns of y are copied into a
+// contiguous strip, body(panel, strip, slice, tokens, first, g) runs for every group of g chunk
+// tables from `first`, and the strip is copied back. Threads own slices, each with its own panel
+// and strip buffers, so each packs its own panels and writes its own columns.
+template <class T, class S, class Body>
 void for_each_panel(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index columns, int chunks,
-                    int buckets, M& matrix, const Body& body) {
-  using S = typename std::remove_const_t<M>::Scalar;
+                    int buckets, RowMatrix<S>& matrix, const Body& body) {
   const PanelGrid<T> grid(tiles, columns, chunks,
                           panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes()));
   const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), ctx.num_threads()));
@@ -204,32 +192,9 @@ void for_each_panel(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index
         strip = in_matrix;
         for (int g = 0; g < grid.groups(); ++g)
           body(panel.data(), strip, piece, tokens, grid.first(g), grid.group_size(g));
-        if constexpr (!std::is_const<M>::value) in_matrix = strip;
+        in_matrix = strip;
       }
     }
-  });
-}
-
-// The row dots' panel loop: the same panels, but threads own groups of chunk tables and visit
-// their slices in order, so that a sum over slices per (token, chunk) is added up in the same order
-// on any number of threads. Groups are made small enough that every thread has one.
-template <class T, class Body>
-void for_each_panel_by_group(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index columns, int chunks,
-                             int buckets, const Body& body) {
-  const int per_thread = (chunks + ctx.num_threads() - 1) / ctx.num_threads();
-  const PanelGrid<T> grid(
-      tiles, columns, chunks,
-      std::min(panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes()), per_thread));
-  const int tasks = std::min(grid.groups(), ctx.num_threads());
-  ctx.parallel_for(tasks, [&](int task) {
-    AlignedBuffer<std::remove_const_t<T>> panel(grid.panel_values(buckets));
-    const Range mine = split_range(grid.groups(), tasks, task);
-    for (Eigen::Index g = mine.begin; g < mine.end; ++g)
-      for (Eigen::Index j = 0; j < grid.slices(); ++j) {
-        const PanelSlice<T> piece = grid.slice(j);
-        if (piece.width <= 0) continue;
-        body(panel.data(), piece, grid.first(static_cast<int>(g)), grid.group_size(static_cast<int>(g)));
-      }
   });
 }
 
@@ -323,27 +288,6 @@ RowMatrix<Acc> gather_tokens(const Context& ctx, const TableTiles<const T>& tile
                        choose_schedule(codes.rows(), buckets, tiles));
 }
 
-// The backward scatter-add (Eq. 12), grad[row(k, codes(i, k))] += scores(i, k) * dy(i), on the
-// panel schedule: per slice and table group, the gradient panel is packed, every token's rows are
-// added into it (`scatter`, the path's kernel, on panel rows), and it is copied back. Each value
-// receives its additions in token order, as in the per-token loop: the results are identical, and
-// each gradient row is read and written once per call rather than once per token.
-template <class T, class Dy, class Kernel>
-void scatter_panels(const Context& ctx, const TableTiles<T>& grad, const CodeMatrix& codes,
-                    const RowMatrix<T>& scores, int buckets, const Dy& dy, const Kernel& scatter) {
-  for_each_panel(ctx, grad, kPanelColumns, static_cast<int>(codes.cols()), buckets, dy,
-                 [&](T* panel, Eigen::Map<RowMatrix<T>>& strip, const PanelSlice<T>& slice,
-                     const Range& tokens, int first, int g) {
-                   pack_panel(slice, first, g, buckets, panel);
-                   panel_tokens(slice.width, first, g, buckets, codes, tokens,
-                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
-                                  scatter(panel + c, sel, scores.row(i).data() + first,
-                                          strip.row(i - tokens.begin).data() + c, w);
-                                });
-                   unpack_panel(panel, first, g, buckets, slice);
-                 });
-}
-
 // Score gradients of 16 chunk tables fill a 64-byte line of float (two of double).
 inline constexpr Eigen::Index kTablesPerLine = 16;
 
@@ -359,122 +303,116 @@ inline void tokens_by_code(const CodeMatrix& codes, int k, int buckets, std::vec
   for (Eigen::Index i = 0; i < n; ++i) order[static_cast<std::size_t>(next[codes(i, k)]++)] = i;
 }
 
-// The backward's by-code schedule: body(rows, k, i, selection) for every chunk table k and token i,
-// where rows is table k's first row and the selection picks row codes(i, k) alone. Tables are visited
-// one by one, each one's tokens in code order (tokens_by_code): a row picked by several tokens is
-// read from DRAM once, and the table is walked in address order. The next tokens' table rows and
-// dy rows are requested kPrefetchBytes ahead. Threads own ranges of tables, cut on kTablesPerLine
-// boundaries where there are enough tables, so that the score gradients they write ([N, K]
-// row-major) do not share cache lines.
-template <class T, class Dy, class Body>
-void for_each_token_by_code(const Context& ctx, T* table, const CodeMatrix& codes, int buckets, const Dy& dy,
-                            const Body& body) {
-  const Eigen::Index width = dy.cols();
+// How many rows ahead the by-code backward requests the table and gradient pieces of rows that
+// tokens picked: each piece lies in a page of its own, as in pack_panel.
+inline constexpr int kRunRowsAhead = 16;
+
+// The backward by code on column strips (Eq. 12): grad += the scatter-add and dscores = the row
+// dots, in one pass over the table and its gradient. Threads own ranges of chunk tables, cut on
+// kTablesPerLine boundaries where there are enough (the dscores they write then share no cache
+// line). Each thread sorts its tables' tokens by code once. Then, for each kPanelColumns slice of the
+// columns, it copies every token's dy columns into a contiguous strip (as for_each_panel does) and
+// walks its tables row by row in address order: `run_backward`, the path's kernel, sums a row's
+// gradient over the tokens that picked it in registers and writes it once, and adds each token's dot
+// with the row. dscores(i, k) is summed over the slices in column order, so the results do not
+// depend on the number of threads.
+template <class T, class Dy, class Kernel>
+void backward_by_code(const Context& ctx, const T* table, T* grad, const CodeMatrix& codes,
+                      const RowMatrix<T>& scores, int buckets, const Dy& dy, RowMatrix<T>& dscores,
+                      const Kernel& run_backward) {
+  const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
-  const std::size_t row_bytes = sizeof(T) * static_cast<std::size_t>(width);
-  const std::size_t ahead =
-      std::max<std::size_t>(1, kPrefetchBytes / std::max<std::size_t>(1, 2 * row_bytes));
+  const Eigen::Index columns = std::min<Eigen::Index>(width, kPanelColumns);
+  const std::size_t piece_bytes = sizeof(T) * static_cast<std::size_t>(columns);
   const Eigen::Index align = chunks >= kTablesPerLine * ctx.num_threads() ? kTablesPerLine : 1;
-  const int tasks = task_count(static_cast<double>(codes.rows()) * chunks * width,
-                               (chunks + align - 1) / align, ctx.num_threads());
+  const int tasks = task_count(static_cast<double>(n) * chunks * width, (chunks + align - 1) / align,
+                               ctx.num_threads());
   ctx.parallel_for(tasks, [&](int task) {
-    const Range tables = split_range(chunks, tasks, task, align);
-    std::vector<Eigen::Index> order, next_of_code;
-    for (Eigen::Index k = tables.begin; k < tables.end; ++k) {
-      tokens_by_code(codes, static_cast<int>(k), buckets, order, next_of_code);
-      T* rows = table + k * buckets * width;
-      for (std::size_t j = 0; j < order.size(); ++j) {
-        if (j + ahead < order.size()) {
-          const Eigen::Index next = order[j + ahead];
-          prefetch_row(rows + codes(next, k) * width, row_bytes);
-          prefetch_row(dy.row(next).data(), row_bytes);
+    const Range mine = split_range(chunks, tasks, task, align);
+    // Table k's runs: tokens[t * n + j] and run_scores[..] for j in [ends[t][c - 1], ends[t][c]), code c.
+    const auto entries = static_cast<std::size_t>(mine.size() * n);
+    std::vector<std::int32_t> tokens(entries);
+    std::vector<T> run_scores(entries), dots(entries, T(0));
+    std::vector<Eigen::Index> ends(static_cast<std::size_t>(mine.size()) * buckets), order, next;
+    for (Eigen::Index t = 0; t < mine.size(); ++t) {
+      const Eigen::Index k = mine.begin + t;
+      tokens_by_code(codes, static_cast<int>(k), buckets, order, next);
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const Eigen::Index i = order[static_cast<std::size_t>(j)];
+        tokens[static_cast<std::size_t>(t * n + j)] = static_cast<std::int32_t>(i);
+        run_scores[static_cast<std::size_t>(t * n + j)] = scores(i, k);
+      }
+      std::copy(next.begin(), next.begin() + buckets, ends.begin() + t * buckets);
+    }
+    AlignedBuffer<T> strip_buffer(static_cast<std::size_t>(n * columns));
+    for (Eigen::Index col = 0; col < width; col += columns) {
+      const Eigen::Index w = std::min(columns, width - col);
+      Eigen::Map<RowMatrix<T>> strip(strip_buffer.data(), n, w);
+      strip = dy.middleCols(col, w);
+      for (Eigen::Index t = 0; t < mine.size(); ++t) {
+        const Eigen::Index first_row = (mine.begin + t) * buckets;
+        const Eigen::Index* run_end = ends.data() + t * buckets;
+        auto run_begin = [&](Eigen::Index c) { return c == 0 ? Eigen::Index{0} : run_end[c - 1]; };
+        for (Eigen::Index c = 0; c < buckets; ++c) {
+          const Eigen::Index ahead = c + kRunRowsAhead;
+          if (ahead < buckets && run_begin(ahead) < run_end[ahead]) {
+            prefetch_row(table + (first_row + ahead) * width + col, piece_bytes);
+            prefetch_row(grad + (first_row + ahead) * width + col, piece_bytes);
+          }
+          const Eigen::Index begin = run_begin(c), count = run_end[c] - begin;
+          if (count == 0) continue;
+          const auto at = static_cast<std::size_t>(t * n + begin);
+          run_backward(table + (first_row + c) * width + col, grad + (first_row + c) * width + col,
+                       CodeRun<T>{tokens.data() + at, run_scores.data() + at, static_cast<int>(count)},
+                       strip.data(), w, static_cast<int>(w), dots.data() + at);
         }
-        const Eigen::Index i = order[j];
-        body(rows, k, i, RowSelection{&codes(i, k), 1, buckets, width});
       }
     }
+    for (Eigen::Index t = 0; t < mine.size(); ++t)
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const auto at = static_cast<std::size_t>(t * n + j);
+        dscores(tokens[at], mine.begin + t) = dots[at];
+      }
   });
 }
 
-// grad [K * buckets, width] (row-major) += the scatter-add (Eq. 12) of every token, through the
-// active path's `scatter` kernel, on choose_backward_schedule's schedule: panels; by code, with
-// threads owning tables; or per token, with threads owning column ranges (rows picked by several
-// tokens never race). All add each value's terms in token order: the results are identical.
-template <class T, class Dy, class Kernel>
-void scatter_tokens(const Context& ctx, T* grad, const CodeMatrix& codes, const RowMatrix<T>& scores,
-                    int buckets, const Dy& dy, const Kernel& scatter) {
+// The backward of every token (Eq. 12) on the per-token schedule: grad [K * buckets, width]
+// (row-major) += the scatter-add through the path's `scatter` kernel, with threads owning column
+// ranges (rows picked by several tokens never race), and the row dots through `dot`, with threads
+// owning tokens.
+template <class T, class Dy, class Kernels>
+void backward_per_token(const Context& ctx, const T* table, T* grad, const CodeMatrix& codes,
+                        const RowMatrix<T>& scores, int buckets, const Dy& dy, RowMatrix<T>& dscores,
+                        const Kernels& kernels) {
   const Eigen::Index n = codes.rows(), width = dy.cols();
   const int chunks = static_cast<int>(codes.cols());
-  const auto tiles = TableTiles<T>::row_major(grad, static_cast<Eigen::Index>(chunks) * buckets, width);
-  const Schedule schedule = choose_backward_schedule(n, buckets, tiles);
-  if (schedule == Schedule::panels) {
-    scatter_panels(ctx, tiles, codes, scores, buckets, dy, scatter);
-    return;
-  }
-  if (schedule == Schedule::by_code) {
-    for_each_token_by_code(ctx, grad, codes, buckets, dy,
-                           [&](T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
-                             scatter(rows, sel, &scores(i, k), dy.row(i).data(), static_cast<int>(width));
-                           });
-    return;
-  }
   const double work = static_cast<double>(n) * chunks * width;
   const int col_tasks = task_count(work, width / column_align<T>(), ctx.num_threads());
   ctx.parallel_for(col_tasks, [&](int task) {
     const Range cols = split_range(width, col_tasks, task, column_align<T>());
-    for (Eigen::Index i = 0; i < n; ++i) {
-      const RowSelection sel{codes.row(i).data(), chunks, buckets, width};
-      scatter(grad + cols.begin, sel, scores.row(i).data(), dy.row(i).data() + cols.begin,
-              static_cast<int>(cols.size()));
-    }
+    for (Eigen::Index i = 0; i < n; ++i)
+      kernels.scatter(grad + cols.begin, RowSelection{codes.row(i).data(), chunks, buckets, width},
+                      scores.row(i).data(), dy.row(i).data() + cols.begin, static_cast<int>(cols.size()));
   });
-}
-
-// The backward row dots (Eq. 12), dscores(i, k) = <dy(i), row(k, codes(i, k))> of the row-major
-// [K * buckets, width] table, through the active path's kernels. From 4 tokens per row on they run
-// on panels (`dot_panel`): each token's dots with the packed rows of one slice, added up over the
-// slices in column order, so the table is read from DRAM once per call rather than once per token.
-// Below that, `dot` straight from the table, by code from kMinTokensPerRowByCode tokens per row (a
-// row shared by tokens read once), else per token.
-template <class T, class Dy, class Kernels>
-RowMatrix<T> dot_tokens(const Context& ctx, const T* table, const CodeMatrix& codes, int buckets,
-                        const Dy& dy, const Kernels& kernels) {
-  const Eigen::Index n = codes.rows(), width = dy.cols();
-  const int chunks = static_cast<int>(codes.cols());
-  const auto tiles =
-      TableTiles<const T>::row_major(table, static_cast<Eigen::Index>(chunks) * buckets, width);
-  RowMatrix<T> dscores(n, chunks);
-  const Schedule schedule = choose_backward_schedule(n, buckets, tiles);
-  if (schedule == Schedule::panels) {
-    dscores.setZero();
-    for_each_panel_by_group(
-        ctx, tiles, kPanelColumns, chunks, buckets,
-        [&](T* panel, const PanelSlice<const T>& slice, int first, int g) {
-          pack_panel(slice, first, g, buckets, panel);
-          RowMatrix<T> sums(1, g);
-          panel_tokens(slice.width, first, g, buckets, codes, Range{0, codes.rows()},
-                       [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
-                         kernels.dot_panel(panel + c, sel, dy.row(i).data() + slice.col + c, w, sums.data());
-                         dscores.row(i).segment(first, g) += sums;
-                       });
-        });
-    return dscores;
-  }
-  if (schedule == Schedule::by_code) {
-    for_each_token_by_code(ctx, table, codes, buckets, dy,
-                           [&](const T* rows, Eigen::Index k, Eigen::Index i, const RowSelection& sel) {
-                             kernels.dot(rows, sel, dy.row(i).data(), static_cast<int>(width),
-                                         &dscores(i, k));
-                           });
-    return dscores;
-  }
-  const int row_tasks = task_count(static_cast<double>(n) * chunks * width, n, ctx.num_threads());
+  const int row_tasks = task_count(work, n, ctx.num_threads());
   ctx.parallel_for(row_tasks, [&](int task) {
     const Range rows = split_range(n, row_tasks, task);
     for (Eigen::Index i = rows.begin; i < rows.end; ++i)
       kernels.dot(table, RowSelection{codes.row(i).data(), chunks, buckets, width}, dy.row(i).data(),
                   static_cast<int>(width), dscores.row(i).data());
   });
+}
+
+// The backward of every token (Eq. 12): grad [K * buckets, width] (row-major) += the scatter-add,
+// and the row dots returned as dscores [N, K], on choose_backward_schedule's schedule.
+template <class T, class Dy, class Kernels>
+RowMatrix<T> backward_tokens(const Context& ctx, const T* table, T* grad, const CodeMatrix& codes,
+                             const RowMatrix<T>& scores, int buckets, const Dy& dy, const Kernels& kernels) {
+  RowMatrix<T> dscores(codes.rows(), codes.cols());
+  if (choose_backward_schedule(codes.rows(), buckets) == Schedule::by_code)
+    backward_by_code(ctx, table, grad, codes, scores, buckets, dy, dscores, kernels.run_backward);
+  else
+    backward_per_token(ctx, table, grad, codes, scores, buckets, dy, dscores, kernels);
   return dscores;
 }
 

@@ -63,6 +63,19 @@ struct Isa {
     return _mm_cvtss_f32(s);
   }
 
+  // Lane j = the sum of v[j]'s lanes, for kLanes vectors: a transpose done as a tree of adds, which
+  // takes a third of the instructions of kLanes separate sums.
+  static MF_ALWAYS_INLINE Vec sum_each(const Vec* v) {
+    Vec pairs[4], quads[2];  // per 128-bit half: two, then four of the vectors' partial sums
+    for (int i = 0; i < 4; ++i)
+      pairs[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 2; ++i)
+      quads[i] = _mm256_add_ps(_mm256_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm256_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_permute2f128_ps(quads[0], quads[1], 0x20),
+                         _mm256_permute2f128_ps(quads[0], quads[1], 0x31));
+  }
+
   static MF_ALWAYS_INLINE Vec abs(Vec v) {
     return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
   }

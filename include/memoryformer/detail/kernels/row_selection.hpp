@@ -28,6 +28,15 @@ struct RowSelection {
   std::ptrdiff_t offset(int k) const { return (static_cast<std::ptrdiff_t>(k) * buckets + codes[k]) * ld; }
 };
 
+// The tokens that picked one table row, in token order, with their scores for that table: a run of
+// the backward's by-code order (gather_schedule.hpp).
+template <class T>
+struct CodeRun {
+  const std::int32_t* tokens;  // [count]
+  const T* scores;             // [count]
+  int count;
+};
+
 // Columns one SIMD gather call accumulates at a time (2 KiB of floats: an L1-resident accumulator,
 // and rows read in contiguous pieces of at least 1 KiB).
 inline constexpr int kGatherColumns = 512;

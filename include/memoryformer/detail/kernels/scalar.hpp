@@ -84,6 +84,22 @@ void dot(const T* table, const RowSelection& sel, const T* dy, int width, T* out
   }
 }
 
+// grad[0:width] += scores[j] * dy_j and dots[j] += <dy_j, row[0:width]> for the tokens of the run,
+// dy_j = strip + tokens[j] * ld   (Eq. 12, one row and the tokens that picked it)
+template <class T>
+void run_backward(const T* row, T* grad, const CodeRun<T>& run, const T* strip, std::ptrdiff_t ld, int width,
+                  T* dots) {
+  for (int j = 0; j < run.count; ++j) {
+    const T* dy = strip + static_cast<std::ptrdiff_t>(run.tokens[j]) * ld;
+    T acc = 0;
+    for (int c = 0; c < width; ++c) {
+      grad[c] += run.scores[j] * dy[c];
+      acc += dy[c] * row[c];
+    }
+    dots[j] += acc;
+  }
+}
+
 }  // namespace scalar
 }  // namespace detail
 }  // namespace v0
