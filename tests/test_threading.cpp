@@ -192,4 +192,23 @@ TEST(Partition, SplitsCoverTheRangeOnAlignedBoundaries) {
     }
 }
 
+// Small calls stay on the caller; larger ones get one task per thread, but no task less than
+// kMinTaskWork: a decode-sized layer call (K * h = 128 * 1024 multiply-adds) wakes 4 of 16 threads.
+TEST(Partition, TaskCountKeepsAMinimumOfWorkPerTask) {
+  using mf::detail::task_count;
+  EXPECT_EQ(task_count(1000.0, 100, 16), 1);
+  EXPECT_EQ(task_count(128.0 * 1024, 64, 1), 1);
+  EXPECT_EQ(task_count(128.0 * 1024, 64, 2), 2);
+  EXPECT_EQ(task_count(128.0 * 1024, 64, 16), 4);
+  EXPECT_EQ(task_count(128.0 * 1024, 3, 16), 3);
+  EXPECT_EQ(task_count(4096.0 * 128 * 1024, 4096, 16), 16);
+  for (double work : {65536.0, 100000.0, 1e6, 1e9})
+    for (int threads : {2, 3, 8, 16}) {
+      const int tasks = task_count(work, 1 << 20, threads);
+      EXPECT_GE(tasks, 2) << work << " " << threads;
+      EXPECT_LE(tasks, threads) << work << " " << threads;
+      EXPECT_GE(work / tasks, mf::detail::kMinTaskWork) << work << " " << threads;
+    }
+}
+
 }  // namespace

@@ -25,10 +25,16 @@ inline Range split_range(Eigen::Index total, int parts, int index, Eigen::Index 
 // Calls below this many multiply-adds run on the calling thread: waking a worker costs more.
 inline constexpr double kMinParallelWork = 1 << 16;
 
+// Nor is any task given less than this many: with many threads, a decode-sized call (a layer's
+// 131K multiply-adds at N = 1) would otherwise wake every worker for a sliver of work each. Half of
+// kMinParallelWork, so that two threads split every call they split before.
+inline constexpr double kMinTaskWork = kMinParallelWork / 2;
+
 // How many tasks to cut `units` independent units of work into, `work` multiply-adds in all.
 inline int task_count(double work, Eigen::Index units, int threads) {
   if (work < kMinParallelWork || threads <= 1) return 1;
-  return static_cast<int>(std::max<Eigen::Index>(1, std::min<Eigen::Index>(units, threads)));
+  const auto by_work = static_cast<Eigen::Index>(work / kMinTaskWork);
+  return static_cast<int>(std::max<Eigen::Index>(1, std::min({units, static_cast<Eigen::Index>(threads), by_work})));
 }
 
 }  // namespace detail
