@@ -7,6 +7,8 @@
 // Both blocks run their products on the library's pool, several at once; OpenBLAS must therefore
 // run single-threaded inside them (OPENBLAS_NUM_THREADS=1, which benchmarks/run.sh sets, with
 // OPENBLAS_CORETYPE: OpenBLAS reads both when it is loaded, before main()).
+#include "allocator.hpp"
+
 #include <memoryformer/memoryformer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
   try {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    keep_freed_memory();
     benchmark::AddCustomContext("eigen_products", "EIGEN_USE_BLAS (system BLAS sgemm)");
     benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
     benchmark::AddCustomContext("OPENBLAS_CORETYPE",

@@ -27,6 +27,7 @@
 //   bytes_per_s   weight bytes read: dense d h 4 per call; lookup N K h b (K = d / tau rows per
 //                 token, b = 4, 2, 1 bytes per fp32, bf16, int8 value; an upper bound, since tokens
 //                 can pick the same row)
+#include "allocator.hpp"
 #include "counters.hpp"
 
 #include <memoryformer/memoryformer.hpp>
@@ -479,6 +480,7 @@ int main(int argc, char** argv) {
   try {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    keep_freed_memory();
     add_context();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
