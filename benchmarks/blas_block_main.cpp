@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   try {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    keep_freed_memory();
+    keep_freed_memory_and_record_it();
     benchmark::AddCustomContext("eigen_products", "EIGEN_USE_BLAS (system BLAS sgemm)");
     benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
     benchmark::AddCustomContext("OPENBLAS_CORETYPE",

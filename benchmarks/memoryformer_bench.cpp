@@ -480,7 +480,7 @@ int main(int argc, char** argv) {
   try {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    keep_freed_memory();
+    keep_freed_memory_and_record_it();
     add_context();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

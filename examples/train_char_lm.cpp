@@ -11,6 +11,7 @@
 // Exit status: 0 on success, 1 for a failure at run time (corpus, library error), 2 for a bad
 // command line.
 #include "cli.hpp"
+#include "freed_memory.hpp"
 #include "lm_training.hpp"
 
 #include <memoryformer/io/model_file.hpp>
@@ -321,6 +322,7 @@ int train(const Args& a, mf::ModelConfig config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // each step allocates its activations again
   Args a;
   try {
     bool help = false;

@@ -30,6 +30,7 @@
 // written atomically, and only once everything they hold has been computed.
 #include "cli.hpp"
 #include "corpus.hpp"
+#include "freed_memory.hpp"
 #include "lm_training.hpp"
 #if MF_HAVE_SENTENCEPIECE
 #include "tokenizer.hpp"
@@ -1083,6 +1084,7 @@ std::string usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // training and prefill allocate step-sized activations again and again
   const std::string command = argc > 1 ? argv[1] : "";
   if (command == "--help" || command == "-h" || command == "help") {
     std::cout << usage();
