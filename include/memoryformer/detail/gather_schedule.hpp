@@ -20,7 +20,6 @@
 //   and written once, its dots with the tokens' dy computed while it is loaded, and the table and
 //   its gradient are read once per call, in address order, in kPanelColumns slices, while the
 //   slice of dy comes from a contiguous strip in L2.
-// Within a panel, tokens are visited once per kPanelColumns piece (panel_tokens).
 #pragma once
 
 #include "../config.hpp"
@@ -32,6 +31,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -168,14 +168,13 @@ inline constexpr Eigen::Index kStripTokens = 4096;
 
 // The gather's panel loop over y [N, width]: for every slice of `columns` columns of every tile and
 // every pass of at most kStripTokens tokens, the pass's tokens' columns of y are copied into a
-// contiguous strip, body(panel, strip, slice, tokens, first, g) runs for every group of g chunk
-// tables from `first`, and the strip is copied back. Threads own slices, each with its own panel
+// contiguous strip, body(panel, strip, slice, tokens, first, g) runs for every group of g <= `group`
+// chunk tables from `first`, and the strip is copied back. Threads own slices, each with its own panel
 // and strip buffers, so each packs its own panels and writes its own columns.
 template <class T, class S, class Body>
 void for_each_panel(const Context& ctx, const TableTiles<T>& tiles, Eigen::Index columns, int chunks,
-                    int buckets, RowMatrix<S>& matrix, const Body& body) {
-  const PanelGrid<T> grid(tiles, columns, chunks,
-                          panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes()));
+                    int group, int buckets, RowMatrix<S>& matrix, const Body& body) {
+  const PanelGrid<T> grid(tiles, columns, chunks, group);
   const int tasks = static_cast<int>(std::min<Eigen::Index>(grid.slices(), ctx.num_threads()));
   const Eigen::Index n = matrix.rows(), passes = (n + kStripTokens - 1) / kStripTokens;
   ctx.parallel_for(tasks, [&](int task) {
@@ -204,34 +203,46 @@ Eigen::Index panel_columns(Schedule schedule, const TableTiles<T>& tiles) {
   return schedule == Schedule::tile_panels ? tiles.tile_columns : kPanelColumns;
 }
 
-// body(i, c, selection, w) for every token i of `tokens` and every kPanelColumns piece c
-// (w <= kPanelColumns columns) of a packed panel of `width` columns holding `group` chunk tables
-// from `first` (the pieces the panel kernels hold in registers). Tokens are visited once per piece,
-// so that the part of y, dy or the score sums they touch is a 64-column strip however wide the panel.
-template <class Body>
-void panel_tokens(int width, int first, int group, int buckets, const CodeMatrix& codes, const Range& tokens,
-                  const Body& body) {
-  for (int c = 0; c < width; c += kPanelColumns)
-    for (Eigen::Index i = tokens.begin; i < tokens.end; ++i)
-      body(i, c, RowSelection{codes.row(i).data() + first, group, buckets, width},
-           std::min(kPanelColumns, width - c));
+// The columns of an [N, K] matrix (codes or scores) regrouped by panel group: the [N, g] block of the
+// group of g tables from `first` starts at first * N. A pass over a group then reads its tokens' codes
+// and scores contiguously. Read in place they were g values in each token's row of K, a line apart
+// from the next token's, and each pass streamed those lines through L2 beside the panel and the strip
+// (docs/performance.md, "Panel metadata").
+template <class Scalar>
+std::vector<Scalar> by_panel_group(const RowMatrix<Scalar>& matrix, int group) {
+  const Eigen::Index n = matrix.rows(), chunks = matrix.cols();
+  std::vector<Scalar> grouped(static_cast<std::size_t>(n * chunks));
+  for (Eigen::Index first = 0; first < chunks; first += group) {
+    const Eigen::Index size = std::min<Eigen::Index>(group, chunks - first);
+    Eigen::Map<RowMatrix<Scalar>>(grouped.data() + first * n, n, size) = matrix.middleCols(first, size);
+  }
+  return grouped;
 }
 
 // The forward gather on the panel schedule: each panel packed from the table, every token's rows
-// of it summed into the token's row of the strip of y.
+// of it summed into the token's row of the strip of y. Tokens are visited once per kPanelColumns piece
+// of the panel (the piece the panel kernels hold in registers), so that the part of the strip they
+// touch is 64 columns however wide the panel.
 template <class T, class Acc, class Kernel>
 void gather_panels(const Context& ctx, const TableTiles<const T>& tiles, Eigen::Index columns,
                    const CodeMatrix& codes, const RowMatrix<Acc>& scores, int buckets, RowMatrix<Acc>& y,
                    const Kernel& kernel) {
-  for_each_panel(ctx, tiles, columns, static_cast<int>(codes.cols()), buckets, y,
+  const int chunks = static_cast<int>(codes.cols());
+  const int group = panel_group<T>(chunks, buckets, columns, ctx.l2_cache_bytes());
+  const std::vector<std::int32_t> group_codes = by_panel_group(codes, group);
+  const std::vector<Acc> group_scores = by_panel_group(scores, group);
+  const Eigen::Index n = codes.rows();
+  for_each_panel(ctx, tiles, columns, chunks, group, buckets, y,
                  [&](T* panel, Eigen::Map<RowMatrix<Acc>>& strip, const PanelSlice<const T>& slice,
                      const Range& tokens, int first, int g) {
                    pack_panel(slice, first, g, buckets, panel);
-                   panel_tokens(slice.width, first, g, buckets, codes, tokens,
-                                [&](Eigen::Index i, int c, const RowSelection& sel, int w) {
-                                  kernel(panel + c, sel, scores.row(i).data() + first,
-                                         strip.row(i - tokens.begin).data() + c, w);
-                                });
+                   const std::int32_t* block_codes = group_codes.data() + first * n;
+                   const Acc* block_scores = group_scores.data() + first * n;
+                   for (int c = 0; c < slice.width; c += kPanelColumns)
+                     for (Eigen::Index i = tokens.begin; i < tokens.end; ++i)
+                       kernel(panel + c, RowSelection{block_codes + i * g, g, buckets, slice.width},
+                              block_scores + i * g, strip.row(i - tokens.begin).data() + c,
+                              std::min(kPanelColumns, slice.width - c));
                  });
 }
 
