@@ -302,16 +302,26 @@ RowMatrix<Acc> gather_tokens(const Context& ctx, const TableTiles<const T>& tile
 // Score gradients of 16 chunk tables fill a 64-byte line of float (two of double).
 inline constexpr Eigen::Index kTablesPerLine = 16;
 
-// order = the tokens in order of their code in chunk table k, in token order within a code (a
-// counting sort; `next` is its scratch: where each code's next token goes).
-inline void tokens_by_code(const CodeMatrix& codes, int k, int buckets, std::vector<Eigen::Index>& order,
-                           std::vector<Eigen::Index>& next) {
+// Chunk table k's tokens in order of their code, in token order within a code (a counting sort),
+// with their scores for that table: tokens[j] and run_scores[j] for j in [0, N), and run_end[c] the
+// end of code c's run (it begins at run_end[c - 1], or 0).
+template <class T>
+void sort_by_code(const CodeMatrix& codes, const RowMatrix<T>& scores, Eigen::Index k, int buckets,
+                  std::int32_t* tokens, T* run_scores, Eigen::Index* run_end) {
   const Eigen::Index n = codes.rows();
-  next.assign(static_cast<std::size_t>(buckets) + 1, 0);
-  for (Eigen::Index i = 0; i < n; ++i) ++next[static_cast<std::size_t>(codes(i, k)) + 1];
-  for (std::size_t r = 0; r < static_cast<std::size_t>(buckets); ++r) next[r + 1] += next[r];
-  order.resize(static_cast<std::size_t>(n));
-  for (Eigen::Index i = 0; i < n; ++i) order[static_cast<std::size_t>(next[codes(i, k)]++)] = i;
+  std::fill(run_end, run_end + buckets, Eigen::Index{0});
+  for (Eigen::Index i = 0; i < n; ++i) ++run_end[codes(i, k)];
+  Eigen::Index begin = 0;  // run_end[c] now counts code c's tokens; make it where its run begins
+  for (int c = 0; c < buckets; ++c) {
+    const Eigen::Index count = run_end[c];
+    run_end[c] = begin;
+    begin += count;
+  }
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const Eigen::Index at = run_end[codes(i, k)]++;
+    tokens[at] = static_cast<std::int32_t>(i);
+    run_scores[at] = scores(i, k);
+  }
 }
 
 // How many rows ahead the by-code backward requests the table and gradient pieces of rows that
@@ -344,17 +354,10 @@ void backward_by_code(const Context& ctx, const T* table, T* grad, const CodeMat
     const auto entries = static_cast<std::size_t>(mine.size() * n);
     std::vector<std::int32_t> tokens(entries);
     std::vector<T> run_scores(entries), dots(entries, T(0));
-    std::vector<Eigen::Index> ends(static_cast<std::size_t>(mine.size()) * buckets), order, next;
-    for (Eigen::Index t = 0; t < mine.size(); ++t) {
-      const Eigen::Index k = mine.begin + t;
-      tokens_by_code(codes, static_cast<int>(k), buckets, order, next);
-      for (Eigen::Index j = 0; j < n; ++j) {
-        const Eigen::Index i = order[static_cast<std::size_t>(j)];
-        tokens[static_cast<std::size_t>(t * n + j)] = static_cast<std::int32_t>(i);
-        run_scores[static_cast<std::size_t>(t * n + j)] = scores(i, k);
-      }
-      std::copy(next.begin(), next.begin() + buckets, ends.begin() + t * buckets);
-    }
+    std::vector<Eigen::Index> ends(static_cast<std::size_t>(mine.size()) * buckets);
+    for (Eigen::Index t = 0; t < mine.size(); ++t)
+      sort_by_code(codes, scores, mine.begin + t, buckets, tokens.data() + t * n, run_scores.data() + t * n,
+                   ends.data() + t * buckets);
     AlignedBuffer<T> strip_buffer(static_cast<std::size_t>(n * columns));
     for (Eigen::Index col = 0; col < width; col += columns) {
       const Eigen::Index w = std::min(columns, width - col);
