@@ -29,6 +29,29 @@ struct Tables {
   RowSelection selection() const { return {codes.data(), count, buckets, table.cols()}; }
 };
 
+// A pass of `tokens` tokens over a panel of t's tables (gather_schedule.hpp): each token's codes
+// and scores drawn anew; token i's y at y + i * y_ld.
+struct Pass {
+  int tables, buckets;
+  std::vector<std::int32_t> codes;
+  std::vector<float> scores;
+
+  Pass(const Tables& t, int tokens, unsigned seed) : tables(t.count), buckets(t.buckets) {
+    std::mt19937 gen(seed);
+    for (int j = 0; j < tokens * tables; ++j) {
+      codes.push_back(static_cast<std::int32_t>(gen() % static_cast<unsigned>(buckets)));
+      scores.push_back(std::uniform_real_distribution<float>(-1.0f, 1.0f)(gen));
+    }
+  }
+  std::ptrdiff_t tokens() const { return static_cast<std::ptrdiff_t>(codes.size()) / tables; }
+  RowSelection selection(std::ptrdiff_t i, std::ptrdiff_t ld) const {
+    return {codes.data() + i * tables, tables, buckets, ld};
+  }
+  mf::detail::PanelPass<float> over(std::ptrdiff_t ld, float* y, std::ptrdiff_t y_ld) const {
+    return {codes.data(), scores.data(), tables, buckets, ld, y, y_ld, tokens()};
+  }
+};
+
 class KernelsOnPath : public test::PathTest {
  protected:
   GatherKernels<float> kernels() const { return mf::detail::kernels_for<float>(GetParam()); }
@@ -128,19 +151,24 @@ TEST_P(KernelsOnPath, ColumnSliceReadsOnlyItsColumns) {
   }
 }
 
-// A panel (gather_schedule.hpp): rows of kPanelColumns values. The panel kernel takes the full
-// width in registers and hands narrower last slices to the general gather.
+// A panel (gather_schedule.hpp): rows of kPanelColumns values, a pass of several tokens. The panel
+// kernel takes the full width in registers and hands narrower last slices to the general gather.
 TEST_P(KernelsOnPath, PanelGatherMatchesScalar) {
   const int columns = mf::detail::kPanelColumns;
   for (int count : {1, 2, 7, 8})
     for (int width : {columns, columns - 1, 17, 1}) {
       Tables t(count, 16, columns, static_cast<unsigned>(count * 131 + width));
-      std::vector<float> expected(static_cast<std::size_t>(width), -0.5f), got = expected;
-      scalar().gather(t.table.data(), t.selection(), t.scores.data(), expected.data(), width);
-      kernels().panel(t.table.data(), t.selection(), t.scores.data(), got.data(), width);
-      for (int c = 0; c < width; ++c)
+      // Three tokens, their y rows width + 3 apart: the 3 values between them must stay untouched.
+      const Pass pass(t, 3, static_cast<unsigned>(count + width));
+      const std::ptrdiff_t y_ld = width + 3, ld = t.table.cols();
+      std::vector<float> expected(static_cast<std::size_t>(3 * y_ld), -0.5f), got = expected;
+      for (std::ptrdiff_t i = 0; i < 3; ++i)
+        scalar().gather(t.table.data(), pass.selection(i, ld), pass.scores.data() + i * count,
+                        expected.data() + i * y_ld, width);
+      kernels().panel(t.table.data(), pass.over(ld, got.data(), y_ld), width);
+      for (std::size_t c = 0; c < got.size(); ++c)
         ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
-            << "K " << count << " width " << width << " col " << c;
+            << "K " << count << " width " << width << " value " << c;
     }
 }
 
@@ -154,12 +182,16 @@ void expect_packed_panel_matches_scalar(mf::KernelPath path, T (*store)(float)) 
       const Tables t(count, 4, columns, static_cast<unsigned>(count + width));
       std::vector<T> stored;
       for (Eigen::Index i = 0; i < t.table.size(); ++i) stored.push_back(store(t.table.data()[i] * 100.0f));
-      std::vector<float> expected(static_cast<std::size_t>(width), 2.0f), got = expected;
-      scalar.gather(stored.data(), t.selection(), t.scores.data(), expected.data(), width);
-      kernels.panel(stored.data(), t.selection(), t.scores.data(), got.data(), width);
-      for (int c = 0; c < width; ++c)
+      const Pass pass(t, 3, static_cast<unsigned>(count * 7 + width));
+      const std::ptrdiff_t y_ld = width + 3, ld = t.table.cols();
+      std::vector<float> expected(static_cast<std::size_t>(3 * y_ld), 2.0f), got = expected;
+      for (std::ptrdiff_t i = 0; i < 3; ++i)
+        scalar.gather(stored.data(), pass.selection(i, ld), pass.scores.data() + i * count,
+                      expected.data() + i * y_ld, width);
+      kernels.panel(stored.data(), pass.over(ld, got.data(), y_ld), width);
+      for (std::size_t c = 0; c < got.size(); ++c)
         ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
-            << "K " << count << " width " << width << " col " << c;
+            << "K " << count << " width " << width << " value " << c;
     }
 }
 

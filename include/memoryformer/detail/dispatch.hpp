@@ -18,10 +18,14 @@ namespace detail {
 template <class T, class Acc>
 using GatherKernel = void (*)(const T* table, const RowSelection& sel, const Acc* scores, Acc* y, int width);
 
+// The same for every token of a pass over a packed panel (gather_schedule.hpp).
+template <class T, class Acc>
+using PanelKernel = void (*)(const T* panel, const PanelPass<Acc>& pass, int width);
+
 template <class T>
 struct GatherKernels {
   GatherKernel<T, T> gather;
-  GatherKernel<T, T> panel;  // the same on a packed panel (gather_schedule.hpp)
+  PanelKernel<T, T> panel;
   void (*scatter)(T* grad, const RowSelection& sel, const T* scores, const T* dy, int width);
   void (*dot)(const T* table, const RowSelection& sel, const T* dy, int width, T* out);
   // The backward of one row and the tokens that picked it (by code, gather_schedule.hpp).
@@ -41,7 +45,7 @@ GatherKernels<T> kernels_for(KernelPath path) {
 #endif
   }
   (void)path;
-  return {scalar::gather<T, T>, scalar::gather<T, T>, scalar::scatter<T>, scalar::dot<T>, scalar::run_backward<T>};
+  return {scalar::gather<T, T>, scalar::gather_panel<T, T>, scalar::scatter<T>, scalar::dot<T>, scalar::run_backward<T>};
 }
 
 // The forward gathers of compressed tables (PackedMemoryLayer): stored as T (bf16 or int8),
@@ -49,7 +53,7 @@ GatherKernels<T> kernels_for(KernelPath path) {
 template <class T>
 struct PackedKernels {
   GatherKernel<T, float> gather;
-  GatherKernel<T, float> panel;
+  PanelKernel<T, float> panel;
 };
 
 template <class T>
@@ -59,7 +63,7 @@ PackedKernels<T> packed_kernels_for(KernelPath path) {
   if (path == KernelPath::avx2) return {avx2::gather<T>, avx2::gather_panel<T>};
 #endif
   (void)path;
-  return {scalar::gather<T, float>, scalar::gather<T, float>};
+  return {scalar::gather<T, float>, scalar::gather_panel<T, float>};
 }
 
 // The hash of one row (Eq. 9-10): codes[k] and scores[k] of its `chunks` chunks of tau values.

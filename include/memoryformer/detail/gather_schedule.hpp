@@ -239,10 +239,10 @@ void gather_panels(const Context& ctx, const TableTiles<const T>& tiles, Eigen::
                    const std::int32_t* block_codes = group_codes.data() + first * n;
                    const Acc* block_scores = group_scores.data() + first * n;
                    for (int c = 0; c < slice.width; c += kPanelColumns)
-                     for (Eigen::Index i = tokens.begin; i < tokens.end; ++i)
-                       kernel(panel + c, RowSelection{block_codes + i * g, g, buckets, slice.width},
-                              block_scores + i * g, strip.row(i - tokens.begin).data() + c,
-                              std::min(kPanelColumns, slice.width - c));
+                     kernel(panel + c,
+                            PanelPass<Acc>{block_codes + tokens.begin * g, block_scores + tokens.begin * g, g,
+                                           buckets, slice.width, strip.data() + c, strip.cols(), tokens.size()},
+                            std::min(kPanelColumns, slice.width - c));
                  });
 }
 
@@ -272,8 +272,8 @@ void gather_per_token(const Context& ctx, const TableTiles<const T>& tiles, cons
 }
 
 // y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) of the [K * buckets, width]
-// table, through the active path's kernels(table, selection, scores, y, width): `gather` per
-// token, `panel` on packed panels, on `schedule`. T is the stored type and Acc the accumulated one.
+// table, through the active path's kernels: `gather`(table, selection, scores, y, width) per token,
+// `panel`(panel, pass, width) on packed panels, on `schedule`. T is the stored type and Acc the accumulated one.
 template <class T, class Acc, class Kernels>
 RowMatrix<Acc> gather_tokens(const Context& ctx, const TableTiles<const T>& tiles, const CodeMatrix& codes,
                              const RowMatrix<Acc>& scores, int buckets, const RowMatrix<Acc>& bias,

@@ -28,6 +28,23 @@ struct RowSelection {
   std::ptrdiff_t offset(int k) const { return (static_cast<std::ptrdiff_t>(k) * buckets + codes[k]) * ld; }
 };
 
+// The tokens of one pass over a packed panel (gather_schedule.hpp), as the panel kernels see them:
+// token i selects row codes[i * tables + k] of each of the panel's `tables` chunk tables, weighted by
+// scores[i * tables + k], and adds them into y + i * y_ld.
+template <class Acc>
+struct PanelPass {
+  const std::int32_t* codes;  // [tokens, tables]
+  const Acc* scores;          // [tokens, tables]
+  int tables;
+  std::int32_t buckets;       // rows per chunk table
+  std::ptrdiff_t ld;          // elements between consecutive panel rows
+  Acc* y;
+  std::ptrdiff_t y_ld;        // elements between consecutive tokens' y
+  std::ptrdiff_t tokens;
+
+  RowSelection selection(std::ptrdiff_t i) const { return {codes + i * tables, tables, buckets, ld}; }
+};
+
 // The tokens that picked one table row, in token order, with their scores for that table: a run of
 // the backward's by-code order (gather_schedule.hpp).
 template <class T>

@@ -63,6 +63,13 @@ void gather(const T* table, const RowSelection& sel, const Acc* scores, Acc* y, 
   }
 }
 
+// gather for every token of a pass over a panel.
+template <class T, class Acc>
+void gather_panel(const T* panel, const PanelPass<Acc>& pass, int width) {
+  for (std::ptrdiff_t i = 0; i < pass.tokens; ++i)
+    gather(panel, pass.selection(i), pass.scores + i * pass.tables, pass.y + i * pass.y_ld, width);
+}
+
 // grad_row_k[0:width] += scores[k] * dy[0:width]   (dL/dT, Eq. 12)
 template <class T>
 void scatter(T* grad, const RowSelection& sel, const T* scores, const T* dy, int width) {
