@@ -45,15 +45,22 @@ def load(path):
         sys.exit(f"plot.py: {path}: no benchmarks in the file")
     has_iterations = any(r.get("run_type", "iteration") == "iteration" for r in runs)
     times = {}
+    untimed = set()  # families measured per call, not per token (BM_ParallelFor): not plotted
     for r in runs:
         wanted = (r.get("run_type", "iteration") == "iteration" if has_iterations
                   else r.get("aggregate_name") == "median")
         if not wanted or r.get("error_occurred"):
             continue
         if "time_per_token" not in r:
-            sys.exit(f"plot.py: {path}: run '{r['name']}' has no time_per_token counter "
-                     "(results from an older memoryformer_bench?)")
+            untimed.add(parse_name(r.get("run_name", r["name"]))[0])
+            continue
         times.setdefault(r.get("run_name", r["name"]), []).append(float(r["time_per_token"]))
+    if not times:
+        sys.exit(f"plot.py: {path}: no run has a time_per_token counter "
+                 "(results from an older memoryformer_bench?)")
+    if untimed:
+        print(f"plot.py: {path}: not plotted (no time_per_token counter): {', '.join(sorted(untimed))}",
+              file=sys.stderr)
     rows = [parse_name(name) + (ts,) for name, ts in times.items()]
     return data.get("context", {}), rows
 
