@@ -151,24 +151,34 @@ TEST_P(KernelsOnPath, ColumnSliceReadsOnlyItsColumns) {
   }
 }
 
+// The panel kernel over a pass of 3 tokens of `table` (t's rows, stored as T) against the scalar
+// gather token by token. The tokens' y rows are width + 3 apart: the 3 values between them must stay
+// untouched.
+template <class T>
+void expect_pass_matches_scalar(const T* table, const Tables& t, int width, unsigned seed, float y_start,
+                                mf::detail::GatherKernel<T, float> scalar_gather,
+                                mf::detail::PanelKernel<T, float> panel) {
+  const Pass pass(t, 3, seed);
+  const std::ptrdiff_t y_ld = width + 3, ld = t.table.cols();
+  std::vector<float> expected(static_cast<std::size_t>(3 * y_ld), y_start), got = expected;
+  for (std::ptrdiff_t i = 0; i < 3; ++i)
+    scalar_gather(table, pass.selection(i, ld), pass.scores.data() + i * t.count, expected.data() + i * y_ld,
+                  width);
+  panel(table, pass.over(ld, got.data(), y_ld), width);
+  for (std::size_t c = 0; c < got.size(); ++c)
+    ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
+        << "K " << t.count << " width " << width << " value " << c;
+}
+
 // A panel (gather_schedule.hpp): rows of kPanelColumns values, a pass of several tokens. The panel
 // kernel takes the full width in registers and hands narrower last slices to the general gather.
 TEST_P(KernelsOnPath, PanelGatherMatchesScalar) {
   const int columns = mf::detail::kPanelColumns;
   for (int count : {1, 2, 7, 8})
     for (int width : {columns, columns - 1, 17, 1}) {
-      Tables t(count, 16, columns, static_cast<unsigned>(count * 131 + width));
-      // Three tokens, their y rows width + 3 apart: the 3 values between them must stay untouched.
-      const Pass pass(t, 3, static_cast<unsigned>(count + width));
-      const std::ptrdiff_t y_ld = width + 3, ld = t.table.cols();
-      std::vector<float> expected(static_cast<std::size_t>(3 * y_ld), -0.5f), got = expected;
-      for (std::ptrdiff_t i = 0; i < 3; ++i)
-        scalar().gather(t.table.data(), pass.selection(i, ld), pass.scores.data() + i * count,
-                        expected.data() + i * y_ld, width);
-      kernels().panel(t.table.data(), pass.over(ld, got.data(), y_ld), width);
-      for (std::size_t c = 0; c < got.size(); ++c)
-        ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
-            << "K " << count << " width " << width << " value " << c;
+      const Tables t(count, 16, columns, static_cast<unsigned>(count * 131 + width));
+      expect_pass_matches_scalar<float>(t.table.data(), t, width, static_cast<unsigned>(count + width), -0.5f,
+                                        scalar().gather, kernels().panel);
     }
 }
 
@@ -182,16 +192,8 @@ void expect_packed_panel_matches_scalar(mf::KernelPath path, T (*store)(float)) 
       const Tables t(count, 4, columns, static_cast<unsigned>(count + width));
       std::vector<T> stored;
       for (Eigen::Index i = 0; i < t.table.size(); ++i) stored.push_back(store(t.table.data()[i] * 100.0f));
-      const Pass pass(t, 3, static_cast<unsigned>(count * 7 + width));
-      const std::ptrdiff_t y_ld = width + 3, ld = t.table.cols();
-      std::vector<float> expected(static_cast<std::size_t>(3 * y_ld), 2.0f), got = expected;
-      for (std::ptrdiff_t i = 0; i < 3; ++i)
-        scalar.gather(stored.data(), pass.selection(i, ld), pass.scores.data() + i * count,
-                      expected.data() + i * y_ld, width);
-      kernels.panel(stored.data(), pass.over(ld, got.data(), y_ld), width);
-      for (std::size_t c = 0; c < got.size(); ++c)
-        ASSERT_NEAR(got[c], expected[c], 1e-5f * (1 + std::abs(expected[c])))
-            << "K " << count << " width " << width << " value " << c;
+      expect_pass_matches_scalar<T>(stored.data(), t, width, static_cast<unsigned>(count * 7 + width), 2.0f,
+                                    scalar.gather, kernels.panel);
     }
 }
 
