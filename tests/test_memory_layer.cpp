@@ -31,6 +31,7 @@ TEST_P(LayerOnPath, ForwardMatchesReference) {
       {16, 30, 17, 5, mf::Score::paper, 0.5f, false}, {3, 20, 100, 10, mf::Score::l1, 2.0f, true},
       {64, 16, 8, 1, mf::Score::paper, 1.0f, true},   {5, 24, 1, 3, mf::Score::l1, 0.25f, true},
       {33, 64, 129, 8, mf::Score::paper, 1.5f, true}, {2, 128, 1000, 8, mf::Score::l1, 1.0f, false},
+      {1, 512, 1100, 4, mf::Score::l1, 1.0f, true},  // one token, large enough to split across threads
   };
   for (const ForwardCase& c : cases) {
     const mf::MemoryLayer<float> layer(options(c.d, c.h, c.tau, c.score, c.t, c.bias));
