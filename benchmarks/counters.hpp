@@ -15,4 +15,11 @@ inline void set_token_counters(benchmark::State& state, double tokens, double ma
   state.counters["FLOP_per_s"] = Counter(2.0 * macs, Counter::kIsIterationInvariantRate);
 }
 
+// The token counters and bytes_per_s: `weight_bytes` read per call, over real time.
+inline void set_counters(benchmark::State& state, double tokens, double macs, double weight_bytes) {
+  using Counter = benchmark::Counter;
+  set_token_counters(state, tokens, macs);
+  state.counters["bytes_per_s"] = Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
+}
+
 }  // namespace mf_bench

@@ -126,12 +126,6 @@ struct Cycle {
   }
 };
 
-void set_counters(benchmark::State& state, double tokens, double macs, double weight_bytes) {
-  using Counter = benchmark::Counter;
-  mf_bench::set_token_counters(state, tokens, macs);
-  state.counters["bytes_per_s"] = Counter(weight_bytes, Counter::kIsIterationInvariantRate, Counter::kIs1024);
-}
-
 // ---- Dense y = xW -------------------------------------------------------------------------------
 
 // Args N, d, h, cold, threads, with the inputs and weight sets they call for.
@@ -166,7 +160,7 @@ struct DenseCase {
   }
 
   void finish(benchmark::State& state) const {
-    set_counters(state, static_cast<double>(n), static_cast<double>(mf::dense_layer_macs(n, d, h)),
+    mf_bench::set_counters(state, static_cast<double>(n), static_cast<double>(mf::dense_layer_macs(n, d, h)),
                  static_cast<double>(d) * static_cast<double>(h) * sizeof(float));
   }
 };
@@ -294,7 +288,7 @@ void BM_MemoryLayer(benchmark::State& state) {
   else
     run_layers(state, packed, inputs);
   const std::int64_t k = d / tau;
-  set_counters(state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
+  mf_bench::set_counters(state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
                static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * value_bytes);
 }
 
@@ -319,7 +313,7 @@ void BM_DenseBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(dw.data());
     benchmark::ClobberMemory();
   }
-  set_counters(state, static_cast<double>(n), 2.0 * static_cast<double>(mf::dense_layer_macs(n, d, h)),
+  mf_bench::set_counters(state, static_cast<double>(n), 2.0 * static_cast<double>(mf::dense_layer_macs(n, d, h)),
                static_cast<double>(d) * static_cast<double>(h) * sizeof(float) * 2);
 }
 
@@ -349,7 +343,7 @@ void BM_MemoryLayerBackward(benchmark::State& state) {
   }
   const std::int64_t k = d / tau;
   // Bytes: every selected row read (dots) and read + written (scatter).
-  set_counters(
+  mf_bench::set_counters(
       state, static_cast<double>(n), 2.0 * static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
       3.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * sizeof(float));
 }

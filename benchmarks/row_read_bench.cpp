@@ -63,10 +63,7 @@ void BM_RowReads(benchmark::State& state) {
     if (++set == sets) set = 0;
   }
   benchmark::DoNotOptimize(sums.data());
-  mf_bench::set_token_counters(state, 1.0, 0.0);
-  state.counters["bytes_per_s"] =
-      benchmark::Counter(static_cast<double>(row_bytes * kRowsPerToken), benchmark::Counter::kIsIterationInvariantRate,
-                         benchmark::Counter::kIs1024);
+  mf_bench::set_counters(state, 1.0, 0.0, static_cast<double>(row_bytes * kRowsPerToken));
 }
 
 void row_read_args(benchmark::internal::Benchmark* b) {
