@@ -5,6 +5,8 @@
 
 #include <memoryformer/memoryformer.hpp>
 
+#include "instantiations.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
