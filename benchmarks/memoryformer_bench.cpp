@@ -28,6 +28,7 @@
 //                 token, b = 4, 2, 1 bytes per fp32, bf16, int8 value; an upper bound, since tokens
 //                 can pick the same row)
 #include "allocator.hpp"
+#include "cold.hpp"
 #include "counters.hpp"
 
 #include <memoryformer/memoryformer.hpp>
@@ -58,7 +59,6 @@ namespace {
 using Matrix = mf::RowMatrix<float>;
 using Index = Eigen::Index;
 
-constexpr std::int64_t kColdBytes = std::int64_t{512} << 20;
 // Tiny shapes would need millions of sets for 512 MiB; beyond this cap "cold" falls short.
 constexpr std::size_t kMaxWeightSets = 4096;
 constexpr Index kSmallBatch = 64;
@@ -109,7 +109,7 @@ class Inputs {
 // set and let the rows read repeat.
 std::size_t weight_sets(bool cold, std::int64_t set_bytes, Index ring) {
   if (!cold) return 1;
-  std::size_t sets = static_cast<std::size_t>((kColdBytes + set_bytes - 1) / set_bytes);
+  std::size_t sets = static_cast<std::size_t>((mf_bench::kColdBytes + set_bytes - 1) / set_bytes);
   sets = std::min(std::max<std::size_t>(sets, 2), kMaxWeightSets);
   if (ring > 1 && sets % static_cast<std::size_t>(ring) == 0) ++sets;
   return sets;

@@ -8,6 +8,7 @@
 // 4096 (fp32). Compare its time_per_token with BM_MemoryLayer/N:1/.../cold:1 of the same table
 // type: the gap is what the gather's arithmetic, hashing and hand-offs cost on top of the reads
 // (docs/performance.md, "Batch 1 from DRAM: the row-read bound").
+#include "cold.hpp"
 #include "counters.hpp"
 
 #include <memoryformer/memoryformer.hpp>
@@ -23,7 +24,6 @@ namespace detail = memoryformer::detail;
 
 constexpr int kRowsPerToken = 128;  // K = d / tau at d = 1024, tau 8
 constexpr int kRowsPerTable = 256;  // 2^tau
-constexpr std::size_t kColdBytes = std::size_t{512} << 20;
 constexpr std::size_t kTokens = 257;  // codes cycle with a prime period, sets with a power of 2
 
 void BM_RowReads(benchmark::State& state) {
@@ -34,7 +34,7 @@ void BM_RowReads(benchmark::State& state) {
     return;
   }
   const std::size_t set_bytes = row_bytes * kRowsPerToken * kRowsPerTable;
-  const std::size_t sets = kColdBytes / set_bytes;
+  const std::size_t sets = static_cast<std::size_t>(mf_bench::kColdBytes) / set_bytes;
   detail::AlignedBuffer<std::int8_t> tables(sets * set_bytes);
   for (std::size_t i = 0; i < tables.size(); ++i) tables.data()[i] = static_cast<std::int8_t>(i >> 6);
 
