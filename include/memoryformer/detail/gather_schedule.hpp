@@ -107,7 +107,9 @@ struct PanelSlice {
 inline constexpr std::ptrdiff_t kPackRowsAhead = 64;
 
 // panel[(k * buckets + r) * w + c] = source[((first + k) * buckets + r) * ld + c] for the `group`
-// chunk tables from `first` and the slice's w columns: one contiguous copy for a tile.
+// chunk tables from `first` and the slice's w columns: one contiguous copy for a tile. A whole tile
+// is copied too, not read in place: the copy measured faster (docs/performance.md, "Tile panels read
+// in place").
 template <class T>
 void pack_panel(const PanelSlice<T>& slice, int first, int group, int buckets,
                 std::remove_const_t<T>* panel) {
