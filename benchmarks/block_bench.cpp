@@ -11,6 +11,7 @@
 // Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
 // memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
 #include "counters.hpp"
+#include "grid.hpp"
 
 #include <memoryformer/memoryformer.hpp>
 
@@ -20,6 +21,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mf = memoryformer;
 
@@ -186,14 +188,17 @@ void BM_BlockDecodeTiled(benchmark::State& state) {
     set_decode_counters(state, true, c);
 }
 
-// (first, s, d, threads) for every s, d and thread count; d outermost so that each cached block
-// serves all its points before the next is built.
+// (first, s, d, threads) for every s, d and thread count (the quick grid: d 1024 on 2 threads, the
+// headline's); d outermost so that each cached block serves all its points before the next is built.
 void grid(benchmark::internal::Benchmark* b, const char* first, std::initializer_list<std::int64_t> values) {
+  const bool quick = mf_bench::bench_grid() == mf_bench::Grid::quick;
+  const std::vector<std::int64_t> dims = quick ? std::vector<std::int64_t>{1024} : std::vector<std::int64_t>{512, 1024};
+  const std::vector<std::int64_t> thread_counts = quick ? std::vector<std::int64_t>{2} : std::vector<std::int64_t>{1, 2};
   b->ArgNames({first, "s", "d", "threads"});
-  for (std::int64_t d : {512, 1024})
+  for (std::int64_t d : dims)
     for (std::int64_t v : values)
       for (std::int64_t s : {128, 512, 2048})
-        for (std::int64_t threads : {1, 2}) b->Args({v, s, d, threads});
+        for (std::int64_t threads : thread_counts) b->Args({v, s, d, threads});
 }
 void arch_grid(benchmark::internal::Benchmark* b) { grid(b, "arch", {0, 1}); }
 void table_grid(benchmark::internal::Benchmark* b) { grid(b, "table", {1, 2}); }

@@ -30,6 +30,7 @@
 #include "allocator.hpp"
 #include "cold.hpp"
 #include "counters.hpp"
+#include "grid.hpp"
 
 #include <memoryformer/memoryformer.hpp>
 
@@ -359,10 +360,7 @@ struct GridPoint {
   std::int64_t n, dim, cold, threads;
 };
 
-bool full_grid() {
-  const char* grid = std::getenv("MF_BENCH_GRID");
-  return grid != nullptr && std::string(grid) == "full";
-}
+bool full_grid() { return mf_bench::bench_grid() == mf_bench::Grid::full; }
 
 std::vector<GridPoint> grid_points() {
   std::vector<GridPoint> points;

@@ -10,6 +10,7 @@
 // with io::Weights::map. Points that do not fit this machine's memory are not registered: MF-base
 // in fp32 (27 GB).
 #include "counters.hpp"
+#include "grid.hpp"
 
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
@@ -124,8 +125,7 @@ double model_bytes(std::int64_t arch, std::int64_t size, mf::TableType table) {
 void model_grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"arch", "size", "table", "kv"});
   const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGE_SIZE));
-  const char* grid = std::getenv("MF_BENCH_GRID");
-  const std::int64_t largest = grid != nullptr && std::string(grid) == "quick" ? 0 : 2;
+  const std::int64_t largest = mf_bench::bench_grid() == mf_bench::Grid::quick ? 0 : 2;
   for (std::int64_t size = 0; size <= largest; ++size) {
     b->Args({0, size, 0, 512});
     for (const mf::TableType table : {mf::TableType::fp32, mf::TableType::bf16, mf::TableType::int8})

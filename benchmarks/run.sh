@@ -3,9 +3,9 @@
 #
 #   benchmarks/run.sh [--quick | --full] [--reps N] [--out FILE] [-- extra benchmark flags]
 #
-#   --quick  the default grid (d = h = 1024, tau 8, N in {1, 64, 4096}), the block benchmarks and
-#            whole-model decoding of the tiny size; 3 short repetitions, the main job's choice
-#            (scripts/run.sh)
+#   --quick  the default grid's layers (d = h = 1024, tau 8, N in {1, 64, 4096}), the blocks at
+#            d 1024 on 2 threads and whole-model decoding of the tiny size (the headline's points);
+#            3 short repetitions, the main job's choice (scripts/run.sh)
 #   --full   the whole grid of the issue (N, d, tau, table, cold, threads); takes hours
 #   default  the default grid with 5 repetitions, and whole-model decoding up to MF-base (model files
 #            are written once into build/release/bench_models, ~40 GB; MF_BENCH_MODELS moves them)
