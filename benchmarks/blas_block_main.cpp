@@ -8,23 +8,13 @@
 // run single-threaded inside them (OPENBLAS_NUM_THREADS=1, which benchmarks/run.sh sets, with
 // OPENBLAS_CORETYPE: OpenBLAS reads both when it is loaded, before main()).
 #include "allocator.hpp"
+#include "environment.hpp"
 
 #include <memoryformer/memoryformer.hpp>
 
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
 #include <iostream>
-#include <string>
-
-namespace {
-
-std::string environment(const char* name, const char* unset) {
-  const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? value : unset;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   try {
@@ -34,10 +24,10 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("eigen_products", "EIGEN_USE_BLAS (system BLAS sgemm)");
     benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
     benchmark::AddCustomContext("OPENBLAS_CORETYPE",
-                                environment("OPENBLAS_CORETYPE", "unset (BLAS may run ~5x slow)"));
+                                mf_bench::environment_or("OPENBLAS_CORETYPE", "unset (BLAS may run ~5x slow)"));
     benchmark::AddCustomContext(
         "OPENBLAS_NUM_THREADS",
-        environment("OPENBLAS_NUM_THREADS", "unset (BLAS threads oversubscribe the pool)"));
+        mf_bench::environment_or("OPENBLAS_NUM_THREADS", "unset (BLAS threads oversubscribe the pool)"));
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
   } catch (const std::exception& e) {

@@ -30,6 +30,7 @@
 #include "allocator.hpp"
 #include "cold.hpp"
 #include "counters.hpp"
+#include "environment.hpp"
 #include "grid.hpp"
 
 #include <memoryformer/memoryformer.hpp>
@@ -454,10 +455,8 @@ void add_context() {
   benchmark::AddCustomContext("eigen_threads", "1 (built without OpenMP)");
 #endif
 #if MF_BENCH_HAVE_CBLAS
-  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  benchmark::AddCustomContext("OPENBLAS_CORETYPE", coretype != nullptr && *coretype != '\0'
-                                                       ? coretype
-                                                       : "unset (baseline may run ~5x slow)");
+  benchmark::AddCustomContext("OPENBLAS_CORETYPE",
+                              mf_bench::environment_or("OPENBLAS_CORETYPE", "unset (baseline may run ~5x slow)"));
   if (openblas_get_corename != nullptr)
     benchmark::AddCustomContext("openblas_corename", openblas_get_corename());
 #else
