@@ -3,7 +3,7 @@
 //             within minutes; blocks at d 1024 on 2 threads only, whole models at the tiny size only;
 //   unset     the README's run: the same layers, blocks at d 512 and 1024 on 1 and 2 threads,
 //             models up to MF-base;
-//   full      the whole grid of layers (N, d, tau, cold; hours).
+//   full      the whole grid of layers (N, d, tau, cold; hours); blocks and models as unset.
 // Any other value stops the program with a message rather than measuring a grid nobody asked for.
 #pragma once
 

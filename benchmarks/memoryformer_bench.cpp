@@ -39,7 +39,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <optional>
