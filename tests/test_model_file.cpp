@@ -2,6 +2,7 @@
 // the names, shapes and metadata a PyTorch reader relies on, and the errors of files that do not fit.
 #include "test_support.hpp"
 
+#include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
 
 #include <algorithm>
@@ -152,6 +153,59 @@ TEST(ModelFile, OptimizerStateResumesTrainingExactly) {
   EXPECT_EQ(resumed_opt.step_count(), 2);
   train_steps(resumed, resumed_opt, resumed_params, 2);
   EXPECT_EQ(resumed.forward(tokens()), straight.forward(tokens()));
+}
+
+// One checkpoint file resumes what a model and an optimizer file resume: the weights, the moments
+// and the step, plus the trainer's own entries; a model reader refuses it, naming it a checkpoint.
+TEST(ModelFile, CheckpointHoldsTheModelTheOptimizerAndTheState) {
+  const std::string file = temp_path("checkpoint.safetensors");
+  using Model = mf::MemoryFormerModel<float>;
+  Model model(tiny_config());
+  auto params = model.parameters();
+  mf::AdamW<float> optimizer(params);
+  for (int s = 0; s < 3; ++s) {
+    model.zero_grad();
+    Model::Saved saved;
+    mf::RowMatrix<float> dlogits;
+    mf::cross_entropy<float>(model.forward(tokens(), &saved), tokens(), &dlogits);
+    model.backward(saved, dlogits);
+    optimizer.step(params, 1e-2);
+  }
+  mf::io::save_checkpoint(file, model, optimizer, params, {{"curve", "step\n3\n"}}, {{"tokenizer", "bytes"}});
+
+  const mf::io::Checkpoint checkpoint = mf::io::Checkpoint::open(file);
+  EXPECT_EQ(checkpoint.step(), 3);
+  EXPECT_EQ(checkpoint.state("curve"), "step\n3\n");
+  EXPECT_EQ(checkpoint.file().metadata().at("tokenizer"), "bytes");
+  test::expect_error([&] { checkpoint.state("seconds"); }, {"state.seconds", "missing"});
+  Model restored = checkpoint.model<Model>();
+  auto restored_params = restored.parameters();
+  mf::AdamW<float> restored_optimizer(restored_params);
+  checkpoint.restore(restored_optimizer, restored_params);
+  EXPECT_EQ(restored_optimizer.step_count(), 3);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(Eigen::Map<const Eigen::VectorXf>(restored_params[i].value, restored_params[i].size()),
+              Eigen::Map<const Eigen::VectorXf>(params[i].value, params[i].size()))
+        << params[i].name;
+    EXPECT_EQ(restored_optimizer.first_moment(i), optimizer.first_moment(i)) << params[i].name;
+    EXPECT_EQ(restored_optimizer.second_moment(i), optimizer.second_moment(i)) << params[i].name;
+  }
+  test::expect_error([&] { mf::io::load_model<Model>(file); },
+                     {"checkpoint.safetensors", "__metadata__.format", "\"memoryformer-checkpoint\"",
+                      "a training checkpoint"});
+  EXPECT_EQ(mf::io::config_to_json(mf::io::load_config(mf::io::SafetensorsFile::open(file))),
+            mf::io::config_to_json(model.config()));
+
+  // A model file is not a checkpoint, and a checkpoint must hold every moment.
+  const std::string model_file = temp_path("not_a_checkpoint.safetensors");
+  mf::io::save_model(model, model_file);
+  test::expect_error([&] { mf::io::Checkpoint::open(model_file); },
+                     {"__metadata__.format", "\"memoryformer\"", "expected \"memoryformer-checkpoint\""});
+  mf::AdamW<float> other(params);
+  auto fewer = params;
+  fewer.pop_back();
+  test::expect_error([&] { mf::io::save_checkpoint(file, model, other, fewer); },
+                     {"save_checkpoint", "params"});
 }
 
 TEST(ModelFile, FilesThatDoNotFitAreNamed) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "atomic_file.hpp"
+#include "checkpoint.hpp"
 #include "json.hpp"
 #include "model_file.hpp"
 #include "safetensors.hpp"

@@ -276,6 +276,55 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& config, Tab
   return extra;
 }
 
+// The file tensors of every weight of `model`, tables stored as `tables`; `keep` holds converted
+// tables until the write.
+template <class Model>
+void append_model_tensors(Model& model, TableType tables, std::vector<io::TensorData>& tensors,
+                          std::list<std::vector<std::uint8_t>>& keep) {
+  for (const auto& p : model.weights()) tensors.push_back(io::tensor(p.name, p.value, io::file_shape(p, model.config())));
+  for (const auto& [name, layer] : model.memory_layers())
+    append_table_tensors(name, *layer, tables, model.config(), tensors, keep);
+}
+
+// AdamW's two moments of every parameter as 1-D tensors "<name>.exp_avg" and "<name>.exp_avg_sq".
+template <class Scalar>
+void append_optimizer_tensors(const char* where, const AdamW<Scalar>& optimizer, const ParameterList<Scalar>& params,
+                              std::vector<io::TensorData>& tensors) {
+  if (optimizer.parameter_names().size() != params.size())
+    fail(where, "params", std::to_string(params.size()) + " parameters",
+         "the " + std::to_string(optimizer.parameter_names().size()) + " of the optimizer");
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::vector<std::int64_t> shape{static_cast<std::int64_t>(params[i].size())};
+    tensors.push_back(io::tensor(params[i].name + ".exp_avg", optimizer.first_moment(i).data(), shape));
+    tensors.push_back(io::tensor(params[i].name + ".exp_avg_sq", optimizer.second_moment(i).data(), shape));
+  }
+}
+
+// Restores `steps` and the moments append_optimizer_tensors wrote into an optimizer built for
+// `params`; `names` gains the tensors read.
+template <class Scalar>
+void read_optimizer(const io::SafetensorsFile& file, long steps, AdamW<Scalar>& optimizer,
+                    const ParameterList<Scalar>& params, std::set<std::string>& names) {
+  std::vector<std::vector<Scalar>> first, second;
+  for (const auto& p : params) {
+    for (auto* moments : {&first, &second}) {
+      const std::string name = p.name + (moments == &first ? ".exp_avg" : ".exp_avg_sq");
+      moments->emplace_back(static_cast<std::size_t>(p.size()));
+      read_into(file, name, {static_cast<std::int64_t>(p.size())}, moments->back().data());
+      names.insert(name);
+    }
+  }
+  optimizer.restore(steps, std::move(first), std::move(second));
+}
+
+// Fails unless the file's "format" entry is `want`.
+inline void require_format(const io::SafetensorsFile& file, const std::string& want, const std::string& why = "") {
+  const std::string& format = metadata_entry(file, "format");
+  if (format != want)
+    throw FormatError(file.path(), "", "__metadata__.format",
+                      io::json_quote(format) + ", expected " + io::json_quote(want) + why);
+}
+
 template <class Model>
 void require_tables_for(const char* where, TableType tables) {
   if (tables != TableType::fp32 && std::string(Model::Block::kArch) != "memoryformer")
@@ -297,10 +346,8 @@ void save_model(Model& model, const std::string& path, std::map<std::string, std
                 TableType tables = TableType::fp32) {
   detail::require_tables_for<Model>("save_model", tables);
   std::vector<TensorData> tensors;
-  for (const auto& p : model.weights()) tensors.push_back(tensor(p.name, p.value, file_shape(p, model.config())));
   std::list<std::vector<std::uint8_t>> keep;  // converted tables, alive until the write
-  for (const auto& [name, layer] : model.memory_layers())
-    detail::append_table_tensors(name, *layer, tables, model.config(), tensors, keep);
+  detail::append_model_tensors(model, tables, tensors, keep);
   write_safetensors(path, tensors, detail::model_metadata<Model>(model.config(), tables, std::move(extra)));
 }
 
@@ -367,11 +414,12 @@ void write_initial_model(const ModelConfig& config, const std::string& path, Tab
   write_safetensors_streamed(path, tensors, detail::model_metadata<Model>(config, tables, std::move(extra)));
 }
 
-// The config stored in a model file.
+// The format entry of a training checkpoint (checkpoint.hpp), which records its model as a model file does.
+inline constexpr const char* kCheckpointFormat = "memoryformer-checkpoint";
+
+// The config stored in a model file or a training checkpoint.
 inline ModelConfig load_config(const SafetensorsFile& file) {
-  if (detail::metadata_entry(file, "format") != "memoryformer")
-    throw FormatError(file.path(), "", "__metadata__.format",
-                      json_quote(detail::metadata_entry(file, "format")) + ", expected \"memoryformer\"");
+  if (detail::metadata_entry(file, "format") != kCheckpointFormat) detail::require_format(file, "memoryformer");
   return config_from_json(detail::metadata_entry(file, "config"), file.path(), "__metadata__.config");
 }
 
@@ -524,10 +572,11 @@ std::map<std::string, FileSlice> sharded_weight_slices(Model& model) {
   return out;
 }
 
-// load_model, for the whole model or, given `shard`, for one process's part of it.
+// load_model, for the whole model or, given `shard`, for one process's part of it, from a model
+// file or a checkpoint; `names` gains the tensors read.
 template <class Model>
 Model load_model_part(const io::SafetensorsFile& file, io::Weights how,
-                      const OutputShard<typename Model::Scalar>* shard) {
+                      const OutputShard<typename Model::Scalar>* shard, std::set<std::string>& names) {
   using namespace io;
   const ModelConfig config = load_config(file);
   const std::string file_arch = load_arch(file);
@@ -547,7 +596,6 @@ Model load_model_part(const io::SafetensorsFile& file, io::Weights how,
   Model model(config, Init::none);
   if (shard != nullptr) model.shard_outputs(*shard);
   const std::map<std::string, FileSlice> slices = sharded_weight_slices(model);
-  std::set<std::string> names;
   for (const auto& p : model.weights()) {
     const auto slice = slices.find(p.name);
     if (slice == slices.end()) {
@@ -565,6 +613,20 @@ Model load_model_part(const io::SafetensorsFile& file, io::Weights how,
     if (const auto* s = layer->output_shard()) columns = s->columns(layer->out_dim());
     layer->set_tables(read_tables<typename Model::Scalar>(file, name + ".tables", shape, tables, how, names, columns));
   }
+  return model;
+}
+
+// load_model_part of a model file: nothing but the model's tensors.
+template <class Model>
+Model load_model_file(const io::SafetensorsFile& file, io::Weights how,
+                      const OutputShard<typename Model::Scalar>* shard) {
+  require_format(file, "memoryformer",
+                 metadata_entry(file, "format") == io::kCheckpointFormat
+                     ? " (this is a training checkpoint: resume it with memoryformer train --resume, or read its "
+                       "model with io::Checkpoint)"
+                     : "");
+  std::set<std::string> names;
+  Model model = load_model_part<Model>(file, how, shard, names);
   reject_extra_tensors(file, names);
   return model;
 }
@@ -577,7 +639,7 @@ namespace io {
 // weights; tables as `how` says.
 template <class Model>
 Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
-  return detail::load_model_part<Model>(file, how, nullptr);
+  return detail::load_model_file<Model>(file, how, nullptr);
 }
 
 // Part shard.part of the model split over shard.parts processes by outputs (Model::shard_outputs,
@@ -586,7 +648,7 @@ Model load_model(const SafetensorsFile& file, Weights how = Weights::copy) {
 // calls it with its own part and one gather.
 template <class Model>
 Model load_model(const SafetensorsFile& file, const OutputShard<typename Model::Scalar>& shard) {
-  return detail::load_model_part<Model>(file, Weights::copy, &shard);
+  return detail::load_model_file<Model>(file, Weights::copy, &shard);
 }
 
 // The same from a path. With Weights::map the model keeps the file mapped for as long as it lives.
@@ -607,42 +669,26 @@ int mapped_tables(Model& model) {
 template <class Scalar>
 void save_optimizer(const AdamW<Scalar>& optimizer, const ParameterList<Scalar>& params,
                     const std::string& path) {
-  if (optimizer.parameter_names().size() != params.size())
-    memoryformer::detail::fail(
-        "save_optimizer", "params", std::to_string(params.size()) + " parameters",
-        "the " + std::to_string(optimizer.parameter_names().size()) + " of the optimizer");
   std::vector<TensorData> tensors;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const std::vector<std::int64_t> shape{static_cast<std::int64_t>(params[i].size())};
-    tensors.push_back(tensor(params[i].name + ".exp_avg", optimizer.first_moment(i).data(), shape));
-    tensors.push_back(tensor(params[i].name + ".exp_avg_sq", optimizer.second_moment(i).data(), shape));
-  }
+  detail::append_optimizer_tensors("save_optimizer", optimizer, params, tensors);
   write_safetensors(path, tensors,
                     {{"format", "memoryformer-adamw"}, {"step", std::to_string(optimizer.step_count())}});
+}
+
+// The "step" entry of an optimizer file or a checkpoint: the optimizer steps taken.
+inline long load_step(const SafetensorsFile& file) {
+  return static_cast<long>(
+      parse_json(detail::metadata_entry(file, "step"), file.path(), "__metadata__.step").as_int64());
 }
 
 // Restores what save_optimizer() wrote into an optimizer built for the same parameter list.
 template <class Scalar>
 void load_optimizer(AdamW<Scalar>& optimizer, const ParameterList<Scalar>& params, const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::open(path);
-  if (detail::metadata_entry(file, "format") != "memoryformer-adamw")
-    throw FormatError(
-        path, "", "__metadata__.format",
-        json_quote(detail::metadata_entry(file, "format")) + ", expected \"memoryformer-adamw\"");
-  const std::string& step_text = detail::metadata_entry(file, "step");
-  const long steps = static_cast<long>(parse_json(step_text, path, "__metadata__.step").as_int64());
-  std::vector<std::vector<Scalar>> first, second;
+  detail::require_format(file, "memoryformer-adamw");
   std::set<std::string> names;
-  for (const auto& p : params) {
-    for (auto* moments : {&first, &second}) {
-      const std::string name = p.name + (moments == &first ? ".exp_avg" : ".exp_avg_sq");
-      moments->emplace_back(static_cast<std::size_t>(p.size()));
-      detail::read_into(file, name, {static_cast<std::int64_t>(p.size())}, moments->back().data());
-      names.insert(name);
-    }
-  }
+  detail::read_optimizer(file, load_step(file), optimizer, params, names);
   detail::reject_extra_tensors(file, names);
-  optimizer.restore(steps, std::move(first), std::move(second));
 }
 
 }  // namespace io
