@@ -14,6 +14,7 @@
 #include "freed_memory.hpp"
 #include "lm_training.hpp"
 
+#include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 
@@ -28,6 +29,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -89,10 +91,11 @@ Args parse_args(int argc, char** argv, bool& help) {
   f.add("--top-k", &a.top_k, "sample from the k most likely characters (0: all)", 0, 256);
   f.add("--log", &a.log, "CSV of the validation curve, rewritten atomically at every validation");
   f.add("--save", &a.save,
-        "safetensors file of the model, written at every validation; the optimizer state goes to FILE.optim");
+        "safetensors file of the model, written at every validation, after a checkpoint (model and optimizer "
+        "state in one file) to FILE.ckpt");
   f.add(
       "--load", &a.load,
-      "start from this model file (its shape flags win); with FILE.optim beside it, resume where it stopped");
+      "start from this model file (its shape flags win); with FILE.ckpt beside it, resume where it stopped");
   help = !f.parse(argc, argv);
   if (!help && a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
   return a;
@@ -196,7 +199,13 @@ int train(const Args& a, mf::ModelConfig config) {
       reinterpret_cast<const unsigned char*>(a.prompt.data()),
       reinterpret_cast<const unsigned char*>(a.prompt.data()) + a.prompt.size());
 
-  Model model = a.load.empty() ? Model(config) : mf::io::load_model<Model>(a.load);
+  // A checkpoint holds the model and the optimizer state of one step, written as one file.
+  const std::string checkpoint_path = a.load + ".ckpt";
+  const bool resume = !a.load.empty() && fs::exists(checkpoint_path);
+  std::optional<mf::io::Checkpoint> checkpoint;
+  if (resume) checkpoint = mf::io::Checkpoint::open(checkpoint_path);
+  Model model = checkpoint ? checkpoint->model<Model>()
+                           : a.load.empty() ? Model(config) : mf::io::load_model<Model>(a.load);
   if (model.config().vocab_size != kVocab)
     throw std::runtime_error(a.load + ": vocab_size " + std::to_string(model.config().vocab_size) +
                              ", expected " + std::to_string(kVocab) + " (a byte-level model)");
@@ -204,12 +213,10 @@ int train(const Args& a, mf::ModelConfig config) {
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
-  const std::string load_optim = a.load + ".optim";
-  const bool resume = !a.load.empty() && fs::exists(load_optim);
-  if (resume) mf::io::load_optimizer(optimizer, params, load_optim);
+  if (checkpoint) checkpoint->restore(optimizer, params);
   const int first_step = static_cast<int>(optimizer.step_count()) + 1;
   if (first_step > a.steps + 1)
-    throw std::runtime_error(load_optim + " is at step " + std::to_string(first_step - 1) +
+    throw std::runtime_error(checkpoint_path + " is at step " + std::to_string(first_step - 1) +
                              ", past --steps " + std::to_string(a.steps));
   const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
   const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
@@ -285,8 +292,8 @@ int train(const Args& a, mf::ModelConfig config) {
       recent_steps = 0;
       if (!a.log.empty()) write_log(a.log, curve, a.arch);
       if (!a.save.empty()) {
+        mf::io::save_checkpoint(a.save + ".ckpt", model, optimizer, params, {}, {{"tokenizer", "bytes"}});
         mf::io::save_model(model, a.save, {{"tokenizer", "bytes"}});
-        mf::io::save_optimizer(optimizer, params, a.save + ".optim");
       }
     }
   }

@@ -28,6 +28,7 @@
 //      the format or docs/method.md §5, a checksum mismatch (inspect included)
 // Messages go to stderr and name the argument, the value and what was expected. Output files are
 // written atomically, and only once everything they hold has been computed.
+#include "checkpoints.hpp"
 #include "cli.hpp"
 #include "corpus.hpp"
 #include "freed_memory.hpp"
@@ -36,6 +37,7 @@
 #include "tokenizer.hpp"
 #endif
 
+#include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
 #if MF_HAVE_MPI
@@ -735,6 +737,7 @@ struct TrainArgs {
   std::string data, arch = "memoryformer", out, resume, log;
   int layers = 2, d_model = 128, heads = 4, tau = 8, seq = 128, batch = 16, steps = 1000, seed = 1;
   int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
+  int keep_checkpoints = 2;
   double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
   bool data_parallel = false;
   // The model variants of docs/method.md §6 (ModelConfig's defaults unless given).
@@ -798,6 +801,45 @@ void check_same_parameters(const mf::ParameterList<float>& params) {
 #endif
 }
 
+// The checkpoint --resume names: the file itself, or the newest of PATH.ckpt-<step> that opens
+// whole (checksums verified). Each one skipped is named with why.
+io::Checkpoint open_checkpoint(const std::string& resume, bool lead) {
+  const std::string name = checkpoints::split(resume).second;
+  const std::size_t dot = name.rfind(".ckpt-");
+  if (dot != std::string::npos && checkpoints::step_of(name, name.substr(0, dot)))
+    return for_argument("--resume", resume, [&] { return io::Checkpoint::open(resume); });
+  const auto found = checkpoints::find(resume);
+  if (found.empty()) {
+    const bool old_pair = std::filesystem::exists(resume + ".optim");
+    throw UsageError("--resume = " + in_quotes(resume) + ": no checkpoint " + in_quotes(resume + ".ckpt-<step>") +
+                     " found; " +
+                     (old_pair ? "its model and .optim pair was written by an older memoryformer, without the "
+                                 "checkpoints a resume needs (docs/training.md, \"Checkpoints\")"
+                               : "train writes one at every --save-every and at the end"));
+  }
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    try {
+      return io::Checkpoint::open(found[i].second);
+    } catch (const mf::Error& e) {
+      if (i + 1 == found.size())
+        throw RunError("--resume = " + in_quotes(resume) + ": no complete checkpoint; the oldest, " +
+                           in_quotes(found[i].second) + ": " + e.what(),
+                       status_of(e));
+      if (lead)
+        std::cerr << "train: skipping checkpoint " << found[i].second << " (" << e.what() << "); trying "
+                  << found[i + 1].second << '\n';
+    }
+  }
+  throw std::logic_error("open_checkpoint: unreachable");
+}
+
+// A double as text that reads back to the same bits.
+std::string exact(double x) {
+  std::ostringstream s;
+  s << std::setprecision(std::numeric_limits<double>::max_digits10) << x;
+  return s.str();
+}
+
 template <class Model>
 int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfig config) {
   const std::unique_ptr<lm::DataParallel> parallel = data_parallel(a);
@@ -805,25 +847,39 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   const io::TokenSplit& train = data.train();
   const io::TokenSplit& val = data.val();
   const std::string log = a.log.empty() ? a.out + ".csv" : a.log;
-  Model model = a.resume.empty() ? Model(config) : [&] {
-    const io::SafetensorsFile file = open_file("--resume", a.resume);
+  if (lead)
+    for (const std::string& stale : checkpoints::remove_stale_temporaries({a.out, log}))
+      std::cerr << "train: removed " << stale << ", left by a run that was killed while writing it\n";
+  std::optional<io::Checkpoint> checkpoint;
+  if (!a.resume.empty()) checkpoint = open_checkpoint(a.resume, lead);
+  Model model = !checkpoint ? Model(config) : [&] {
+    const io::SafetensorsFile& file = checkpoint->file();
     const std::string arch = io::load_arch(file);
     if (arch != Model::Block::kArch)
-      throw UsageError("--resume = " + in_quotes(a.resume) + ": a checkpoint of arch " + in_quotes(arch) +
+      throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": a checkpoint of arch " + in_quotes(arch) +
                        ", expected --arch " + a.arch);
     const std::string found = io::config_to_json(io::load_config(file)), want = io::config_to_json(config);
     if (found != want)
-      throw UsageError("--resume = " + in_quotes(a.resume) + ": its config " + found +
+      throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": its config " + found +
                        " differs from the flags' " + want);
-    check_dataset_matches(data, a.resume, config.vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
-    return for_argument("--resume", a.resume, [&] { return io::load_model<Model>(file, io::Weights::copy); });
+    check_dataset_matches(data, checkpoint->path(), config.vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
+    return for_argument("--resume", checkpoint->path(), [&] { return checkpoint->model<Model>(); });
   }();
   auto params = model.parameters();
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
-  if (!a.resume.empty())
-    for_argument("--resume", a.resume + ".optim", [&] { io::load_optimizer(optimizer, params, a.resume + ".optim"); });
+  // The curve's rows so far and the running mean of the train loss since the last validation.
+  std::string csv = "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds\n";
+  double recent_loss = 0;
+  int recent = 0;
+  if (checkpoint)
+    for_argument("--resume", checkpoint->path(), [&] {
+      checkpoint->restore(optimizer, params);
+      csv = checkpoint->state("curve");
+      recent_loss = io::parse_json(checkpoint->state("recent_loss"), checkpoint->path(), "recent_loss").as_number();
+      recent = static_cast<int>(io::parse_json(checkpoint->state("recent_steps"), checkpoint->path(), "recent_steps").as_int64());
+    });
   const int first_step = static_cast<int>(optimizer.step_count()) + 1;
   if (first_step > a.steps + 1)
     throw UsageError("--steps = " + std::to_string(a.steps) + ": expected at least the checkpoint's step " +
@@ -839,43 +895,41 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
     std::cerr << "train: " << a.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
               << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
               << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
-              << a.batch << " x " << a.seq << (first_step > 1 ? "; resuming at step " + std::to_string(first_step) : "")
+              << a.batch << " x " << a.seq
+              << (checkpoint ? "; resuming at step " + std::to_string(first_step) + " from " + checkpoint->path() : "")
               << (parallel ? " over " + std::to_string(parallel->processes) + " ranks" : "") << '\n';
 
-  // The CSV log: rows of earlier runs up to the resumed step are kept.
-  std::string csv = "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds\n";
-  if (first_step > 1) {
-    std::ifstream in(log);
-    std::string line;
-    std::getline(in, line);
-    for (int row = 2; std::getline(in, line); ++row) {
-      const std::optional<long long> step = parse_integer(line.substr(0, line.find(',')));
-      if (!step)
-        throw RunError("--log = " + in_quotes(log) + ": line " + std::to_string(row) + " = " + in_quotes(line) +
-                           ": expected a row starting with its step, as train writes (remove the file to start "
-                           "a new curve)",
-                       kMalformedFile);
-      if (*step < first_step) csv += line + '\n';
-    }
-  }
+  // The resumed curve is the checkpoint's: rows a killed run wrote past it are dropped.
+  if (lead && checkpoint) for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
   const bool tty = lead && ::isatty(STDERR_FILENO) != 0;
   const auto t_start = std::chrono::steady_clock::now();
-  double seconds = 0, recent_loss = 0;
-  int recent = 0;
+  double seconds = 0;
   lm::Evaluation last;
   int evaluated_at = -1;
   auto tokens_per_s = [&](int step) {
     return seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / seconds : 0.0;
   };
+  // The checkpoint first, complete on its own; then the model file, for generate and eval; then
+  // the checkpoints it supersedes go.
   auto save = [&] {
     if (!lead) return;
-    for_argument("--out", a.out, [&] {
-      io::save_model(model, a.out, metadata);
-      io::save_optimizer(optimizer, params, a.out + ".optim");
+    const long step = optimizer.step_count();
+    const std::string path = checkpoints::path_for(a.out, step);
+    checkpoints::kill_point("before-checkpoint", step);
+    for_argument("--out", path, [&] {
+      io::save_checkpoint(path, model, optimizer, params,
+                          {{"curve", csv}, {"recent_loss", exact(recent_loss)}, {"recent_steps", std::to_string(recent)}},
+                          metadata);
     });
+    checkpoints::kill_point("after-checkpoint", step);
+    for_argument("--out", a.out, [&] { io::save_model(model, a.out, metadata); });
+    checkpoints::kill_point("after-model", step);
+    checkpoints::prune(a.out, step, a.keep_checkpoints);
   };
   const int last_step = a.stop_after > 0 ? std::min(a.steps, first_step - 1 + a.stop_after) : a.steps;
+  const std::string rank_step = "rank" + std::to_string(parallel ? parallel->process : 0) + "-step";
   for (int step = first_step; step <= last_step; ++step) {
+    checkpoints::kill_point(rank_step.c_str(), step);
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = schedule(step - 1);
     const double loss = [&] {
@@ -905,6 +959,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
           << std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() << '\n';
       csv += row.str();
       if (lead) for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
+      if (lead) checkpoints::kill_point("after-log", step);
       if (lead)
         std::cerr << (tty ? "\n" : "") << "step " << step << ": train loss " << std::fixed << std::setprecision(4)
                   << recent_loss / recent << ", val loss " << last.loss() << ", val bpb " << bpb << ", "
@@ -931,9 +986,10 @@ int run_train(int argc, char** argv) {
   cli::Flags f(
       "memoryformer train --data data/ --arch memoryformer|dense --layers 2 --d-model 128 --heads 4 --tau 8 "
       "--seq 128 --batch 16 --steps 1000 --lr 5e-2 --seed 1 --out M.safetensors [--eval-every 100] "
-      "[--save-every 500] [--resume CKPT]\n"
-      "Trains a language model on a token dataset (tokenize). Writes the model and its optimizer state "
-      "(M.safetensors.optim) at --save-every and at the end, and the validation curve to a CSV; the last "
+      "[--save-every 500] [--resume M.safetensors]\n"
+      "Trains a language model on a token dataset (tokenize). Writes a checkpoint (M.safetensors.ckpt-STEP: "
+      "model, optimizer state and curve in one file) and the model at --save-every and at the end, and the "
+      "validation curve to a CSV; the last "
       "stdout line is a JSON object with val_loss, val_ppl, val_bpb, tokens_per_s and steps.");
   f.add("--data", &a.data, "dataset folder (memoryformer tokenize)");
   f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
@@ -962,12 +1018,16 @@ int run_train(int argc, char** argv) {
   f.add("--weight-decay", &a.weight_decay, "AdamW decoupled weight decay", 0, 10);
   f.add("--clip", &a.clip, "gradient clipping by global norm", 1e-9, 1e9);
   f.add("--seed", &a.seed, "seed of weights and batches", 0, std::numeric_limits<int>::max());
-  f.add("--out", &a.out, "model file to write (the optimizer state goes to FILE.optim)");
+  f.add("--out", &a.out, "model file to write (checkpoints go to FILE.ckpt-STEP)");
   f.add("--eval-every", &a.eval_every, "steps between validations", 1, 1 << 30);
   f.add("--eval-tokens", &a.eval_tokens, "val tokens each validation reads (0: all)", 0,
         std::numeric_limits<int>::max());
   f.add("--save-every", &a.save_every, "steps between checkpoints (0: only at the end)", 0, 1 << 30);
-  f.add("--resume", &a.resume, "continue from this checkpoint (and CKPT.optim) with the same flags");
+  f.add("--keep-checkpoints", &a.keep_checkpoints,
+        "checkpoints kept, the newest (older ones are a fallback should the newest be damaged)", 1, 1 << 20);
+  f.add("--resume", &a.resume,
+        "continue with the same flags from the newest complete checkpoint of this --out (FILE.ckpt-STEP), or "
+        "from the checkpoint file named");
   f.add("--stop-after", &a.stop_after,
         "stop with a checkpoint after this many steps of this run (0: run to --steps); --resume goes on", 0,
         1 << 30);
