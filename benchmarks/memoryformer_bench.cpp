@@ -220,9 +220,8 @@ void BM_DenseBlas(benchmark::State& state) {
 // ---- MemoryLayer --------------------------------------------------------------------------------
 
 // The layers of one BM_MemoryLayer run: `sets` independent weight sets (1 when hot). fp32 runs the
-// MemoryLayer itself; bf16 and int8 its PackedMemoryLayer (table: 1, 2 = mf::TableType).
-template <class Layer>
-void run_layers(benchmark::State& state, const std::vector<Layer>& layers, const Inputs& inputs) {
+// MemoryLayer itself; bf16 and int8 its compressed copies (table: 1, 2 = mf::TableType).
+void run_layers(benchmark::State& state, const std::vector<mf::MemoryLayer<float>>& layers, const Inputs& inputs) {
   // forward() returns a new matrix: its allocation is part of what a caller pays, so it is timed.
   Cycle w{layers.size()};
   Cycle r{static_cast<std::size_t>(inputs.ring())};
@@ -255,7 +254,7 @@ void BM_MemoryLayer(benchmark::State& state) {
 
   const Inputs inputs(n, d);
   std::vector<mf::MemoryLayer<float>> layers;
-  std::vector<mf::PackedMemoryLayer> packed;
+  std::vector<mf::MemoryLayer<float>> compressed;
   std::size_t sets = 0;
   try {
     sets = weight_sets(cold, mf::memory_layer_table_bytes(d, h, tau, value_bytes), inputs.ring());
@@ -271,14 +270,14 @@ void BM_MemoryLayer(benchmark::State& state) {
     return;
   }
   // Drawing normals for every cold set would slow the setup; the other cold sets get fresh values
-  // from the fast uniform generator (same spread as the default init). Packed sets are converted
+  // from the fast uniform generator (same spread as the default init). Compressed sets are converted
   // one at a time from a single float layer.
   const float scale = std::sqrt(6.0f / (5.0f * static_cast<float>(d)));
   for (std::size_t set = 0; set < sets; ++set) {
     if (type != mf::TableType::fp32) {
       if (set > 0)
         fill_uniform(layers[0].tables().data(), layers[0].tables().size(), 0x7ab1e000ULL + set, scale);
-      packed.emplace_back(layers[0], type);
+      compressed.push_back(layers[0].compressed(type));
     } else if (set > 0) {
       layers.push_back(layers.front());
       fill_uniform(layers.back().tables().data(), layers.back().tables().size(), 0x7ab1e000ULL + set, scale);
@@ -287,7 +286,7 @@ void BM_MemoryLayer(benchmark::State& state) {
   if (type == mf::TableType::fp32)
     run_layers(state, layers, inputs);
   else
-    run_layers(state, packed, inputs);
+    run_layers(state, compressed, inputs);
   const std::int64_t k = d / tau;
   mf_bench::set_counters(state, static_cast<double>(n), static_cast<double>(mf::memory_layer_macs(n, d, h, tau)),
                static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(h) * value_bytes);

@@ -185,8 +185,8 @@ TEST_P(KernelsOnPath, PanelGatherMatchesScalar) {
 template <class T>
 void expect_packed_panel_matches_scalar(mf::KernelPath path, T (*store)(float)) {
   const int columns = mf::detail::kPanelColumns;
-  const auto kernels = mf::detail::packed_kernels_for<T>(path);
-  const auto scalar = mf::detail::packed_kernels_for<T>(mf::KernelPath::scalar);
+  const auto kernels = mf::detail::compressed_kernels_for<T>(path);
+  const auto scalar = mf::detail::compressed_kernels_for<T>(mf::KernelPath::scalar);
   for (int count : {1, 8, 9})
     for (int width : {columns, 40}) {
       const Tables t(count, 4, columns, static_cast<unsigned>(count + width));

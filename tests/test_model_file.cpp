@@ -293,7 +293,7 @@ TEST(ModelFile, ConfigRecordsTheVariantsAndTheirAbsenceMeansTheDefaults) {
 
 }  // namespace
 
-// ---- Compressed tables (io/model_file.hpp, table_storage.hpp)
+// ---- Compressed tables (io/model_file.hpp, table_format.hpp)
 
 namespace compressed {
 
@@ -328,8 +328,7 @@ TEST(ModelFileCompressed, LoadsToExactlyThePackedLayersValues) {
     const auto original = memory_layers(model), reread = memory_layers(loaded);
     for (std::size_t i = 0; i < original.size(); ++i) {
       const auto& [name, layer] = original[i];
-      const mf::PackedMemoryLayer packed(*layer, type);
-      EXPECT_EQ(reread[i].second->table_values(), packed.tables()) << type << " " << name;
+      EXPECT_EQ(reread[i].second->table_values(), layer->compressed(type).table_values()) << type << " " << name;
       EXPECT_NE(reread[i].second->table_values(), layer->tables()) << type << " " << name << " was not rounded";
       const auto& info = st.info(name);
       EXPECT_EQ(info.dtype, type == mf::TableType::bf16 ? mf::io::DType::BF16 : mf::io::DType::I8) << name;

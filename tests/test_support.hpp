@@ -72,8 +72,8 @@ inline mf::MemoryLayerOptions panel_layer_options() {
   return o;
 }
 
-// A layer's tables as the schedules see them (no data): row-major (MemoryLayer) or tiled
-// (PackedMemoryLayer).
+// A layer's tables as the schedules see them (no data): in rows, or in tiles (compress(type,
+// TableLayout::tiles)).
 template <class Layer>
 mf::detail::TableTiles<const float> table_layout(const Layer& layer, bool tiled) {
   const Eigen::Index rows = static_cast<Eigen::Index>(layer.num_chunks()) * layer.num_buckets();

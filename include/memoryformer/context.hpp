@@ -6,8 +6,8 @@
 #pragma once
 
 #include "config.hpp"
-#include "detail/thread_pool.hpp"
-#include "kernel_path.hpp"
+#include "platform/thread_pool.hpp"
+#include "platform/kernel_path.hpp"
 
 #include <cstddef>
 #include <memory>

@@ -5,7 +5,7 @@
 
 #include "config.hpp"
 #include "context.hpp"
-#include "detail/aligned_buffer.hpp"
+#include "platform/aligned_buffer.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "output_shard.hpp"

@@ -5,14 +5,13 @@
 
 #include "config.hpp"
 #include "context.hpp"
-#include "detail/aligned_buffer.hpp"
-#include "detail/dispatch.hpp"
-#include "detail/gather_schedule.hpp"
 #include "detail/partition.hpp"
 #include "detail/random.hpp"
 #include "hash_bucket.hpp"
+#include "lookup.hpp"
 #include "output_shard.hpp"
 #include "parameter.hpp"
+#include "platform/aligned_buffer.hpp"
 #include "table_store.hpp"
 #include "tensor.hpp"
 
@@ -256,7 +255,7 @@ class MemoryLayer {
  private:
   RowMatrix<Scalar> gather(const Context& ctx, const Buckets<Scalar>& buckets) const {
     detail::check_buckets("MemoryLayer::forward", buckets, num_chunks(), num_buckets());
-    RowMatrix<Scalar> y = tables_.gather(ctx, buckets, num_buckets(), bias_);
+    RowMatrix<Scalar> y = detail::lookup_forward(ctx, tables_, buckets, num_buckets(), bias_);
     return shard_ ? shard_->gather->gather(y, out_dim()) : y;
   }
 
@@ -271,10 +270,7 @@ class MemoryLayer {
     if (!grads_) zero_grad();
     if (has_bias()) grads_->bias += dy.colwise().sum();
 
-    // dL/dT[row] += s * dy and dL/ds_k = <dy, T[row_k]>, on the schedule gather_schedule.hpp picks
-    // for this N.
-    return detail::backward_tokens(ctx, tables, grads_->tables.data(), buckets.codes, buckets.scores,
-                                   num_buckets(), dy, detail::kernels_for<Scalar>(ctx.kernel_path()));
+    return detail::lookup_backward(ctx, tables, grads_->tables.data(), buckets, num_buckets(), dy);
   }
 
   struct Gradients {

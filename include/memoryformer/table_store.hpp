@@ -1,25 +1,20 @@
-// TableStore: how a Memory Layer holds its [K * 2^tau, h] tables, the layer's storage policy.
+// TableStore: how a Memory Layer holds its [K * 2^tau, h] tables, the layer's storage policy. It
+// stores and converts; the computation over it is lookup.hpp's.
 // Element type (TableType: fp32, bf16, or int8 with one scale per row) times layout (TableLayout:
-// rows, or column tiles for long forwards; detail/table_tiles.hpp), in aligned storage the store
-// owns, or read in place from memory it shares (a mapped model file: viewing()). A layer's trained
-// tables are full precision (Scalar) in rows and owned: the only store that training reads and
-// writes, and the only one with a mutable row-major view. compressed() converts to any other store
-// for inference; the roundings are table_storage.hpp's, the int8 scale is folded into the chunk
-// score (s_k scale_r: one multiply per selected row, not per value), and accumulation stays in
-// float. A store may also be unallocated (Init::none): it knows its shape, holds no values, and
-// every read is an error until load_model or MemoryLayer::set_tables gives it some.
+// rows, or column tiles for long forwards; detail/table_tiles.hpp). The values live in memory with
+// one owner: an aligned buffer of the store's own, or memory it shares (a mapped model file:
+// viewing()). A layer's trained tables are full precision (Scalar) in rows and owned: the only
+// store that training reads and writes, and the only one with a mutable row-major view.
+// compressed() converts to any other store for inference, with the roundings of table_format.hpp.
+// A store may also be unallocated (Init::none): it knows its shape, holds no values, and every
+// read is an error until load_model or MemoryLayer::set_tables gives it some.
 #pragma once
 
 #include "config.hpp"
-#include "context.hpp"
-#include "detail/aligned_buffer.hpp"
-#include "detail/dispatch.hpp"
-#include "detail/float16.hpp"
-#include "detail/gather_schedule.hpp"
-#include "detail/kernels/row_selection.hpp"
 #include "detail/table_tiles.hpp"
-#include "hash_bucket.hpp"
-#include "table_storage.hpp"
+#include "platform/aligned_buffer.hpp"
+#include "platform/float16.hpp"
+#include "table_format.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -32,6 +27,14 @@
 namespace memoryformer {
 inline namespace v0 {
 
+// A store's values as the kernels read them: stored as T (Scalar, bf16 or int8) in the store's
+// layout, and for int8 the scale of each row.
+template <class T>
+struct StoredTables {
+  detail::TableTiles<const T> tiles;
+  const float* row_scales = nullptr;  // int8 only, one per row
+};
+
 template <class Scalar>
 class TableStore {
   static_assert(std::is_floating_point<Scalar>::value, "TableStore<Scalar>: Scalar must be float or double");
@@ -40,8 +43,7 @@ class TableStore {
   TableStore() = default;
 
   // Trainable tables of rows x width, zero.
-  TableStore(Eigen::Index rows, Eigen::Index width)
-      : rows_(rows), width_(width), full_(static_cast<std::size_t>(rows * width)) {}
+  TableStore(Eigen::Index rows, Eigen::Index width) : rows_(rows), width_(width) { allocate(); }
 
   // Tables of rows x width with no values yet.
   static TableStore unallocated(Eigen::Index rows, Eigen::Index width) {
@@ -62,9 +64,9 @@ class TableStore {
     if (!keep_alive || !can_view(values, row_scales))
       detail::fail("TableStore::viewing", "values", keep_alive ? "an unaligned address" : "no owner",
                    "memory aligned to 64 bytes (scales to 4), kept alive by `keep_alive`");
-    out.view_values_ = values;
-    out.view_scales_ = row_scales;
-    out.keep_alive_ = std::move(keep_alive);
+    out.owner_ = std::move(keep_alive);
+    out.values_ = values;
+    out.row_scales_ = type == TableType::int8 ? row_scales : nullptr;
     return out;
   }
 
@@ -73,30 +75,40 @@ class TableStore {
   static TableStore copying(TableType type, Eigen::Index rows, Eigen::Index width, const void* values,
                             const float* row_scales, Eigen::Index row_stride = 0) {
     TableStore out = stored_shape(type, rows, width, values, row_scales);
-    const std::size_t n = static_cast<std::size_t>(rows * width);
-    const Eigen::Index stride = row_stride == 0 ? width : row_stride;
-    const auto copy = [&](auto& buffer) {
-      buffer = std::remove_reference_t<decltype(buffer)>(n);
-      const std::size_t size = sizeof(buffer[0]);
-      const auto* from = static_cast<const std::uint8_t*>(values);
-      for (Eigen::Index r = 0; r < rows && width > 0; ++r)
-        std::memcpy(buffer.data() + r * width, from + static_cast<std::size_t>(r * stride) * size,
-                    static_cast<std::size_t>(width) * size);
-    };
-    switch (type) {
-      case TableType::bf16:
-        copy(out.bf16_);
-        break;
-      case TableType::int8:
-        copy(out.int8_);
-        out.row_scale_.assign(row_scales, row_scales + rows);
-        break;
-      case TableType::fp32:
-        copy(out.full_);
-        break;
-    }
+    std::uint8_t* to = out.allocate();
+    const std::size_t row_bytes = static_cast<std::size_t>(width) * out.value_bytes();
+    const std::size_t stride_bytes = static_cast<std::size_t>(row_stride == 0 ? width : row_stride) * out.value_bytes();
+    const auto* from = static_cast<const std::uint8_t*>(values);
+    for (Eigen::Index r = 0; r < rows && width > 0; ++r)
+      std::memcpy(to + static_cast<std::size_t>(r) * row_bytes, from + static_cast<std::size_t>(r) * stride_bytes,
+                  row_bytes);
+    if (type == TableType::int8) std::copy(row_scales, row_scales + rows, out.owned_scales());
     return out;
   }
+
+  // Copies hold storage of their own (a view stays a view of the same memory).
+  TableStore(const TableStore& other) { *this = other; }
+  TableStore& operator=(const TableStore& other) {
+    if (this == &other) return *this;
+    type_ = other.type_;
+    layout_ = other.layout_;
+    rows_ = other.rows_;
+    width_ = other.width_;
+    allocated_ = other.allocated_;
+    owned_ = other.owned_;
+    if (!other.owned_) {
+      owner_ = other.owner_;
+      values_ = other.values_;
+      row_scales_ = other.row_scales_;
+      return *this;
+    }
+    std::uint8_t* to = allocate();
+    if (bytes_of_values() > 0) std::memcpy(to, other.values_, bytes_of_values());
+    if (type_ == TableType::int8) std::copy(other.row_scales_, other.row_scales_ + rows_, owned_scales());
+    return *this;
+  }
+  TableStore(TableStore&&) noexcept = default;
+  TableStore& operator=(TableStore&&) noexcept = default;
 
   // Whether viewing() can read tables in place at these addresses.
   static bool can_view(const void* values, const float* row_scales) {
@@ -110,53 +122,48 @@ class TableStore {
   Eigen::Index width() const { return width_; }
   bool is_allocated() const { return allocated_; }
   // Whether the values are read in place from memory the store shares (viewing()).
-  bool is_view() const { return keep_alive_ != nullptr; }
+  bool is_view() const { return owner_ != nullptr && !owned_; }
   // Where the stored values begin (for the tests of where they live); nullptr when unallocated.
-  const void* stored_values() const {
-    if (!allocated_) return nullptr;
-    switch (type_) {
-      case TableType::bf16:
-        return stored<detail::bf16>();
-      case TableType::int8:
-        return stored<std::int8_t>();
-      case TableType::fp32:
-        break;
-    }
-    return stored<Scalar>();
-  }
+  const void* stored_values() const { return allocated_ ? values_ : nullptr; }
   // Where an int8 store's row scales begin; nullptr for other types.
-  const float* stored_row_scales() const {
-    return allocated_ && type_ == TableType::int8 ? row_scales() : nullptr;
-  }
+  const float* stored_row_scales() const { return allocated_ ? row_scales_ : nullptr; }
   // Whether these are trainable tables: full precision, in rows, in storage of their own.
-  bool is_trainable() const {
-    return allocated_ && !is_view() && type_ == TableType::fp32 && layout_ == TableLayout::rows;
-  }
+  bool is_trainable() const { return allocated_ && owned_ && type_ == TableType::fp32 && layout_ == TableLayout::rows; }
 
   // The trainable tables' values, row-major. Other stores have no such array: `where` names the
   // caller in the error.
   Scalar* data(const char* where) {
     require_trainable(where);
-    return full_.data();
+    // The store's own buffer, allocated mutable; values_ is const only because views share theirs.
+    return static_cast<Scalar*>(const_cast<void*>(values_));
   }
   const Scalar* data(const char* where) const {
     require_trainable(where);
-    return full_.data();
+    return static_cast<const Scalar*>(values_);
   }
 
   // Bytes the tables occupy, row scales included (in the shared memory, for a view).
   std::size_t bytes() const {
     if (!allocated_) return 0;
-    const auto values = static_cast<std::size_t>(rows_ * width_);
-    switch (type_) {
-      case TableType::bf16:
-        return values * sizeof(detail::bf16);
-      case TableType::int8:
-        return values + static_cast<std::size_t>(rows_) * sizeof(float);
-      case TableType::fp32:
-        break;
+    return bytes_of_values() + (type_ == TableType::int8 ? static_cast<std::size_t>(rows_) * sizeof(float) : 0);
+  }
+
+  // Calls f(StoredTables<T>) with the values as stored, T the element type of type(), and returns
+  // what it returns: the one place a computation learns the stored type.
+  template <class F>
+  decltype(auto) visit(const F& f) const {
+    require_allocated("MemoryLayer::forward");
+    if constexpr (std::is_same<Scalar, float>::value) {  // a double store holds fp32 alone
+      switch (type_) {
+        case TableType::bf16:
+          return f(StoredTables<detail::bf16>{tiles(stored<detail::bf16>()), nullptr});
+        case TableType::int8:
+          return f(StoredTables<std::int8_t>{tiles(stored<std::int8_t>()), row_scales_});
+        case TableType::fp32:
+          break;
+      }
     }
-    return values * sizeof(Scalar);
+    return f(StoredTables<Scalar>{tiles(stored<Scalar>()), nullptr});
   }
 
   // The value forward() computes with at (r, c), and all of them as a row-major matrix.
@@ -166,7 +173,7 @@ class TableStore {
       case TableType::bf16:
         return static_cast<Scalar>(detail::widen(stored<detail::bf16>()[i]));
       case TableType::int8:
-        return static_cast<Scalar>(dequantise_int8(stored<std::int8_t>()[i], row_scales()[r]));
+        return static_cast<Scalar>(dequantise_int8(stored<std::int8_t>()[i], row_scales_[r]));
       case TableType::fp32:
         break;
     }
@@ -193,12 +200,13 @@ class TableStore {
                    "TableType::fp32 for double tables (compressed tables hold float values)");
     require_allocated(where);
     if (type == type_ && layout == layout_)  // the same store, in memory of its own
-      return is_view() ? copying(type_, rows_, width_, view_values_, view_scales_) : *this;
+      return is_view() ? copying(type_, rows_, width_, values_, row_scales_) : *this;
     TableStore out;
     out.type_ = type;
     out.layout_ = layout;
     out.rows_ = rows_;
     out.width_ = width_;
+    out.allocate();
     // The values row-major: the tables themselves when they are so stored, else a converted copy.
     const bool row_major = type_ == TableType::fp32 && layout_ == TableLayout::rows;
     RowMatrix<Scalar> copy;
@@ -206,47 +214,30 @@ class TableStore {
     const Scalar* source = row_major ? stored<Scalar>() : copy.data();
     switch (type) {
       case TableType::bf16:
-        out.bf16_ = out.laid_out<detail::bf16>(
+        out.lay_out<detail::bf16>(
             source, [](Scalar v) { return detail::bf16{detail::float_to_bf16(static_cast<float>(v))}; });
         break;
       case TableType::int8:
         if constexpr (std::is_same<Scalar, float>::value) {
           std::vector<std::int8_t> q(static_cast<std::size_t>(rows_ * width_));
-          out.row_scale_.resize(static_cast<std::size_t>(rows_));
-          quantise_int8_rows(source, rows_, width_, q.data(), out.row_scale_.data());
-          out.int8_ = out.laid_out<std::int8_t>(q.data(), [](std::int8_t v) { return v; });
+          quantise_int8_rows(source, rows_, width_, q.data(), out.owned_scales());
+          out.lay_out<std::int8_t>(q.data(), [](std::int8_t v) { return v; });
         }
         break;
       case TableType::fp32:
-        out.full_ = out.laid_out<Scalar>(source, [](Scalar v) { return v; });
+        out.lay_out<Scalar>(source, [](Scalar v) { return v; });
         break;
     }
     return out;
   }
 
-  // y [N, width] = bias + sum_k scores(i, k) * row(k, codes(i, k)) (Eq. 11), on the kernels of the
-  // selected path (scalar for double) and the schedule gather_schedule.hpp picks.
-  RowMatrix<Scalar> gather(const Context& ctx, const Buckets<Scalar>& buckets, int buckets_per_table,
-                           const RowMatrix<Scalar>& bias) const {
-    require_allocated("MemoryLayer::forward");
-    if constexpr (std::is_same<Scalar, float>::value) {
-      const KernelPath path = ctx.kernel_path();
-      switch (type_) {
-        case TableType::bf16:
-          return gather_stored(ctx, buckets, buckets_per_table, bias, stored<detail::bf16>(),
-                               detail::packed_kernels_for<detail::bf16>(path));
-        case TableType::int8:
-          return gather_stored(ctx, buckets, buckets_per_table, bias, stored<std::int8_t>(),
-                               detail::packed_kernels_for<std::int8_t>(path));
-        case TableType::fp32:
-          break;
-      }
-    }
-    return gather_stored(ctx, buckets, buckets_per_table, bias, stored<Scalar>(),
-                         detail::kernels_for<Scalar>(ctx.kernel_path()));
-  }
-
  private:
+  // The store's own memory: the values in layout_ and, for int8, the row scales.
+  struct Owned {
+    detail::AlignedBuffer<std::uint8_t> values;
+    std::vector<float> row_scales;
+  };
+
   // A store of `type` in rows, shaped for `values` (checked: present, and a type this Scalar holds).
   static TableStore stored_shape(TableType type, Eigen::Index rows, Eigen::Index width, const void* values,
                                  const float* row_scales) {
@@ -265,18 +256,31 @@ class TableStore {
     return out;
   }
 
-  // The stored values as T, the element type of type_: in the shared memory, or in the buffers.
+  std::size_t value_bytes() const {
+    return type_ == TableType::fp32 ? sizeof(Scalar) : static_cast<std::size_t>(table_value_bytes(type_));
+  }
+  std::size_t bytes_of_values() const { return static_cast<std::size_t>(rows_ * width_) * value_bytes(); }
+
+  // Zeroed memory of the store's own for the values (and the scales of int8), which becomes their
+  // owner; returns where the values go.
+  std::uint8_t* allocate() {
+    auto owned = std::make_shared<Owned>();
+    owned->values = detail::AlignedBuffer<std::uint8_t>(bytes_of_values());
+    if (type_ == TableType::int8) owned->row_scales.assign(static_cast<std::size_t>(rows_), 0.0f);
+    values_ = owned->values.data();
+    row_scales_ = type_ == TableType::int8 ? owned->row_scales.data() : nullptr;
+    owner_ = owned;
+    owned_ = true;
+    allocated_ = true;
+    return owned->values.data();
+  }
+  float* owned_scales() { return const_cast<float*>(row_scales_); }  // after allocate(): ours
+
+  // The stored values as T, the element type of type_.
   template <class T>
   const T* stored() const {
-    if (is_view()) return static_cast<const T*>(view_values_);
-    if constexpr (std::is_same<T, detail::bf16>::value)
-      return bf16_.data();
-    else if constexpr (std::is_same<T, std::int8_t>::value)
-      return int8_.data();
-    else
-      return full_.data();
+    return static_cast<const T*>(values_);
   }
-  const float* row_scales() const { return is_view() ? view_scales_ : row_scale_.data(); }
 
   void require_allocated(const char* where) const {
     if (!allocated_)
@@ -306,56 +310,29 @@ class TableStore {
     return {data, rows_, width_, layout_ == TableLayout::tiles ? detail::kTileColumns : width_};
   }
 
-  // The row-major [rows_, width_] `source` converted value by value into layout_, a row's tile
-  // pieces at a time.
+  // The row-major [rows_, width_] `source` converted value by value into the store's own memory,
+  // in layout_, a row's tile pieces at a time.
   template <class T, class Source, class Convert>
-  detail::AlignedBuffer<T> laid_out(const Source* source, const Convert& convert) const {
-    detail::AlignedBuffer<T> stored(static_cast<std::size_t>(rows_ * width_));
+  void lay_out(const Source* source, const Convert& convert) {
+    T* stored = static_cast<T*>(const_cast<void*>(values_));  // our own memory, just allocated
     for (Eigen::Index r = 0; r < rows_; ++r) {
       const Source* row = source + r * width_;
-      detail::for_each_tile_piece(tiles(stored.data()), 0, width_,
+      detail::for_each_tile_piece(tiles(stored), 0, width_,
                                   [&](T* piece, std::ptrdiff_t ld, Eigen::Index c, int w) {
                                     std::transform(row + c, row + c + w, piece + r * ld, convert);
                                   });
     }
-    return stored;
-  }
-
-  // The gather of `table` for every token; int8 scores are first multiplied by their rows' scales.
-  // A token's K scales are K random lines, cold at batch 1: they are all requested into L2 first
-  // (detail::prefetch_row), or the loads queue on L1's few miss buffers (docs/performance.md).
-  template <class T, class Kernels>
-  RowMatrix<Scalar> gather_stored(const Context& ctx, const Buckets<Scalar>& buckets, int buckets_per_table,
-                                  const RowMatrix<Scalar>& bias, const T* table,
-                                  const Kernels& kernels) const {
-    if (type_ != TableType::int8)
-      return detail::gather_tokens(ctx, tiles(table), buckets.codes, buckets.scores, buckets_per_table, bias,
-                                   kernels);
-    const float* row_scale = row_scales();
-    const auto scale = [&](Eigen::Index i, Eigen::Index k) -> const float& {
-      return row_scale[k * buckets_per_table + buckets.codes(i, k)];
-    };
-    RowMatrix<Scalar> scaled(buckets.scores.rows(), buckets.scores.cols());
-    for (Eigen::Index i = 0; i < scaled.rows(); ++i) {
-      for (Eigen::Index k = 0; k < scaled.cols(); ++k) detail::prefetch_row(&scale(i, k), sizeof(float));
-      for (Eigen::Index k = 0; k < scaled.cols(); ++k) scaled(i, k) = buckets.scores(i, k) * scale(i, k);
-    }
-    return detail::gather_tokens(ctx, tiles(table), buckets.codes, scaled, buckets_per_table, bias, kernels);
   }
 
   TableType type_ = TableType::fp32;
   TableLayout layout_ = TableLayout::rows;
   Eigen::Index rows_ = 0, width_ = 0;
   bool allocated_ = true;
-  // Aligned storage in layout_ (tiles()); only the one of type_ is allocated, and none for a view.
-  detail::AlignedBuffer<Scalar> full_;
-  detail::AlignedBuffer<detail::bf16> bf16_;
-  detail::AlignedBuffer<std::int8_t> int8_;
-  std::vector<float> row_scale_;  // int8 only, one per table row
-  // A view's values and scales (in rows), and what keeps them alive.
-  const void* view_values_ = nullptr;
-  const float* view_scales_ = nullptr;
-  std::shared_ptr<const void> keep_alive_;
+  bool owned_ = false;  // the values are in owner_'s Owned, not in memory the store shares
+  // What keeps the values alive (the store's Owned, or a file mapping), and where they are.
+  std::shared_ptr<const void> owner_;
+  const void* values_ = nullptr;
+  const float* row_scales_ = nullptr;  // int8 only, one per table row
 };
 
 }  // namespace v0

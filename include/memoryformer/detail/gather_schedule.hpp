@@ -24,7 +24,7 @@
 
 #include "../config.hpp"
 #include "../context.hpp"
-#include "aligned_buffer.hpp"
+#include "../platform/aligned_buffer.hpp"
 #include "kernels/row_selection.hpp"
 #include "partition.hpp"
 #include "table_tiles.hpp"

@@ -3,8 +3,8 @@
 // t * tile_columns + w_t) of every row, the rows one after another (row stride w_t, the tile's
 // width). Row-major storage is the case of a single tile as wide as the table.
 //
-// MemoryLayer keeps its trained tables row-major. PackedMemoryLayer stores its compressed copy in
-// tiles of kTileColumns, so that the panel schedule's copy of a group of tables is one contiguous
+// A layer's trained tables are row-major. compress(type, TableLayout::tiles) stores them in tiles
+// of kTileColumns, so that the panel schedule's copy of a group of tables is one contiguous
 // read: packing a 64-column slice out of row-major rows reads 64-256 bytes a row apart, which is
 // no faster from DRAM than gathering rows per token. Tiles much narrower cost the batch-1 path,
 // which then reads every row in small pieces. Both trades: BM_MemoryLayer and
@@ -20,7 +20,7 @@ namespace memoryformer {
 inline namespace v0 {
 namespace detail {
 
-// Columns per tile of PackedMemoryLayer's tables.
+// Columns per tile of tables stored in TableLayout::tiles.
 inline constexpr Eigen::Index kTileColumns = 128;
 
 // A view of a table stored as column tiles; T may be const.

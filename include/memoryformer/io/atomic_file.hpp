@@ -5,7 +5,7 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../detail/file_descriptor.hpp"
+#include "detail/file_descriptor.hpp"
 
 #include <cerrno>
 #include <cstdint>

@@ -13,7 +13,7 @@
 //  - "tables": "bf16": each table BF16 [K, 2^bits, width], rounded to nearest even;
 //  - "tables": "int8": each table I8 [K, 2^bits, width] plus an F32 tensor "<table name>.scale"
 //    [K, 2^bits] of per-row symmetric scales (value = scale[k, row] * q); quantise_int8_rows() of
-//    table_storage.hpp, the rounding MemoryLayer::compress uses.
+//    table_format.hpp, the rounding MemoryLayer::compress uses.
 // A float model loads bf16 and int8 tables as they are stored (TableStore), never dequantised and
 // quantised again; a double model holds fp32 alone and widens them. A table whose dtype does not
 // match "tables" (or an int8 table without its scale) is an error naming the tensor.
@@ -33,7 +33,7 @@
 #include "../output_shard.hpp"
 #include "../optim.hpp"
 #include "../parameter.hpp"
-#include "../table_storage.hpp"
+#include "../table_format.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -193,7 +193,7 @@ inline const std::string& metadata_entry(const io::SafetensorsFile& file, const 
 }
 
 
-// A table's values as float row-major, the type the roundings of table_storage.hpp are defined on:
+// A table's values as float row-major, the type the roundings of table_format.hpp are defined on:
 // the stored array where it is one, else a copy in `buffer`.
 template <class Scalar>
 const float* table_as_float(const MemoryLayer<Scalar>& layer, std::vector<float>& buffer) {

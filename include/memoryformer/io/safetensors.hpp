@@ -12,8 +12,8 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../detail/float16.hpp"
-#include "../detail/mapped_file.hpp"
+#include "../platform/float16.hpp"
+#include "detail/mapped_file.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
 

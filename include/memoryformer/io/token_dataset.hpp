@@ -7,7 +7,7 @@
 #pragma once
 
 #include "../config.hpp"
-#include "../detail/mapped_file.hpp"
+#include "detail/mapped_file.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
 

@@ -7,8 +7,9 @@
 
 #if MF_HAVE_X86_SIMD
 
-#include "../float16.hpp"
+#include "../../platform/float16.hpp"
 #include "hash_block.hpp"
+#include "kernel_table.hpp"
 #include "pow2_series.hpp"
 #include "row_selection.hpp"
 #include "target_region.hpp"
@@ -93,6 +94,13 @@ struct Isa {
 };
 
 #include "vector_kernels.inc"
+
+inline constexpr KernelTable kTable = {
+    {gather<float>, gather_panel<float>, scatter, dot, run_backward},
+    {gather<bf16>, gather_panel<bf16>},
+    {gather<std::int8_t>, gather_panel<std::int8_t>},
+    hash_chunks,
+};
 
 }  // namespace avx2
 }  // namespace detail

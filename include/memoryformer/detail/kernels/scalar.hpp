@@ -3,7 +3,8 @@
 #pragma once
 
 #include "../../config.hpp"
-#include "../float16.hpp"
+#include "../../platform/float16.hpp"
+#include "kernel_table.hpp"
 #include "row_selection.hpp"
 
 #include <cstdint>
@@ -106,6 +107,18 @@ void run_backward(const T* row, T* grad, const CodeRun<T>& run, const T* strip, 
     dots[j] += acc;
   }
 }
+
+// The kernels of trained tables of S (float or double): double runs these alone.
+template <class S>
+inline constexpr GatherKernels<S> kTrainedKernels = {gather<S, S>, gather_panel<S, S>, scatter<S>, dot<S>,
+                                                      run_backward<S>};
+
+inline constexpr KernelTable kTable = {
+    kTrainedKernels<float>,
+    {gather<bf16, float>, gather_panel<bf16, float>},
+    {gather<std::int8_t, float>, gather_panel<std::int8_t, float>},
+    hash_chunks<float>,
+};
 
 }  // namespace scalar
 }  // namespace detail

@@ -5,8 +5,8 @@
 // double always runs scalar.
 #pragma once
 
-#include "config.hpp"
-#include "detail/cpu_features.hpp"
+#include "../config.hpp"
+#include "cpu_features.hpp"
 
 #include <cstdlib>
 #include <ostream>

@@ -1,13 +1,13 @@
-// How hash tables are stored in fewer bytes: the table types and the one definition of each
-// rounding, shared by PackedMemoryLayer (tables in memory) and io/model_file.hpp (tables in files),
-// so that a converted file loads to exactly the values a packed layer computes with.
+// How hash table values are encoded: the table types and layouts, and the one definition of each
+// rounding, shared by TableStore (tables in memory) and io/model_file.hpp (tables in files), so
+// that a converted file loads to exactly the values a compressed layer computes with.
 //  - bf16: each value rounded to bfloat16 (8 significant bits, relative error <= 2^-8);
 //  - int8: each row r scaled symmetrically, q = round(v / scale_r), scale_r = max|row r| / 127, so
 //    |v - q scale_r| <= scale_r / 2.
 #pragma once
 
 #include "config.hpp"
-#include "detail/float16.hpp"
+#include "platform/float16.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -2,7 +2,7 @@
 // tables, token datasets) keep it alive. Errors are FileErrors carrying errno and the path.
 #pragma once
 
-#include "../errors.hpp"
+#include "../../errors.hpp"
 #include "file_descriptor.hpp"
 
 #include <cerrno>
