@@ -7,7 +7,7 @@
 // BM_RowReads/bytes/threads: bytes per row, a table row of h = 1024 values: 1024 (int8), 2048 (bf16),
 // 4096 (fp32). Compare its time_per_token with BM_MemoryLayer/N:1/.../cold:1 of the same table
 // type: the gap is what the gather's arithmetic, hashing and hand-offs cost on top of the reads
-// (docs/performance.md, "Batch 1 from DRAM: the row-read bound").
+// (docs/performance.md, "Layer at N = 1").
 #include "cold.hpp"
 #include "counters.hpp"
 

@@ -58,7 +58,7 @@ inline constexpr double kMinTokensPerRowForTiledPanels = 0.5;
 
 // The backward's scatter-add and row dots go by code (backward_by_code) from this many tokens per
 // row on; at one token per row it was even with the per-token loop, and worse below
-// (BM_MemoryLayerBackward; docs/performance.md, "Backward").
+// (BM_MemoryLayerBackward; docs/performance.md, "Backward by code").
 inline constexpr double kMinTokensPerRowByCode = 2.0;
 
 // Chunk tables per panel: as many as fit in half of L2 (the other half holds the y being written).

@@ -7,7 +7,8 @@
 // - From 2 MiB on (Linux), 2 MiB aligned and advised for transparent huge pages. A batch-1 gather
 //   reads K rows in K different 4 KiB pages: with 4 KiB pages each row costs a TLB miss and a page
 //   walk before its DRAM access can start (BM_MemoryLayer N = 1 cold; docs/performance.md, "TLB
-//   misses"). Where the kernel grants no huge page (THP "never") the advice is a no-op.
+//   misses: huge pages for tables"). Where the kernel grants no huge page (THP "never") the advice
+//   is a no-op.
 #pragma once
 
 #include "../config.hpp"

@@ -66,7 +66,7 @@ inline constexpr int kPanelColumns = 64;
 // in bytes: the first rows of a call are requested at once, then one more per row summed. The
 // requests go to L2 (prefetcht2): into L1 they compete with the loads for its few miss buffers.
 // 32 KiB is the window that served fp32 and int8 best at batch 1 from DRAM (BM_MemoryLayer N = 1
-// cold; docs/performance.md, "where the prefetches went").
+// cold; docs/performance.md, "Row prefetch window").
 inline constexpr std::size_t kPrefetchBytes = std::size_t{32} << 10;
 
 // Requests a row's first `bytes` bytes into L2.
