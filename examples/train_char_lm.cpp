@@ -13,6 +13,7 @@
 #include "cli.hpp"
 #include "freed_memory.hpp"
 #include "lm_training.hpp"
+#include "model_flags.hpp"
 
 #include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
@@ -42,11 +43,8 @@ namespace {
 constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
 
 struct Args {
-  std::string arch = "memoryformer";
-  std::string corpus;  // empty: the fortunes files
-  int layers = 2, d_model = 128, heads = 4, tau = 8, expand_bits = 2;
-  std::string score = "paper";
-  double temperature = 1.0;
+  std::string corpus;     // empty: the fortunes files
+  cli::ModelFlags model;  // --arch, the shape and the variants (the memoryformer tool's train has the same)
   int seq = 64, batch = 16, steps = 300;
   double lr = 0;    // 0: the paper's, 3e-3 for MemoryFormer and 1e-3 for dense
   int warmup = -1;  // -1: 1% of the steps (at least 1)
@@ -63,15 +61,8 @@ struct Args {
 Args parse_args(int argc, char** argv, bool& help) {
   Args a;
   cli::Flags f("train_char_lm [flags]");
-  f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
   f.add("--corpus", &a.corpus, "training text, any bytes (default: Debian's fortunes files)");
-  f.add("--layers", &a.layers, "number of blocks", 0, 64);
-  f.add("--d-model", &a.d_model, "model width", 1, 8192);
-  f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
-  f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
-  f.add("--expand-bits", &a.expand_bits, "extra bits of the Memory Block's down layer", 0, 8);
-  f.add("--score", &a.score, "chunk weight of the Memory Layers", {"paper", "l1"});
-  f.add("--temperature", &a.temperature, "hash score temperature t", 1e-6, 1e6);
+  a.model.add_to(f);
   f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
   f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
   f.add("--steps", &a.steps, "optimizer steps", 0, 1 << 30);
@@ -97,7 +88,9 @@ Args parse_args(int argc, char** argv, bool& help) {
       "--load", &a.load,
       "start from this model file (its shape flags win); with FILE.ckpt beside it, resume where it stopped");
   help = !f.parse(argc, argv);
-  if (!help && a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
+  if (help) return a;
+  a.model.check();
+  if (a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
   return a;
 }
 
@@ -218,16 +211,16 @@ int train(const Args& a, mf::ModelConfig config) {
   if (first_step > a.steps + 1)
     throw std::runtime_error(checkpoint_path + " is at step " + std::to_string(first_step - 1) +
                              ", past --steps " + std::to_string(a.steps));
-  const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
+  const double peak_lr = a.lr > 0 ? a.lr : (a.model.arch == "dense" ? 1e-3 : 3e-3);
   const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
   const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
 
   const Eigen::Index n_params = mf::parameter_count(params);
   const double unigram = unigram_bpc(train_ids, kVocab);
   const mf::ModelConfig& c = model.config();
-  std::cerr << "train_char_lm: " << a.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
+  std::cerr << "train_char_lm: " << a.model.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
             << c.n_heads << " heads"
-            << (a.arch == "memoryformer"
+            << (a.model.arch == "memoryformer"
                     ? ", tau " + std::to_string(c.tau) + ", e " + std::to_string(c.expand_bits) + ", score " +
                           mf::to_string(c.score)
                     : std::string())
@@ -290,7 +283,7 @@ int train(const Args& a, mf::ModelConfig config) {
                 << std::defaultfloat;
       recent_loss = 0;
       recent_steps = 0;
-      if (!a.log.empty()) write_log(a.log, curve, a.arch);
+      if (!a.log.empty()) write_log(a.log, curve, a.model.arch);
       if (!a.save.empty()) {
         mf::io::save_checkpoint(a.save + ".ckpt", model, optimizer, params, {}, {{"tokenizer", "bytes"}});
         mf::io::save_model(model, a.save, {{"tokenizer", "bytes"}});
@@ -311,7 +304,7 @@ int train(const Args& a, mf::ModelConfig config) {
 
   const Point last = curve.empty() ? Point{0, 0, std::nan(""), val_loss, 0, 0} : curve.back();
   std::ostringstream json;
-  json << std::setprecision(6) << "{\"arch\": \"" << a.arch << "\", \"step\": " << a.steps
+  json << std::setprecision(6) << "{\"arch\": \"" << a.model.arch << "\", \"step\": " << a.steps
        << ", \"train_loss\": " << (std::isfinite(last.train_loss) ? std::to_string(last.train_loss) : "null")
        << ", \"val_loss\": " << val_loss << ", \"val_bpc\": " << val_loss / std::log(2.0)
        << ", \"unigram_bpc\": " << unigram << ", \"tokens_per_s\": " << tokens_per_s(a.steps)
@@ -341,18 +334,10 @@ int main(int argc, char** argv) {
   }
   try {
     mf::set_num_threads(a.threads);
-    mf::ModelConfig config;
-    config.n_layers = a.layers;
-    config.d_model = a.d_model;
-    config.n_heads = a.heads;
-    config.tau = a.tau;
-    config.expand_bits = a.expand_bits;
-    config.score = a.score == "l1" ? mf::Score::l1 : mf::Score::paper;
-    config.temperature = a.temperature;
-    config.seed = static_cast<std::uint64_t>(a.seed);
+    const mf::ModelConfig config = a.model.config(kVocab, static_cast<std::uint64_t>(a.seed));
     config.validate();  // before the corpus is read: a bad shape is reported at once
-    return a.arch == "dense" ? train<mf::DenseModel<float>>(a, config)
-                             : train<mf::MemoryFormerModel<float>>(a, config);
+    return a.model.arch == "dense" ? train<mf::DenseModel<float>>(a, config)
+                                   : train<mf::MemoryFormerModel<float>>(a, config);
   } catch (const std::exception& e) {
     std::cerr << "\ntrain_char_lm: " << e.what() << '\n';
     return 1;

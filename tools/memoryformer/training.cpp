@@ -7,6 +7,7 @@
 #include "common/errors.hpp"
 #include "common/lm_training.hpp"
 #include "common/model_files.hpp"
+#include "common/model_flags.hpp"
 
 #include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
@@ -59,25 +60,14 @@ std::string metrics_json(const char* prefix, const lm::Evaluation& e, const io::
 }
 
 struct TrainArgs {
-  std::string data, arch = "memoryformer", out, resume, log;
-  int layers = 2, d_model = 128, heads = 4, tau = 8, seq = 128, batch = 16, steps = 1000, seed = 1;
+  std::string data, out, resume, log;
+  cli::ModelFlags model;  // --arch, the shape and the variants of docs/method.md §6
+  int seq = 128, batch = 16, steps = 1000, seed = 1;
   int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
   int keep_checkpoints = 2;
   double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
   bool data_parallel = false;
-  // The model variants of docs/method.md §6 (ModelConfig's defaults unless given).
-  int expand_bits = 2;
-  double temperature = 1.0, norm_eps = 1e-8;
-  std::string score = "paper", rms_form = "eps_in_root", embedding_init = "normal_0.02",
-              memory_block_activation = "none", output_projection = "none";
 };
-
-// The enum value whose to_string is `name` (a Flags choice, so one always is).
-template <class Enum>
-Enum enum_named(const std::string& name, std::initializer_list<Enum> values) {
-  if (const auto e = mf::detail::enum_named(name, values)) return *e;
-  throw std::logic_error("enum_named: no value named " + name);
-}
 
 // --data-parallel: this process's share of every batch and the sums over MPI_COMM_WORLD
 // (docs/distributed.md §6); null without the flag.
@@ -182,7 +172,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
     const std::string arch = io::load_arch(file);
     if (arch != Model::Block::kArch)
       throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": a checkpoint of arch " + in_quotes(arch) +
-                       ", expected --arch " + a.arch);
+                       ", expected --arch " + a.model.arch);
     const std::string found = io::config_to_json(io::load_config(file)), want = io::config_to_json(config);
     if (found != want)
       throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": its config " + found +
@@ -209,7 +199,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   if (first_step > a.steps + 1)
     throw UsageError("--steps = " + std::to_string(a.steps) + ": expected at least the checkpoint's step " +
                      std::to_string(first_step - 1));
-  const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
+  const double peak_lr = a.lr > 0 ? a.lr : (a.model.arch == "dense" ? 1e-3 : 3e-3);
   const int warmup = a.warmup >= 0 ? std::min(a.warmup, a.steps) : std::max(1, a.steps / 100);
   const mf::CosineSchedule schedule(peak_lr, std::min(warmup, std::max(a.steps, 1)), std::max(a.steps, 1),
                                     peak_lr * a.min_lr_ratio);
@@ -217,7 +207,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
                                                        {"tokenizer_checksum", data.meta().tokenizer_checksum},
                                                        {"train_seq", std::to_string(a.seq)}};
   if (lead)
-    std::cerr << "train: " << a.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
+    std::cerr << "train: " << a.model.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
               << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
               << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
               << a.batch << " x " << a.seq
@@ -301,41 +291,15 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfi
   if (parallel) check_same_parameters(params);
   if (!lead) return 0;
   std::cout << std::setprecision(6) << "{" << metrics_json("val_", last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
-            << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.arch << "\", \"lr\": " << peak_lr
+            << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.model.arch << "\", \"lr\": " << peak_lr
             << ", \"seed\": " << a.seed << ", \"val_tokens\": " << last.tokens << "}" << std::endl;
   return 0;
 }
 
-}  // namespace
-
-int run_train(int argc, char** argv) {
-  TrainArgs a;
-  cli::Flags f(
-      "memoryformer train --data data/ --arch memoryformer|dense --layers 2 --d-model 128 --heads 4 --tau 8 "
-      "--seq 128 --batch 16 --steps 1000 --lr 5e-2 --seed 1 --out M.safetensors [--eval-every 100] "
-      "[--save-every 500] [--resume M.safetensors]\n"
-      "Trains a language model on a token dataset (tokenize). Writes a checkpoint (M.safetensors.ckpt-STEP: "
-      "model, optimizer state and curve in one file) and the model at --save-every and at the end, and the "
-      "validation curve to a CSV; the last "
-      "stdout line is a JSON object with val_loss, val_ppl, val_bpb, tokens_per_s and steps.");
+// train's flags, in the order its --help lists them.
+void add_train_flags(cli::Flags& f, TrainArgs& a) {
   f.add("--data", &a.data, "dataset folder (memoryformer tokenize)");
-  f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
-  f.add("--layers", &a.layers, "number of blocks", 0, 64);
-  f.add("--d-model", &a.d_model, "model width", 1, 8192);
-  f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
-  f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
-  f.add("--expand-bits", &a.expand_bits, "extra bits of the Memory Block's down layer (tau + e <= 16)", 0, 15);
-  f.add("--score", &a.score, "weight of a selected row", {"paper", "l1"});
-  f.add("--temperature", &a.temperature, "softmax temperature of the score", 1e-6, 1e6);
-  f.add("--rms-form", &a.rms_form, "where RMSNorm adds eps (eps_after_root: the released code's)",
-        {"eps_in_root", "eps_after_root"});
-  f.add("--norm-eps", &a.norm_eps, "RMSNorm eps", 1e-30, 1);
-  f.add("--embedding-init", &a.embedding_init, "init of the embedding and LM head (small_init: the released code's)",
-        {"normal_0.02", "small_init"});
-  f.add("--memory-block-activation", &a.memory_block_activation,
-        "function between the Memory Block's LayerNorm and down layer", {"none", "gelu"});
-  f.add("--output-projection", &a.output_projection, "W_O after attention (memory: a Memory Layer)",
-        {"none", "memory"});
+  a.model.add_to(f);
   f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
   f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
   f.add("--steps", &a.steps, "optimizer steps in all (a resumed run counts the earlier ones)", 0, 1 << 30);
@@ -363,6 +327,21 @@ int run_train(int argc, char** argv) {
   f.add("--data-parallel", &a.data_parallel,
         "under mpirun -np P: each rank takes its share of every batch and the gradients are summed over the "
         "ranks, which stay identical; rank 0 writes (docs/distributed.md)");
+}
+
+}  // namespace
+
+int run_train(int argc, char** argv) {
+  TrainArgs a;
+  cli::Flags f(
+      "memoryformer train --data data/ --arch memoryformer|dense --layers 2 --d-model 128 --heads 4 --tau 8 "
+      "--seq 128 --batch 16 --steps 1000 --lr 5e-2 --seed 1 --out M.safetensors [--eval-every 100] "
+      "[--save-every 500] [--resume M.safetensors]\n"
+      "Trains a language model on a token dataset (tokenize). Writes a checkpoint (M.safetensors.ckpt-STEP: "
+      "model, optimizer state and curve in one file) and the model at --save-every and at the end, and the "
+      "validation curve to a CSV; the last "
+      "stdout line is a JSON object with val_loss, val_ppl, val_bpb, tokens_per_s and steps.");
+  add_train_flags(f, a);
   for (const char* name : {"--data", "--out"}) f.require(name);
   if (!f.parse(argc, argv)) return 0;
   mf::set_num_threads(a.threads);
@@ -373,29 +352,10 @@ int run_train(int argc, char** argv) {
       throw UsageError("--seq = " + std::to_string(a.seq) + ": expected at most " +
                        std::to_string(split->size() > 0 ? split->size() - 1 : 0) + ", the " + name + " split of " +
                        in_quotes(a.data) + " has " + std::to_string(split->size()) + " tokens");
-  mf::ModelConfig config;
-  config.vocab_size = data.meta().vocab_size;
-  config.n_layers = a.layers;
-  config.d_model = a.d_model;
-  config.n_heads = a.heads;
-  config.tau = a.tau;
-  config.expand_bits = a.expand_bits;
-  config.score = enum_named(a.score, {mf::Score::paper, mf::Score::l1});
-  config.temperature = a.temperature;
-  config.norm_eps = a.norm_eps;
-  config.rms_form = enum_named(a.rms_form, {mf::RmsForm::eps_in_root, mf::RmsForm::eps_after_root});
-  config.embedding_init =
-      enum_named(a.embedding_init, {mf::EmbeddingInit::normal_0_02, mf::EmbeddingInit::small_init});
-  config.memory_block_activation =
-      enum_named(a.memory_block_activation, {mf::Activation::none, mf::Activation::gelu});
-  config.output_projection = a.output_projection == "memory";
-  config.seed = static_cast<std::uint64_t>(a.seed);
-  if (a.tau + a.expand_bits > mf::kMaxTau)
-    throw UsageError("--expand-bits = \"" + std::to_string(a.expand_bits) + "\": expected tau + expand_bits <= " +
-                     std::to_string(mf::kMaxTau) + " (--tau " + std::to_string(a.tau) + ")");
-  for_argument("--d-model", std::to_string(a.d_model), [&] { config.validate(); });
-  return a.arch == "dense" ? train_model<mf::DenseModel<float>>(a, data, config)
-                           : train_model<mf::MemoryFormerModel<float>>(a, data, config);
+  const mf::ModelConfig config = a.model.config(data.meta().vocab_size, static_cast<std::uint64_t>(a.seed));
+  for_argument("--d-model", std::to_string(a.model.d_model), [&] { config.validate(); });
+  return a.model.arch == "dense" ? train_model<mf::DenseModel<float>>(a, data, config)
+                                 : train_model<mf::MemoryFormerModel<float>>(a, data, config);
 }
 
 int run_eval(int argc, char** argv) {
