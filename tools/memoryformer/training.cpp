@@ -1,6 +1,6 @@
-// memoryformer train and eval: a language model trained on a token dataset, with checkpoints that
-// a killed run resumes from bit for bit (docs/training.md, "Checkpoints"), alone or data-parallel
-// over mpirun's ranks (docs/distributed.md §6); and a model's loss over a dataset split.
+// memoryformer train and eval: a language model trained on a token dataset by lm::train, with
+// checkpoints that a killed run resumes from bit for bit (docs/training.md, "Checkpoints"), alone
+// or data-parallel over mpirun's ranks (docs/distributed.md §6); and a model's loss over a split.
 #include "checkpoints.hpp"
 #include "commands.hpp"
 #include "common/cli.hpp"
@@ -8,20 +8,17 @@
 #include "common/lm_training.hpp"
 #include "common/model_files.hpp"
 #include "common/model_flags.hpp"
+#include "train_run.hpp"
 
 #include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
 #include <memoryformer/memoryformer.hpp>
-#if MF_HAVE_MPI
-#include <memoryformer/distributed/gradient_sum.hpp>
-#endif
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdint>
-#include <filesystem>
 #include <initializer_list>
 #include <iomanip>
 #include <iostream>
@@ -30,9 +27,8 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <stdexcept>
 #include <string>
-#include <vector>
+#include <utility>
 
 namespace tool {
 namespace {
@@ -59,240 +55,118 @@ std::string metrics_json(const char* prefix, const lm::Evaluation& e, const io::
   return j.str();
 }
 
-struct TrainArgs {
-  std::string data, out, resume, log;
-  cli::ModelFlags model;  // --arch, the shape and the variants of docs/method.md §6
-  int seq = 128, batch = 16, steps = 1000, seed = 1;
-  int eval_every = 100, save_every = 0, eval_tokens = 65536, threads = 0, warmup = -1, stop_after = 0;
-  int keep_checkpoints = 2;
-  double lr = 0, min_lr_ratio = 0.1, weight_decay = 0.1, clip = 1.0;
-  bool data_parallel = false;
-};
-
-// --data-parallel: this process's share of every batch and the sums over MPI_COMM_WORLD
-// (docs/distributed.md §6); null without the flag.
-std::unique_ptr<lm::DataParallel> data_parallel(const TrainArgs& a) {
-  if (!a.data_parallel) return nullptr;
-#if MF_HAVE_MPI
-  const mf::distributed::Communicator& comm = world();
-  if (a.batch < comm.size())
-    throw UsageError("--batch = " + std::to_string(a.batch) + ": expected at least the " +
-                     std::to_string(comm.size()) + " ranks of --data-parallel, a sequence each");
-  auto parallel = std::make_unique<lm::DataParallel>();
-  parallel->process = comm.rank();
-  parallel->processes = comm.size();
-  auto sum = std::make_shared<mf::distributed::GradientSum>(comm);
-  parallel->sum_gradients = [sum](const mf::ParameterList<float>& params) { sum->sum(params); };
-  parallel->sum = [comm](double value) {
-    comm.all_reduce_sum(&value, 1);
-    return value;
-  };
-  return parallel;
-#else
-  throw RunError("--data-parallel: this memoryformer was built without MPI; install OpenMPI "
-                 "(scripts/install-deps.sh, Debian's libopenmpi-dev) and rebuild",
-                 kFailure);
-#endif
+// --resume's model, checked to be the one the flags and the dataset would train.
+template <class Model>
+Model resumed_model(const TrainArgs& a, const io::TokenDataset& data, const mf::ModelConfig& config,
+                    const io::Checkpoint& checkpoint) {
+  const io::SafetensorsFile& file = checkpoint.file();
+  const std::string arch = io::load_arch(file);
+  if (arch != Model::Block::kArch)
+    throw UsageError("--resume = " + in_quotes(checkpoint.path()) + ": a checkpoint of arch " + in_quotes(arch) +
+                     ", expected --arch " + a.model.arch);
+  const std::string found = io::config_to_json(io::load_config(file)), want = io::config_to_json(config);
+  if (found != want)
+    throw UsageError("--resume = " + in_quotes(checkpoint.path()) + ": its config " + found +
+                     " differs from the flags' " + want);
+  check_dataset_matches(data, checkpoint.path(), config.vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
+  return for_argument("--resume", checkpoint.path(), [&] { return checkpoint.model<Model>(); });
 }
 
-// After data-parallel training every rank must hold the same parameters: their checksums, compared.
-void check_same_parameters(const mf::ParameterList<float>& params) {
-#if MF_HAVE_MPI
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
-  for (const auto& p : params) XXH3_64bits_update(state, p.value, static_cast<std::size_t>(p.size()) * sizeof(float));
-  const auto mine = static_cast<std::int64_t>(XXH3_64bits_digest(state));
-  XXH3_freeState(state);
-  const mf::distributed::Communicator& comm = world();
-  std::vector<std::int64_t> all(static_cast<std::size_t>(comm.size()));
-  comm.all_gather(&mine, std::vector<int>(all.size(), 1), all.data());
-  for (std::size_t r = 0; r < all.size(); ++r)
-    if (all[r] != mine)
-      throw RunError("--data-parallel: rank " + std::to_string(r) + "'s parameters differ from rank " +
-                         std::to_string(comm.rank()) + "'s after training (a bug: please report it)",
-                     kFailure);
-#else
-  (void)params;
-#endif
+// Restores AdamW's state and the curve (`csv`) from the checkpoint; returns the running train loss
+// it carried, so that the resumed run reports the means the uninterrupted one would.
+lm::RunningLoss restore(const io::Checkpoint& c, mf::AdamW<float>& optimizer, const mf::ParameterList<float>& params,
+                        std::string& csv) {
+  return for_argument("--resume", c.path(), [&] {
+    c.restore(optimizer, params);
+    csv = c.state("curve");
+    lm::RunningLoss running;
+    running.sum = io::parse_json(c.state("recent_loss"), c.path(), "recent_loss").as_number();
+    running.steps = static_cast<int>(io::parse_json(c.state("recent_steps"), c.path(), "recent_steps").as_int64());
+    return running;
+  });
 }
 
-// The checkpoint --resume names: the file itself, or the newest of PATH.ckpt-<step> that opens
-// whole (checksums verified). Each one skipped is named with why.
-io::Checkpoint open_checkpoint(const std::string& resume, bool lead) {
-  const std::string name = checkpoints::split(resume).second;
-  const std::size_t dot = name.rfind(".ckpt-");
-  if (dot != std::string::npos && checkpoints::step_of(name, name.substr(0, dot)))
-    return for_argument("--resume", resume, [&] { return io::Checkpoint::open(resume); });
-  const auto found = checkpoints::find(resume);
-  if (found.empty()) {
-    const bool old_pair = std::filesystem::exists(resume + ".optim");
-    throw UsageError("--resume = " + in_quotes(resume) + ": no checkpoint " + in_quotes(resume + ".ckpt-<step>") +
-                     " found; " +
-                     (old_pair ? "its model and .optim pair was written by an older memoryformer, without the "
-                                 "checkpoints a resume needs (docs/training.md, \"Checkpoints\")"
-                               : "train writes one at every --save-every and at the end"));
-  }
-  for (std::size_t i = 0; i < found.size(); ++i) {
-    try {
-      return io::Checkpoint::open(found[i].second);
-    } catch (const mf::Error& e) {
-      if (i + 1 == found.size())
-        throw RunError("--resume = " + in_quotes(resume) + ": no complete checkpoint; the oldest, " +
-                           in_quotes(found[i].second) + ": " + e.what(),
-                       status_of(e));
-      if (lead)
-        std::cerr << "train: skipping checkpoint " << found[i].second << " (" << e.what() << "); trying "
-                  << found[i + 1].second << '\n';
-    }
-  }
-  throw std::logic_error("open_checkpoint: unreachable");
+// The steps of this run, from the checkpoint's next (`first_step`) to --steps or --stop-after's
+// end, and when it validates and saves.
+lm::TrainOptions train_options(const TrainArgs& a, int first_step, const lm::DataParallel* parallel) {
+  if (first_step > a.steps + 1)
+    throw UsageError("--steps = " + std::to_string(a.steps) + ": expected at least the checkpoint's step " +
+                     std::to_string(first_step - 1));
+  lm::TrainOptions o;
+  o.first_step = first_step;
+  o.last_step = a.stop_after > 0 ? std::min(a.steps, first_step - 1 + a.stop_after) : a.steps;
+  o.steps = a.steps;
+  o.batch = a.batch;
+  o.seq = a.seq;
+  o.seed = static_cast<std::uint64_t>(a.seed);
+  o.clip = a.clip;
+  o.eval_every = a.eval_every;
+  o.save_every = a.save_every;
+  o.parallel = parallel;
+  return o;
 }
 
-// A double as text that reads back to the same bits.
-std::string exact(double x) {
-  std::ostringstream s;
-  s << std::setprecision(std::numeric_limits<double>::max_digits10) << x;
-  return s.str();
+// --lr, or the paper's peak for the arch.
+double peak_lr(const TrainArgs& a) { return a.lr > 0 ? a.lr : (a.model.arch == "dense" ? 1e-3 : 3e-3); }
+
+// Linear warmup (--warmup, or 1% of the steps) to the peak, then a cosine down to --min-lr-ratio of it.
+mf::CosineSchedule schedule(const TrainArgs& a) {
+  const int warmup = a.warmup >= 0 ? std::min(a.warmup, a.steps) : std::max(1, a.steps / 100);
+  return mf::CosineSchedule(peak_lr(a), std::min(warmup, std::max(a.steps, 1)), std::max(a.steps, 1),
+                            peak_lr(a) * a.min_lr_ratio);
+}
+
+// The line train starts with: the model, the data, the schedule and where it resumes from.
+void print_start(const TrainArgs& a, const io::TokenDataset& data, const mf::ModelConfig& config,
+                 const mf::ParameterList<float>& params, int first_step, const io::Checkpoint* checkpoint,
+                 const lm::DataParallel* parallel) {
+  std::cerr << "train: " << a.model.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
+            << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << data.train().size()
+            << " train / " << data.val().size() << " val tokens; lr " << peak_lr(a) << ", " << a.steps
+            << " steps of " << a.batch << " x " << a.seq
+            << (checkpoint ? "; resuming at step " + std::to_string(first_step) + " from " + checkpoint->path() : "")
+            << (parallel ? " over " + std::to_string(parallel->processes) + " ranks" : "") << '\n';
 }
 
 template <class Model>
-int train_model(const TrainArgs& a, const io::TokenDataset& data, mf::ModelConfig config) {
+int train_model(const TrainArgs& a, const io::TokenDataset& data, const mf::ModelConfig& config) {
   const std::unique_ptr<lm::DataParallel> parallel = data_parallel(a);
   const bool lead = parallel == nullptr || parallel->process == 0;  // prints and writes files
-  const io::TokenSplit& train = data.train();
-  const io::TokenSplit& val = data.val();
-  const std::string log = a.log.empty() ? a.out + ".csv" : a.log;
   if (lead)
-    for (const std::string& stale : checkpoints::remove_stale_temporaries({a.out, log}))
+    for (const std::string& stale : checkpoints::remove_stale_temporaries({a.out, curve_path(a)}))
       std::cerr << "train: removed " << stale << ", left by a run that was killed while writing it\n";
   std::optional<io::Checkpoint> checkpoint;
   if (!a.resume.empty()) checkpoint = open_checkpoint(a.resume, lead);
-  Model model = !checkpoint ? Model(config) : [&] {
-    const io::SafetensorsFile& file = checkpoint->file();
-    const std::string arch = io::load_arch(file);
-    if (arch != Model::Block::kArch)
-      throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": a checkpoint of arch " + in_quotes(arch) +
-                       ", expected --arch " + a.model.arch);
-    const std::string found = io::config_to_json(io::load_config(file)), want = io::config_to_json(config);
-    if (found != want)
-      throw UsageError("--resume = " + in_quotes(checkpoint->path()) + ": its config " + found +
-                       " differs from the flags' " + want);
-    check_dataset_matches(data, checkpoint->path(), config.vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
-    return for_argument("--resume", checkpoint->path(), [&] { return checkpoint->model<Model>(); });
-  }();
+  Model model = checkpoint ? resumed_model<Model>(a, data, config, *checkpoint) : Model(config);
   auto params = model.parameters();
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
-  // The curve's rows so far and the running mean of the train loss since the last validation.
-  std::string csv = "step,lr,train_loss,val_loss,val_bpb,tokens_per_s,seconds\n";
-  double recent_loss = 0;
-  int recent = 0;
-  if (checkpoint)
-    for_argument("--resume", checkpoint->path(), [&] {
-      checkpoint->restore(optimizer, params);
-      csv = checkpoint->state("curve");
-      recent_loss = io::parse_json(checkpoint->state("recent_loss"), checkpoint->path(), "recent_loss").as_number();
-      recent = static_cast<int>(io::parse_json(checkpoint->state("recent_steps"), checkpoint->path(), "recent_steps").as_int64());
-    });
-  const int first_step = static_cast<int>(optimizer.step_count()) + 1;
-  if (first_step > a.steps + 1)
-    throw UsageError("--steps = " + std::to_string(a.steps) + ": expected at least the checkpoint's step " +
-                     std::to_string(first_step - 1));
-  const double peak_lr = a.lr > 0 ? a.lr : (a.model.arch == "dense" ? 1e-3 : 3e-3);
-  const int warmup = a.warmup >= 0 ? std::min(a.warmup, a.steps) : std::max(1, a.steps / 100);
-  const mf::CosineSchedule schedule(peak_lr, std::min(warmup, std::max(a.steps, 1)), std::max(a.steps, 1),
-                                    peak_lr * a.min_lr_ratio);
-  const std::map<std::string, std::string> metadata = {{"tokenizer", data.meta().tokenizer},
-                                                       {"tokenizer_checksum", data.meta().tokenizer_checksum},
-                                                       {"train_seq", std::to_string(a.seq)}};
-  if (lead)
-    std::cerr << "train: " << a.model.arch << ", " << config.n_layers << " x " << config.d_model << ", vocab "
-              << config.vocab_size << ", " << mf::parameter_count(params) << " parameters; " << train.size()
-              << " train / " << val.size() << " val tokens; lr " << peak_lr << ", " << a.steps << " steps of "
-              << a.batch << " x " << a.seq
-              << (checkpoint ? "; resuming at step " + std::to_string(first_step) + " from " + checkpoint->path() : "")
-              << (parallel ? " over " + std::to_string(parallel->processes) + " ranks" : "") << '\n';
-
+  TrainRecorder<Model> rec(a, data, model, optimizer, params, lead);
+  lm::RunningLoss running;  // the train loss since the last validation, as the checkpoint left it
+  if (checkpoint) running = restore(*checkpoint, optimizer, params, rec.csv);
+  const lm::TrainOptions o = train_options(a, static_cast<int>(optimizer.step_count()) + 1, parallel.get());
+  if (lead) print_start(a, data, config, params, o.first_step, checkpoint ? &*checkpoint : nullptr, parallel.get());
   // The resumed curve is the checkpoint's: rows a killed run wrote past it are dropped.
-  if (lead && checkpoint) for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
-  const bool tty = lead && ::isatty(STDERR_FILENO) != 0;
-  const auto t_start = std::chrono::steady_clock::now();
-  double seconds = 0;
-  lm::Evaluation last;
-  int evaluated_at = -1;
-  auto tokens_per_s = [&](int step) {
-    return seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / seconds : 0.0;
-  };
-  // The checkpoint first, complete on its own; then the model file, for generate and eval; then
-  // the checkpoints it supersedes go.
-  auto save = [&] {
-    if (!lead) return;
-    const long step = optimizer.step_count();
-    const std::string path = checkpoints::path_for(a.out, step);
-    checkpoints::kill_point("before-checkpoint", step);
-    for_argument("--out", path, [&] {
-      io::save_checkpoint(path, model, optimizer, params,
-                          {{"curve", csv}, {"recent_loss", exact(recent_loss)}, {"recent_steps", std::to_string(recent)}},
-                          metadata);
-    });
-    checkpoints::kill_point("after-checkpoint", step);
-    for_argument("--out", a.out, [&] { io::save_model(model, a.out, metadata); });
-    checkpoints::kill_point("after-model", step);
-    checkpoints::prune(a.out, step, a.keep_checkpoints);
-  };
-  const int last_step = a.stop_after > 0 ? std::min(a.steps, first_step - 1 + a.stop_after) : a.steps;
+  if (lead && checkpoint) rec.write_curve();
+  rec.tty = lead && ::isatty(STDERR_FILENO) != 0;
   const std::string rank_step = "rank" + std::to_string(parallel ? parallel->process : 0) + "-step";
-  for (int step = first_step; step <= last_step; ++step) {
-    checkpoints::kill_point(rank_step.c_str(), step);
-    const auto t0 = std::chrono::steady_clock::now();
-    const double lr = schedule(step - 1);
-    const double loss = [&] {
-      try {
-        return lm::train_step(model, params, optimizer, train, static_cast<std::uint64_t>(a.seed), step, a.batch,
-                              a.seq, lr, a.clip, parallel.get());
-      } catch (const std::runtime_error& e) {
-        throw RunError(e.what(), kFailure);
-      }
-    }();
-    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    recent_loss += loss;
-    ++recent;
-    if (tty) {
-      const double eta = tokens_per_s(step) > 0 ? (a.steps - step) * double(a.batch) * a.seq / tokens_per_s(step) : 0;
-      std::cerr << "\rstep " << step << '/' << a.steps << "  loss " << std::fixed << std::setprecision(3) << loss
-                << "  " << std::setprecision(0) << tokens_per_s(step) << " tok/s  ETA " << eta << " s   "
-                << std::defaultfloat << std::flush;
-    }
-    if (step % a.eval_every == 0 || step == a.steps) {
-      last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
-      evaluated_at = step;
-      const double bpb = lm::bits_per_byte(last, val);
-      std::ostringstream row;
-      row << std::setprecision(6) << step << ',' << lr << ',' << recent_loss / recent << ',' << last.loss() << ','
-          << bpb << ',' << tokens_per_s(step) << ','
-          << std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() << '\n';
-      csv += row.str();
-      if (lead) for_argument("--log", log, [&] { io::write_file_atomically(log, csv); });
-      if (lead) checkpoints::kill_point("after-log", step);
-      if (lead)
-        std::cerr << (tty ? "\n" : "") << "step " << step << ": train loss " << std::fixed << std::setprecision(4)
-                  << recent_loss / recent << ", val loss " << last.loss() << ", val bpb " << bpb << ", "
-                  << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
-                  << std::defaultfloat;
-      recent_loss = 0;
-      recent = 0;
-    }
-    if ((a.save_every > 0 && step % a.save_every == 0) || step == last_step) save();
-  }
-  if (first_step > a.steps) save();  // nothing left to train: the checkpoint as it is
-  if (evaluated_at != last_step)     // stopped between validations, or nothing trained
-    last = lm::evaluate(model, val, a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
+  lm::TrainHooks hooks;
+  hooks.before_step = [&](int step) { checkpoints::kill_point(rank_step.c_str(), step); };
+  hooks.after_step = [&](const lm::Progress& p) { rec.show(p); };
+  hooks.validate = [&](const lm::Progress& p) { rec.validate(p); };
+  hooks.save = [&](const lm::Progress& p) { rec.save(p.running); };
+  rec.start = std::chrono::steady_clock::now();
+  const lm::Progress end = lm::train(model, params, optimizer, data.train(), schedule(a), o, hooks, running);
+  if (o.first_step > a.steps) rec.save(running);  // nothing left to train: the checkpoint as it is
+  if (end.validated_at != o.last_step)            // stopped between validations, or nothing trained
+    rec.last = lm::evaluate(model, data.val(), a.seq, a.batch, static_cast<std::size_t>(a.eval_tokens));
   if (parallel) check_same_parameters(params);
   if (!lead) return 0;
-  std::cout << std::setprecision(6) << "{" << metrics_json("val_", last, val) << ", \"tokens_per_s\": " << tokens_per_s(last_step)
-            << ", \"steps\": " << std::max(last_step, first_step - 1) << ", \"arch\": \"" << a.model.arch << "\", \"lr\": " << peak_lr
-            << ", \"seed\": " << a.seed << ", \"val_tokens\": " << last.tokens << "}" << std::endl;
+  std::cout << std::setprecision(6) << "{" << metrics_json("val_", rec.last, data.val())
+            << ", \"tokens_per_s\": " << end.tokens_per_s << ", \"steps\": " << std::max(o.last_step, o.first_step - 1)
+            << ", \"arch\": \"" << a.model.arch << "\", \"lr\": " << peak_lr(a) << ", \"seed\": " << a.seed
+            << ", \"val_tokens\": " << rec.last.tokens << "}" << std::endl;
   return 0;
 }
 
