@@ -1,6 +1,7 @@
-// Both arms of every benchmark run with freed memory kept in the process (tools/freed_memory.hpp):
-// otherwise the dense model's training step is timed re-faulting its 32 MiB activations every step
-// (docs/performance.md, "Allocator"). The JSON context records which policy ran.
+// Both arms of every benchmark run with freed memory kept in the process
+// (tools/memoryformer/common/freed_memory.hpp): otherwise the dense model's training step is timed
+// re-faulting its 32 MiB activations every step (docs/performance.md, "Allocator"). The JSON context
+// records which policy ran.
 #pragma once
 
 #include "freed_memory.hpp"

@@ -13,6 +13,7 @@
 #include "cli.hpp"
 #include "freed_memory.hpp"
 #include "lm_training.hpp"
+#include "model_flags.hpp"
 
 #include <memoryformer/io/checkpoint.hpp>
 #include <memoryformer/io/model_file.hpp>
@@ -42,11 +43,8 @@ namespace {
 constexpr const char* kFortunesDir = "/usr/share/games/fortunes";
 
 struct Args {
-  std::string arch = "memoryformer";
-  std::string corpus;  // empty: the fortunes files
-  int layers = 2, d_model = 128, heads = 4, tau = 8, expand_bits = 2;
-  std::string score = "paper";
-  double temperature = 1.0;
+  std::string corpus;     // empty: the fortunes files
+  cli::ModelFlags model;  // --arch, the shape and the variants (the memoryformer tool's train has the same)
   int seq = 64, batch = 16, steps = 300;
   double lr = 0;    // 0: the paper's, 3e-3 for MemoryFormer and 1e-3 for dense
   int warmup = -1;  // -1: 1% of the steps (at least 1)
@@ -63,15 +61,8 @@ struct Args {
 Args parse_args(int argc, char** argv, bool& help) {
   Args a;
   cli::Flags f("train_char_lm [flags]");
-  f.add("--arch", &a.arch, "block type", {"memoryformer", "dense"});
   f.add("--corpus", &a.corpus, "training text, any bytes (default: Debian's fortunes files)");
-  f.add("--layers", &a.layers, "number of blocks", 0, 64);
-  f.add("--d-model", &a.d_model, "model width", 1, 8192);
-  f.add("--heads", &a.heads, "attention heads (divide d-model)", 1, 1024);
-  f.add("--tau", &a.tau, "bits per hash chunk (divides d-model)", 1, 16);
-  f.add("--expand-bits", &a.expand_bits, "extra bits of the Memory Block's down layer", 0, 8);
-  f.add("--score", &a.score, "chunk weight of the Memory Layers", {"paper", "l1"});
-  f.add("--temperature", &a.temperature, "hash score temperature t", 1e-6, 1e6);
+  a.model.add_to(f);
   f.add("--seq", &a.seq, "tokens per training sequence", 1, 1 << 16);
   f.add("--batch", &a.batch, "sequences per step", 1, 1 << 16);
   f.add("--steps", &a.steps, "optimizer steps", 0, 1 << 30);
@@ -97,7 +88,9 @@ Args parse_args(int argc, char** argv, bool& help) {
       "--load", &a.load,
       "start from this model file (its shape flags win); with FILE.ckpt beside it, resume where it stopped");
   help = !f.parse(argc, argv);
-  if (!help && a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
+  if (help) return a;
+  a.model.check();
+  if (a.prompt.empty()) throw cli::UsageError("--prompt: expected at least one character");
   return a;
 }
 
@@ -181,141 +174,105 @@ void show_progress(bool tty, int step, int steps, double loss, double tokens_per
 
 // ---- Training ----------------------------------------------------------------------------------------
 
-template <class Model>
-int train(const Args& a, mf::ModelConfig config) {
-  const auto wall_start = std::chrono::steady_clock::now();
-  const std::string text = a.corpus.empty() ? read_fortunes() : read_file(a.corpus);
-  const std::vector<std::int32_t> ids(reinterpret_cast<const unsigned char*>(text.data()),
-                                      reinterpret_cast<const unsigned char*>(text.data()) + text.size());
-  const std::size_t split = ids.size() - ids.size() / 10;
-  const std::vector<std::int32_t> train_ids(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(split));
-  const std::vector<std::int32_t> val_ids(ids.begin() + static_cast<std::ptrdiff_t>(split), ids.end());
+// The corpus as byte ids: the first 90% to train on, the last 10% held out.
+struct Corpus {
+  std::string text;
+  std::vector<std::int32_t> ids, train, val;
+};
+
+Corpus read_corpus(const Args& a) {
+  Corpus c;
+  c.text = a.corpus.empty() ? read_fortunes() : read_file(a.corpus);
+  c.ids.assign(reinterpret_cast<const unsigned char*>(c.text.data()),
+               reinterpret_cast<const unsigned char*>(c.text.data()) + c.text.size());
+  const std::size_t split = c.ids.size() - c.ids.size() / 10;
+  c.train.assign(c.ids.begin(), c.ids.begin() + static_cast<std::ptrdiff_t>(split));
+  c.val.assign(c.ids.begin() + static_cast<std::ptrdiff_t>(split), c.ids.end());
   const std::size_t window = static_cast<std::size_t>(a.seq) + 1;
-  if (train_ids.size() < window || val_ids.size() < window)
-    throw std::runtime_error("corpus of " + std::to_string(ids.size()) + " bytes is too short for --seq " +
+  if (c.train.size() < window || c.val.size() < window)
+    throw std::runtime_error("corpus of " + std::to_string(c.ids.size()) + " bytes is too short for --seq " +
                              std::to_string(a.seq) + ": each 90%/10% part needs at least seq + 1 bytes");
+  return c;
+}
 
-  const std::vector<std::int32_t> prompt(
-      reinterpret_cast<const unsigned char*>(a.prompt.data()),
-      reinterpret_cast<const unsigned char*>(a.prompt.data()) + a.prompt.size());
+// Held-out loss over consecutive windows from the start of the validation text, --eval-batches
+// batches of them at the most.
+template <class Model>
+double validate(const Model& model, const std::vector<std::int32_t>& val_ids, const Args& a) {
+  std::vector<std::size_t> val_starts;
+  for (std::size_t s = 0; s + static_cast<std::size_t>(a.seq) + 1 <= val_ids.size() &&
+                          val_starts.size() < std::size_t(a.eval_batches) * a.batch;
+       s += static_cast<std::size_t>(a.seq))
+    val_starts.push_back(s);
+  double total = 0;
+  mf::TokenMatrix tokens, targets;
+  for (std::size_t begin = 0; begin < val_starts.size(); begin += static_cast<std::size_t>(a.batch)) {
+    const std::vector<std::size_t> starts(
+        val_starts.begin() + static_cast<std::ptrdiff_t>(begin),
+        val_starts.begin() + static_cast<std::ptrdiff_t>(std::min(val_starts.size(), begin + a.batch)));
+    lm::fill_batch(val_ids, starts, a.seq, tokens, targets);
+    total += static_cast<double>(mf::cross_entropy<float>(model.forward(tokens), targets)) * starts.size();
+  }
+  return total / static_cast<double>(val_starts.size());
+}
 
+// The model to train: --load's checkpoint FILE.ckpt where there is one (with the optimizer state
+// it restores), else --load's model file, else a new one of `config`.
+template <class Model>
+Model starting_model(const Args& a, const mf::ModelConfig& config, std::optional<mf::io::Checkpoint>& checkpoint) {
   // A checkpoint holds the model and the optimizer state of one step, written as one file.
   const std::string checkpoint_path = a.load + ".ckpt";
-  const bool resume = !a.load.empty() && fs::exists(checkpoint_path);
-  std::optional<mf::io::Checkpoint> checkpoint;
-  if (resume) checkpoint = mf::io::Checkpoint::open(checkpoint_path);
+  if (!a.load.empty() && fs::exists(checkpoint_path)) checkpoint = mf::io::Checkpoint::open(checkpoint_path);
   Model model = checkpoint ? checkpoint->model<Model>()
                            : a.load.empty() ? Model(config) : mf::io::load_model<Model>(a.load);
   if (model.config().vocab_size != kVocab)
     throw std::runtime_error(a.load + ": vocab_size " + std::to_string(model.config().vocab_size) +
                              ", expected " + std::to_string(kVocab) + " (a byte-level model)");
-  auto params = model.parameters();
-  mf::AdamWOptions adam;
-  adam.weight_decay = a.weight_decay;
-  mf::AdamW<float> optimizer(params, adam);
-  if (checkpoint) checkpoint->restore(optimizer, params);
-  const int first_step = static_cast<int>(optimizer.step_count()) + 1;
-  if (first_step > a.steps + 1)
-    throw std::runtime_error(checkpoint_path + " is at step " + std::to_string(first_step - 1) +
-                             ", past --steps " + std::to_string(a.steps));
-  const double peak_lr = a.lr > 0 ? a.lr : (a.arch == "dense" ? 1e-3 : 3e-3);
-  const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
-  const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
+  return model;
+}
 
-  const Eigen::Index n_params = mf::parameter_count(params);
-  const double unigram = unigram_bpc(train_ids, kVocab);
-  const mf::ModelConfig& c = model.config();
-  std::cerr << "train_char_lm: " << a.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
+void print_start(const Args& a, const mf::ModelConfig& c, const mf::ParameterList<float>& params,
+                 const Corpus& corpus, double unigram, double peak_lr, int warmup) {
+  std::cerr << "train_char_lm: " << a.model.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
             << c.n_heads << " heads"
-            << (a.arch == "memoryformer"
+            << (a.model.arch == "memoryformer"
                     ? ", tau " + std::to_string(c.tau) + ", e " + std::to_string(c.expand_bits) + ", score " +
                           mf::to_string(c.score)
                     : std::string())
-            << "; " << n_params << " parameters (" << mf::table_bytes(params) / 1048576.0
+            << "; " << mf::parameter_count(params) << " parameters (" << mf::table_bytes(params) / 1048576.0
             << " MiB of tables)\n"
-            << "corpus: " << ids.size() << " bytes, " << distinct_bytes(text) << " distinct, "
-            << train_ids.size() << " train / " << val_ids.size() << " validation; unigram entropy " << unigram
+            << "corpus: " << corpus.ids.size() << " bytes, " << distinct_bytes(corpus.text) << " distinct, "
+            << corpus.train.size() << " train / " << corpus.val.size() << " validation; unigram entropy " << unigram
             << " bpc\n"
             << "kernels: " << mf::to_string(mf::kernel_path()) << ", " << mf::num_threads() << " threads; lr "
-            << peak_lr << ", warmup " << warmup << ", " << a.steps << " steps of " << a.batch << " x "
-            << a.seq << " tokens\n";
+            << peak_lr << ", warmup " << warmup << ", " << a.steps << " steps of " << a.batch << " x " << a.seq
+            << " tokens\n";
+}
 
-  // Held-out loss over consecutive windows from the start of the validation text.
-  std::vector<std::size_t> val_starts;
-  for (std::size_t s = 0;
-       s + window <= val_ids.size() && val_starts.size() < std::size_t(a.eval_batches) * a.batch;
-       s += static_cast<std::size_t>(a.seq))
-    val_starts.push_back(s);
-  auto validate = [&] {
-    double total = 0;
-    mf::TokenMatrix tokens, targets;
-    for (std::size_t begin = 0; begin < val_starts.size(); begin += static_cast<std::size_t>(a.batch)) {
-      const std::vector<std::size_t> starts(
-          val_starts.begin() + static_cast<std::ptrdiff_t>(begin),
-          val_starts.begin() + static_cast<std::ptrdiff_t>(std::min(val_starts.size(), begin + a.batch)));
-      lm::fill_batch(val_ids, starts, a.seq, tokens, targets);
-      total += static_cast<double>(mf::cross_entropy<float>(model.forward(tokens), targets)) * starts.size();
-    }
-    return total / static_cast<double>(val_starts.size());
-  };
+// --sample characters after --prompt, on stdout.
+template <class Model>
+void print_sample(const Model& model, const Args& a) {
+  const std::vector<std::int32_t> prompt(
+      reinterpret_cast<const unsigned char*>(a.prompt.data()),
+      reinterpret_cast<const unsigned char*>(a.prompt.data()) + a.prompt.size());
+  mf::SamplingOptions sampling;
+  sampling.temperature = a.sample_temperature;
+  sampling.top_k = a.top_k;
+  sampling.seed = static_cast<std::uint64_t>(a.seed);
+  std::string sample;
+  for (std::int32_t t : mf::generate(model, prompt, a.sample, sampling)) sample += static_cast<char>(t);
+  std::cout << sample << '\n';
+}
 
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
-  std::vector<Point> curve;
-  double train_seconds = 0, recent_loss = 0, val_loss = std::nan("");
-  int recent_steps = 0;
-  auto tokens_per_s = [&](int step) {
-    return train_seconds > 0 ? static_cast<double>(step - first_step + 1) * a.batch * a.seq / train_seconds
-                             : 0.0;
-  };
-  if (resume) std::cerr << "resuming " << a.load << " at step " << first_step << '\n';
-  for (int step = first_step; step <= a.steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    // Batches are a function of (seed, step), so a resumed run sees the batches it would have seen.
-    const double lr = schedule(step - 1);
-    const double loss = lm::train_step(model, params, optimizer, train_ids, static_cast<std::uint64_t>(a.seed), step,
-                                       a.batch, a.seq, lr, a.clip);
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    recent_loss += loss;
-    ++recent_steps;
-    show_progress(tty, step, a.steps, loss, tokens_per_s(step));
-    if (step % a.eval_every == 0 || step == a.steps) {
-      val_loss = validate();
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
-      curve.push_back({step, lr, recent_loss / recent_steps, val_loss, tokens_per_s(step), elapsed});
-      if (tty) std::cerr << '\n';
-      std::cerr << "step " << step << ": train " << std::fixed << std::setprecision(4)
-                << recent_loss / recent_steps << ", val " << val_loss << " nats (" << val_loss / std::log(2.0)
-                << " bpc), " << std::setprecision(0) << tokens_per_s(step) << " tok/s\n"
-                << std::defaultfloat;
-      recent_loss = 0;
-      recent_steps = 0;
-      if (!a.log.empty()) write_log(a.log, curve, a.arch);
-      if (!a.save.empty()) {
-        mf::io::save_checkpoint(a.save + ".ckpt", model, optimizer, params, {}, {{"tokenizer", "bytes"}});
-        mf::io::save_model(model, a.save, {{"tokenizer", "bytes"}});
-      }
-    }
-  }
-  if (curve.empty()) val_loss = validate();
-
-  if (a.sample > 0) {
-    mf::SamplingOptions sampling;
-    sampling.temperature = a.sample_temperature;
-    sampling.top_k = a.top_k;
-    sampling.seed = static_cast<std::uint64_t>(a.seed);
-    std::string sample;
-    for (std::int32_t t : mf::generate(model, prompt, a.sample, sampling)) sample += static_cast<char>(t);
-    std::cout << sample << '\n';
-  }
-
-  const Point last = curve.empty() ? Point{0, 0, std::nan(""), val_loss, 0, 0} : curve.back();
+// The results, the last line of stdout.
+void print_json(const Args& a, const mf::ModelConfig& c, const mf::ParameterList<float>& params, const Point& last,
+                double val_loss, double unigram, double tokens_per_s, double peak_lr) {
   std::ostringstream json;
-  json << std::setprecision(6) << "{\"arch\": \"" << a.arch << "\", \"step\": " << a.steps
+  json << std::setprecision(6) << "{\"arch\": \"" << a.model.arch << "\", \"step\": " << a.steps
        << ", \"train_loss\": " << (std::isfinite(last.train_loss) ? std::to_string(last.train_loss) : "null")
        << ", \"val_loss\": " << val_loss << ", \"val_bpc\": " << val_loss / std::log(2.0)
-       << ", \"unigram_bpc\": " << unigram << ", \"tokens_per_s\": " << tokens_per_s(a.steps)
-       << ", \"params\": " << n_params << ", \"table_bytes\": " << mf::table_bytes(params)
+       << ", \"unigram_bpc\": " << unigram << ", \"tokens_per_s\": " << tokens_per_s
+       << ", \"params\": " << mf::parameter_count(params) << ", \"table_bytes\": " << mf::table_bytes(params)
        << ", \"layers\": " << c.n_layers << ", \"d_model\": " << c.d_model << ", \"heads\": " << c.n_heads
        << ", \"tau\": " << c.tau << ", \"expand_bits\": " << c.expand_bits << ", \"score\": \"" << c.score
        << "\", \"temperature\": " << c.temperature << ", \"seq\": " << a.seq << ", \"batch\": " << a.batch
@@ -323,6 +280,65 @@ int train(const Args& a, mf::ModelConfig config) {
        << ", \"vocab\": " << kVocab
        << ", \"corpus\": " << mf::io::json_quote(a.corpus.empty() ? kFortunesDir : a.corpus) << "}";
   std::cout << json.str() << std::endl;
+}
+
+template <class Model>
+int train(const Args& a, mf::ModelConfig config) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  const Corpus corpus = read_corpus(a);
+  std::optional<mf::io::Checkpoint> checkpoint;
+  Model model = starting_model<Model>(a, config, checkpoint);
+  auto params = model.parameters();
+  mf::AdamWOptions adam;
+  adam.weight_decay = a.weight_decay;
+  mf::AdamW<float> optimizer(params, adam);
+  if (checkpoint) checkpoint->restore(optimizer, params);
+  const int first_step = static_cast<int>(optimizer.step_count()) + 1;
+  if (first_step > a.steps + 1)
+    throw std::runtime_error(a.load + ".ckpt is at step " + std::to_string(first_step - 1) +
+                             ", past --steps " + std::to_string(a.steps));
+  const double peak_lr = a.lr > 0 ? a.lr : (a.model.arch == "dense" ? 1e-3 : 3e-3);
+  const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
+  const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
+  const double unigram = unigram_bpc(corpus.train, kVocab);
+  print_start(a, model.config(), params, corpus, unigram, peak_lr, warmup);
+
+  lm::TrainOptions o;  // validation (and saving) every --eval-every steps and at the last
+  o.first_step = first_step;
+  o.last_step = o.steps = a.steps;
+  o.batch = a.batch;
+  o.seq = a.seq;
+  o.seed = static_cast<std::uint64_t>(a.seed);  // batches are a function of (seed, step): a resumed run
+  o.clip = a.clip;                              // sees the batches it would have seen
+  o.eval_every = o.save_every = a.eval_every;
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  std::vector<Point> curve;
+  double val_loss = std::nan("");
+  lm::TrainHooks hooks;
+  hooks.after_step = [&](const lm::Progress& p) { show_progress(tty, p.step, a.steps, p.loss, p.tokens_per_s); };
+  hooks.validate = [&](const lm::Progress& p) {
+    val_loss = validate(model, corpus.val, a);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+    curve.push_back({p.step, p.lr, p.running.mean(), val_loss, p.tokens_per_s, elapsed});
+    if (tty) std::cerr << '\n';
+    std::cerr << "step " << p.step << ": train " << std::fixed << std::setprecision(4) << p.running.mean()
+              << ", val " << val_loss << " nats (" << val_loss / std::log(2.0) << " bpc), " << std::setprecision(0)
+              << p.tokens_per_s << " tok/s\n"
+              << std::defaultfloat;
+    if (!a.log.empty()) write_log(a.log, curve, a.model.arch);
+  };
+  if (!a.save.empty())
+    hooks.save = [&](const lm::Progress&) {
+      mf::io::save_checkpoint(a.save + ".ckpt", model, optimizer, params, {}, {{"tokenizer", "bytes"}});
+      mf::io::save_model(model, a.save, {{"tokenizer", "bytes"}});
+    };
+  if (checkpoint) std::cerr << "resuming " << a.load << " at step " << first_step << '\n';
+  const lm::Progress end = lm::train(model, params, optimizer, corpus.train, schedule, o, hooks);
+  if (curve.empty()) val_loss = validate(model, corpus.val, a);
+
+  if (a.sample > 0) print_sample(model, a);
+  const Point last = curve.empty() ? Point{0, 0, std::nan(""), val_loss, 0, 0} : curve.back();
+  print_json(a, model.config(), params, last, val_loss, unigram, end.tokens_per_s, peak_lr);
   return 0;
 }
 
@@ -341,18 +357,10 @@ int main(int argc, char** argv) {
   }
   try {
     mf::set_num_threads(a.threads);
-    mf::ModelConfig config;
-    config.n_layers = a.layers;
-    config.d_model = a.d_model;
-    config.n_heads = a.heads;
-    config.tau = a.tau;
-    config.expand_bits = a.expand_bits;
-    config.score = a.score == "l1" ? mf::Score::l1 : mf::Score::paper;
-    config.temperature = a.temperature;
-    config.seed = static_cast<std::uint64_t>(a.seed);
+    const mf::ModelConfig config = a.model.config(kVocab, static_cast<std::uint64_t>(a.seed));
     config.validate();  // before the corpus is read: a bad shape is reported at once
-    return a.arch == "dense" ? train<mf::DenseModel<float>>(a, config)
-                             : train<mf::MemoryFormerModel<float>>(a, config);
+    return a.model.arch == "dense" ? train<mf::DenseModel<float>>(a, config)
+                                   : train<mf::MemoryFormerModel<float>>(a, config);
   } catch (const std::exception& e) {
     std::cerr << "\ntrain_char_lm: " << e.what() << '\n';
     return 1;

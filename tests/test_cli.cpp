@@ -1,4 +1,4 @@
-// The memoryformer command-line tool (tools/memoryformer_cli.cpp), run as a separate process: its
+// The memoryformer command-line tool (tools/memoryformer/), run as a separate process: its
 // logits, generated tokens and converted files equal what the library computes in this process, and
 // every bad input ends with a message naming the argument, a non-zero status and no output file.
 #include "cli_support.hpp"

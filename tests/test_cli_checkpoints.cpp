@@ -1,7 +1,7 @@
 // `memoryformer train` killed (SIGKILL) at chosen and at random moments, then resumed: it ends in
 // the uninterrupted run's weights, bit for bit, and its curve, with no file of the killed runs
 // left behind (docs/training.md, "Checkpoints"). The chosen moments come from the tool's test hook
-// MEMORYFORMER_TEST_KILL_AT=<point>:<step> (tools/checkpoints.hpp).
+// MEMORYFORMER_TEST_KILL_AT=<point>:<step> (tools/memoryformer/checkpoints.hpp).
 #include "cli_support.hpp"
 #include "test_support.hpp"
 

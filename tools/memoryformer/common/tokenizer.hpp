@@ -1,12 +1,19 @@
 // The memoryformer tool's subword tokenizer: SentencePiece (its C++ API), trained with byte
 // fallback and no normalisation, so that decode(encode(text)) == text for any UTF-8 text. A
 // tokenizer is identified by the xxHash64 of its model file, which datasets and model files record.
-// Only built where CMake found SentencePiece (MF_HAVE_SENTENCEPIECE).
+// SentencePiece is optional (MF_HAVE_SENTENCEPIECE, where CMake found it): without it,
+// tool::Tokenizer refuses every tokenizer file, saying how to get it.
 #pragma once
 
 #include "cli.hpp"
 #include "corpus.hpp"
+#include "errors.hpp"
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#if MF_HAVE_SENTENCEPIECE
 #include <memoryformer/io/atomic_file.hpp>
 #include <memoryformer/io/safetensors.hpp>
 
@@ -15,14 +22,11 @@
 
 #include <xxhash.h>
 
-#include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
-#include <string>
 #include <thread>
 #include <unordered_map>
-#include <vector>
 
 namespace tokenizer {
 
@@ -129,3 +133,27 @@ class Tokenizer {
 };
 
 }  // namespace tokenizer
+
+namespace tool {
+using Tokenizer = tokenizer::Tokenizer;
+}  // namespace tool
+
+#else  // !MF_HAVE_SENTENCEPIECE
+
+namespace tool {
+// Built without SentencePiece: a --tokenizer flag is refused with the way to get it.
+struct Tokenizer {
+  Tokenizer(const std::string& arg, const std::string& path) {
+    throw RunError(arg + " = " + in_quotes(path) +
+                       ": this memoryformer was built without SentencePiece; install it "
+                       "(scripts/install-deps.sh, Debian's libsentencepiece-dev) and rebuild",
+                   kFailure);
+  }
+  int vocab_size() const { return 0; }
+  std::string checksum() const { return ""; }
+  std::vector<std::int32_t> encode(const std::string&) const { return {}; }
+  std::string decode(const std::vector<std::int32_t>&) const { return ""; }
+};
+}  // namespace tool
+
+#endif  // MF_HAVE_SENTENCEPIECE

@@ -1,11 +1,14 @@
-// Language-model training helpers shared by the memoryformer tool's train and eval commands and
-// examples/train_char_lm: batches of windows, one optimizer step, evaluation over a split.
+// Language-model training shared by the memoryformer tool's train and eval commands and
+// examples/train_char_lm: batches of windows, one optimizer step, evaluation over a split, and the
+// training loop itself (train), around which each program hooks its progress, evaluation, curve
+// and checkpoints.
 #pragma once
 
 #include <memoryformer/io/token_dataset.hpp>
 #include <memoryformer/memoryformer.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -129,6 +132,79 @@ Evaluation evaluate(const Model& model, const mf::io::TokenSplit& split, int seq
 inline double bits_per_byte(const Evaluation& e, const mf::io::TokenSplit& split) {
   const double fraction = static_cast<double>(e.covered) / static_cast<double>(split.size());
   return mf::bits_per_byte(e.nll_nats, static_cast<std::uint64_t>(std::max(1.0, std::round(fraction * split.text_bytes()))));
+}
+
+// The running train loss since the last validation: its sum and steps. A checkpoint carries it,
+// so that a resumed run reports the means an uninterrupted one would.
+struct RunningLoss {
+  double sum = 0;
+  int steps = 0;
+  double mean() const { return sum / steps; }
+};
+
+// Where train is, as its hooks see it.
+struct Progress {
+  int step = 0;             // the step just taken (first_step - 1 before any)
+  double lr = 0, loss = 0;  // that step's learning rate and batch loss
+  RunningLoss running;      // since the last validation; reset after each
+  double seconds = 0;       // spent in train_step by this run
+  double tokens_per_s = 0;  // of this run's steps, over `seconds` (0 before any)
+  int validated_at = -1;    // the last step this run validated at (-1: none)
+};
+
+// The steps train takes and when it validates and saves.
+struct TrainOptions {
+  int first_step = 1;  // the optimizer's step count + 1
+  int last_step = 0;   // this run's last step (a run may stop before `steps`)
+  int steps = 0;       // the whole run's: validation at the last one
+  int batch = 1, seq = 1;
+  std::uint64_t seed = 0;  // of the batches, with the step (batch_starts)
+  double clip = 1.0;
+  int eval_every = 1;  // validation at its multiples and at `steps`
+  int save_every = 0;  // saving at its multiples (0: none) and at last_step
+  const DataParallel* parallel = nullptr;
+};
+
+// What the programs do around the loop; each may be empty. before_step runs before a step,
+// after_step after it (progress), validate at a validation step (evaluation, the curve; the
+// running loss is reset after it), save at a saving step, after any validation of that step.
+struct TrainHooks {
+  std::function<void(int step)> before_step;
+  std::function<void(const Progress&)> after_step, validate, save;
+};
+
+// The training loop of the memoryformer tool and examples/train_char_lm: steps first_step to
+// last_step of `ids`, each at the schedule's learning rate for it (schedule(step - 1)) by
+// train_step, with the running loss from `running` (a resumed run's), validation and saving as
+// `options` says. Returns the progress after the last step (of none: step first_step - 1).
+template <class Model, class Ids>
+Progress train(Model& model, mf::ParameterList<float>& params, mf::AdamW<float>& optimizer, const Ids& ids,
+               const mf::CosineSchedule& schedule, const TrainOptions& options, const TrainHooks& hooks,
+               RunningLoss running = {}) {
+  const TrainOptions& o = options;
+  Progress p;
+  p.step = o.first_step - 1;
+  p.running = running;
+  for (int step = o.first_step; step <= o.last_step; ++step) {
+    if (hooks.before_step) hooks.before_step(step);
+    const auto t0 = std::chrono::steady_clock::now();
+    p.step = step;
+    p.lr = schedule(step - 1);
+    p.loss = train_step(model, params, optimizer, ids, o.seed, step, o.batch, o.seq, p.lr, o.clip, o.parallel);
+    p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    p.running.sum += p.loss;
+    ++p.running.steps;
+    p.tokens_per_s =
+        p.seconds > 0 ? static_cast<double>(step - o.first_step + 1) * o.batch * o.seq / p.seconds : 0.0;
+    if (hooks.after_step) hooks.after_step(p);
+    if (step % o.eval_every == 0 || step == o.steps) {
+      if (hooks.validate) hooks.validate(p);
+      p.validated_at = step;
+      p.running = RunningLoss();
+    }
+    if (((o.save_every > 0 && step % o.save_every == 0) || step == o.last_step) && hooks.save) hooks.save(p);
+  }
+  return p;
 }
 
 }  // namespace lm
