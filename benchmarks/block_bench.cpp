@@ -62,25 +62,35 @@ Matrix random_rows(Index rows, Index d, unsigned seed) {
 
 // Arguments (first, s, d, threads): first is arch for BM_Block{Forward,Decode} and the table type
 // for their *Compressed and *Tiled variants.
+// The block runs on a context of `threads` threads, its own.
 struct BlockCase {
   std::int64_t first;
   Index s, d;
   int threads;
+  mf::Context ctx;
   explicit BlockCase(const benchmark::State& state)
       : first(state.range(0)),
         s(state.range(1)),
         d(state.range(2)),
-        threads(static_cast<int>(state.range(3))) {
-    mf::set_num_threads(threads);
+        threads(static_cast<int>(state.range(3))),
+        ctx(threads) {
     Eigen::setNbThreads(1);
   }
 };
 
 // The cached MemoryFormer block of width d, reading its tables as `type` in `layout` (compressed
-// only when either changes: packing ~1 GiB of tables at d 1024 takes a while).
-const mf::MemoryFormerBlock<float>& memoryformer_block(Index d, mf::TableType type, mf::TableLayout layout) {
+// only when either changes: packing ~1 GiB of tables at d 1024 takes a while), on `ctx`.
+const mf::MemoryFormerBlock<float>& memoryformer_block(Index d, mf::TableType type, mf::TableLayout layout,
+                                                       const mf::Context& ctx) {
   auto& block = cached_block<mf::MemoryFormerBlock<float>>(d);
   if (block.table_type() != type || block.table_layout() != layout) block.compress_tables(type, layout);
+  block.set_context(ctx);
+  return block;
+}
+
+const mf::DenseBlock<float>& dense_block(Index d, const mf::Context& ctx) {
+  auto& block = cached_block<mf::DenseBlock<float>>(d);
+  block.set_context(ctx);
   return block;
 }
 
@@ -117,9 +127,9 @@ bool run_block(benchmark::State& state, bool memoryformer, mf::TableType type, c
                mf::TableLayout layout = mf::TableLayout::rows) {
   try {
     if (memoryformer)
-      body(state, memoryformer_block(c.d, type, layout), c.s, c.d);
+      body(state, memoryformer_block(c.d, type, layout, c.ctx), c.s, c.d);
     else
-      body(state, cached_block<mf::DenseBlock<float>>(c.d), c.s, c.d);
+      body(state, dense_block(c.d, c.ctx), c.s, c.d);
   } catch (const mf::Error& e) {
     state.SkipWithError(e.what());
     return false;

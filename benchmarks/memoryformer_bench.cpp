@@ -264,7 +264,6 @@ void BM_MemoryLayer(benchmark::State& state) {
     opt.tau = tau;
     layers.reserve(type == mf::TableType::fp32 ? sets : 1);  // no reallocation: copies come from front()
     layers.emplace_back(opt);
-    mf::set_num_threads(threads);
   } catch (const mf::Error& e) {
     state.SkipWithError(e.what());
     return;
@@ -283,6 +282,9 @@ void BM_MemoryLayer(benchmark::State& state) {
       fill_uniform(layers.back().tables().data(), layers.back().tables().size(), 0x7ab1e000ULL + set, scale);
     }
   }
+  const mf::Context ctx(threads);
+  for (auto* set : {&layers, &compressed})
+    for (mf::MemoryLayer<float>& layer : *set) layer.set_context(ctx);
   if (type == mf::TableType::fp32)
     run_layers(state, layers, inputs);
   else
@@ -327,7 +329,7 @@ void BM_MemoryLayerBackward(benchmark::State& state) {
   std::optional<mf::MemoryLayer<float>> layer;
   try {
     layer.emplace(opt);
-    mf::set_num_threads(threads);
+    layer->set_context(mf::Context(threads));
   } catch (const mf::Error& e) {
     state.SkipWithError(e.what());
     return;

@@ -59,6 +59,7 @@ Model& cached_model(std::int64_t size, mf::TableType table) {
   if (!model || loaded != path) {
     model.reset();
     model = std::make_unique<Model>(io::load_model<Model>(path, io::Weights::map));
+    model->set_context(mf::Context());  // every core, a context of the model's own
     loaded = path;
   }
   return *model;
@@ -99,7 +100,6 @@ void BM_ModelDecode(benchmark::State& state) {
   const std::int64_t arch = state.range(0), size = state.range(1);
   const auto table = static_cast<mf::TableType>(state.range(2));
   const Eigen::Index kv = state.range(3);
-  mf::set_num_threads(0);
   Eigen::setNbThreads(1);
   try {
     if (arch == 0)

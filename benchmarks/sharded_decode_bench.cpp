@@ -81,14 +81,16 @@ int main(int argc, char** argv) {
   const dist::Communicator world;
   try {
     const Options o = parse(argc, argv);
-    mf::set_num_threads(o.threads);
+    const mf::Context ctx(o.threads);
     std::string whole;
     if (world.rank() == 0) {
-      const Model model = mf::io::load_model<Model>(o.weights);
+      Model model = mf::io::load_model<Model>(o.weights);
+      model.set_context(ctx);
       dist::Communicator self(MPI_COMM_SELF);
       whole = summary(time_decoding(model, o, self));
     }
-    const Model sharded = dist::load_sharded_model<Model>(o.weights, world);
+    Model sharded = dist::load_sharded_model<Model>(o.weights, world);
+    sharded.set_context(ctx);
     const std::string split = summary(time_decoding(sharded, o, world));
     if (world.rank() == 0)
       std::cout << "{\"weights\": \"" << o.weights << "\", \"ranks\": " << world.size() << ", \"threads_per_rank\": "

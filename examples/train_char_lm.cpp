@@ -231,8 +231,9 @@ Model starting_model(const Args& a, const mf::ModelConfig& config, std::optional
   return model;
 }
 
-void print_start(const Args& a, const mf::ModelConfig& c, const mf::ParameterList<float>& params,
-                 const Corpus& corpus, double unigram, double peak_lr, int warmup) {
+void print_start(const Args& a, const mf::ModelConfig& c, const mf::Context& ctx,
+                 const mf::ParameterList<float>& params, const Corpus& corpus, double unigram, double peak_lr,
+                 int warmup) {
   std::cerr << "train_char_lm: " << a.model.arch << ", " << c.n_layers << " layers, d_model " << c.d_model << ", "
             << c.n_heads << " heads"
             << (a.model.arch == "memoryformer"
@@ -244,7 +245,7 @@ void print_start(const Args& a, const mf::ModelConfig& c, const mf::ParameterLis
             << "corpus: " << corpus.ids.size() << " bytes, " << distinct_bytes(corpus.text) << " distinct, "
             << corpus.train.size() << " train / " << corpus.val.size() << " validation; unigram entropy " << unigram
             << " bpc\n"
-            << "kernels: " << mf::to_string(mf::kernel_path()) << ", " << mf::num_threads() << " threads; lr "
+            << "kernels: " << mf::to_string(ctx.kernel_path()) << ", " << ctx.num_threads() << " threads; lr "
             << peak_lr << ", warmup " << warmup << ", " << a.steps << " steps of " << a.batch << " x " << a.seq
             << " tokens\n";
 }
@@ -265,8 +266,9 @@ void print_sample(const Model& model, const Args& a) {
 }
 
 // The results, the last line of stdout.
-void print_json(const Args& a, const mf::ModelConfig& c, const mf::ParameterList<float>& params, const Point& last,
-                double val_loss, double unigram, double tokens_per_s, double peak_lr) {
+void print_json(const Args& a, const mf::ModelConfig& c, const mf::Context& ctx,
+                const mf::ParameterList<float>& params, const Point& last, double val_loss, double unigram,
+                double tokens_per_s, double peak_lr) {
   std::ostringstream json;
   json << std::setprecision(6) << "{\"arch\": \"" << a.model.arch << "\", \"step\": " << a.steps
        << ", \"train_loss\": " << (std::isfinite(last.train_loss) ? std::to_string(last.train_loss) : "null")
@@ -276,7 +278,7 @@ void print_json(const Args& a, const mf::ModelConfig& c, const mf::ParameterList
        << ", \"layers\": " << c.n_layers << ", \"d_model\": " << c.d_model << ", \"heads\": " << c.n_heads
        << ", \"tau\": " << c.tau << ", \"expand_bits\": " << c.expand_bits << ", \"score\": \"" << c.score
        << "\", \"temperature\": " << c.temperature << ", \"seq\": " << a.seq << ", \"batch\": " << a.batch
-       << ", \"lr\": " << peak_lr << ", \"seed\": " << a.seed << ", \"threads\": " << mf::num_threads()
+       << ", \"lr\": " << peak_lr << ", \"seed\": " << a.seed << ", \"threads\": " << ctx.num_threads()
        << ", \"vocab\": " << kVocab
        << ", \"corpus\": " << mf::io::json_quote(a.corpus.empty() ? kFortunesDir : a.corpus) << "}";
   std::cout << json.str() << std::endl;
@@ -288,10 +290,13 @@ int train(const Args& a, mf::ModelConfig config) {
   const Corpus corpus = read_corpus(a);
   std::optional<mf::io::Checkpoint> checkpoint;
   Model model = starting_model<Model>(a, config, checkpoint);
+  const mf::Context ctx(a.threads);
+  model.set_context(ctx);
   auto params = model.parameters();
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
+  optimizer.set_context(ctx);
   if (checkpoint) checkpoint->restore(optimizer, params);
   const int first_step = static_cast<int>(optimizer.step_count()) + 1;
   if (first_step > a.steps + 1)
@@ -301,7 +306,7 @@ int train(const Args& a, mf::ModelConfig config) {
   const int warmup = a.warmup >= 0 ? a.warmup : std::max(1, a.steps / 100);
   const mf::CosineSchedule schedule(peak_lr, warmup, std::max(a.steps, 1), std::min(a.min_lr, peak_lr));
   const double unigram = unigram_bpc(corpus.train, kVocab);
-  print_start(a, model.config(), params, corpus, unigram, peak_lr, warmup);
+  print_start(a, model.config(), ctx, params, corpus, unigram, peak_lr, warmup);
 
   lm::TrainOptions o;  // validation (and saving) every --eval-every steps and at the last
   o.first_step = first_step;
@@ -338,7 +343,7 @@ int train(const Args& a, mf::ModelConfig config) {
 
   if (a.sample > 0) print_sample(model, a);
   const Point last = curve.empty() ? Point{0, 0, std::nan(""), val_loss, 0, 0} : curve.back();
-  print_json(a, model.config(), params, last, val_loss, unigram, end.tokens_per_s, peak_lr);
+  print_json(a, model.config(), ctx, params, last, val_loss, unigram, end.tokens_per_s, peak_lr);
   return 0;
 }
 
@@ -356,7 +361,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    mf::set_num_threads(a.threads);
     const mf::ModelConfig config = a.model.config(kVocab, static_cast<std::uint64_t>(a.seed));
     config.validate();  // before the corpus is read: a bad shape is reported at once
     return a.model.arch == "dense" ? train<mf::DenseModel<float>>(a, config)

@@ -181,7 +181,7 @@ TEST(ModelLoading, InitialModelsOnDiskEqualConstructedOnes) {
   // Blocks of 5 rows: every table takes many, the last one short.
   Model model(c);
   io::save_model(model, temp_path("saved_blocks.safetensors"), {}, mf::TableType::int8);
-  io::write_initial_model<Model>(c, temp_path("init_blocks.safetensors"), mf::TableType::int8, {}, 5 * 20 * 4);
+  io::write_initial_model<Model>(c, temp_path("init_blocks.safetensors"), mf::TableType::int8, {}, mf::Context(3), 5 * 20 * 4);
   EXPECT_EQ(read_bytes(temp_path("init_blocks.safetensors")), read_bytes(temp_path("saved_blocks.safetensors")));
 }
 

@@ -3,6 +3,9 @@
 #include "test_support.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <thread>
@@ -195,6 +198,60 @@ TEST(Context, TwoModelsWithDifferentThreadCountsRunSideBySide) {
   a.join();
   b.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Two whole models, each on a context of its own, run side by side while this test holds the
+// default context's lock: neither forward nor backward nor an optimizer step looks up the default
+// context. A module on the default context, once its thread has read it, takes no lock either.
+TEST(Context, ModelsWithTheirOwnContextsTakeNoProcessWideLock) {
+  mf::ModelConfig c;
+  c.vocab_size = 17;
+  c.d_model = 32;
+  c.n_heads = 2;
+  c.n_layers = 2;
+  c.tau = 4;
+  using Model = mf::MemoryFormerModel<float>;
+  Model one(c), three(c), shared(c);
+  one.set_context(mf::Context(1));
+  three.set_context(mf::Context(3));
+  const mf::TokenMatrix tokens = test::random_tokens(2, 12, c.vocab_size, 4u);
+  const mf::RowMatrix<float> expected = shared.forward(tokens);
+  // A training step of a model on `ctx`: forward, backward, AdamW on the same context.
+  auto step = [&](Model& model) {
+    auto params = model.parameters();
+    mf::AdamW<float> optimizer(params);
+    optimizer.set_context(model.context());
+    Model::Saved saved;
+    mf::RowMatrix<float> dlogits;
+    mf::cross_entropy<float>(model.forward(tokens, &saved), tokens, &dlogits);
+    model.backward(saved, dlogits);
+    optimizer.step(params, 1e-3, mf::clip_scale(mf::global_grad_norm(params, model.context()), 1.0));
+    return model.forward(tokens);
+  };
+
+  std::promise<void> warmed;
+  std::promise<void> go;
+  std::shared_future<void> started = go.get_future().share();
+  std::future<mf::RowMatrix<float>> on_default = std::async(std::launch::async, [&] {
+    shared.forward(tokens);  // this thread reads the default context once
+    warmed.set_value();
+    started.wait();
+    return shared.forward(tokens);
+  });
+  warmed.get_future().wait();
+  std::unique_lock<std::mutex> hold(mf::detail::default_context_holder().mutex);
+  go.set_value();
+  auto a = std::async(std::launch::async, [&] { return step(one); });
+  auto b = std::async(std::launch::async, [&] { return step(three); });
+  const auto limit = std::chrono::seconds(60);
+  const bool done = a.wait_for(limit) == std::future_status::ready && b.wait_for(limit) == std::future_status::ready &&
+                    on_default.wait_for(limit) == std::future_status::ready;
+  hold.unlock();
+  ASSERT_TRUE(done) << "a call waited on the default context's lock";
+  EXPECT_EQ(on_default.get(), expected);
+  const mf::RowMatrix<float> after_one = a.get(), after_three = b.get();
+  EXPECT_EQ(after_one, after_three) << "the same step on 1 and 3 threads";
+  EXPECT_NE(after_one, expected) << "the step changed the weights";
 }
 
 TEST(Context, RejectsANegativeThreadCount) {

@@ -9,7 +9,9 @@
 #include "platform/thread_pool.hpp"
 #include "platform/kernel_path.hpp"
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -103,9 +105,14 @@ class Context {
 
 namespace detail {
 
+// The default context: set under a mutex by the setters below, which also bump `generation`.
+// Readers keep a copy per thread and refresh it only when the generation has moved, so that a
+// call reads one atomic and takes no lock (a process-wide lock on every call serialised every
+// module of every model that has no context of its own).
 struct DefaultContextHolder {
   std::mutex mutex;
   std::optional<Context> context;
+  std::atomic<std::uint64_t> generation{1};
 };
 
 inline DefaultContextHolder& default_context_holder() {
@@ -113,15 +120,37 @@ inline DefaultContextHolder& default_context_holder() {
   return holder;
 }
 
+// Replaces the default context by make(current or null); the caller holds no lock.
+template <class Make>
+void replace_default_context(const Make& make) {
+  DefaultContextHolder& h = default_context_holder();
+  std::lock_guard<std::mutex> lock(h.mutex);
+  if (std::optional<Context> next = make(h.context ? &*h.context : nullptr)) {
+    h.context = std::move(next);
+    h.generation.fetch_add(1, std::memory_order_release);
+  }
+}
+
 }  // namespace detail
 
-// The context of modules given none, made on first use. A call takes a copy, so that calls in
-// flight finish on the context they started with while set_num_threads() replaces it.
+// The context of modules given none, made on first use. A call returns a copy, so that calls in
+// flight finish on the context they started with while set_num_threads() replaces it. Lock-free
+// once this thread has read the current default (see DefaultContextHolder).
 inline Context default_context() {
+  struct Cached {
+    std::uint64_t generation = 0;
+    std::optional<Context> context;
+  };
+  thread_local Cached cached;
   detail::DefaultContextHolder& h = detail::default_context_holder();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  if (!h.context) h.context.emplace();
-  return *h.context;
+  const std::uint64_t now = h.generation.load(std::memory_order_acquire);
+  if (cached.generation != now || !cached.context) {
+    std::lock_guard<std::mutex> lock(h.mutex);
+    if (!h.context) h.context.emplace();
+    cached.context = *h.context;
+    cached.generation = h.generation.load(std::memory_order_relaxed);
+  }
+  return *cached.context;
 }
 
 // The default context's thread count (like Eigen::nbThreads).
@@ -131,13 +160,13 @@ inline int num_threads() { return default_context().num_threads(); }
 inline void set_num_threads(int threads) {
   if (threads < 0) detail::fail("set_num_threads", "threads", threads, ">= 1, or 0 for the default");
   const int n = threads == 0 ? detail::hardware_threads() : threads;
-  detail::DefaultContextHolder& h = detail::default_context_holder();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  if (h.context && h.context->num_threads() == n) return;
-  ContextOptions o;
-  o.threads = n;
-  if (h.context) o.kernel_path = h.context->kernel_path();
-  h.context.emplace(o);
+  detail::replace_default_context([n](const Context* current) -> std::optional<Context> {
+    if (current != nullptr && current->num_threads() == n) return std::nullopt;
+    ContextOptions o;
+    o.threads = n;
+    if (current != nullptr) o.kernel_path = current->kernel_path();
+    return Context(o);
+  });
 }
 
 // The default context's kernel path. Throws Error if MEMORYFORMER_PATH names an unknown or
@@ -147,15 +176,12 @@ inline KernelPath kernel_path() { return default_context().kernel_path(); }
 // Selects `path` for the default context; throws Error if it is not supported.
 inline void set_kernel_path(KernelPath path) {
   detail::require_supported("set_kernel_path", "path", path);
-  detail::DefaultContextHolder& h = detail::default_context_holder();
-  std::lock_guard<std::mutex> lock(h.mutex);
-  if (h.context) {
-    h.context = h.context->with_kernel_path(path);
-    return;
-  }
-  ContextOptions o;
-  o.kernel_path = path;
-  h.context.emplace(o);
+  detail::replace_default_context([path](const Context* current) -> std::optional<Context> {
+    if (current != nullptr) return current->with_kernel_path(path);
+    ContextOptions o;
+    o.kernel_path = path;
+    return Context(o);
+  });
 }
 
 namespace detail {

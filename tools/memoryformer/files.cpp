@@ -182,7 +182,7 @@ int run_convert(int argc, char** argv) {
       extra[key] = value;
   const std::string from =
       mf::to_string(for_argument("--weights", weights, [&] { return io::load_table_type(file); }));
-  return with_model("--weights", file, io::Weights::copy, [&](auto& model) {
+  return with_model("--weights", file, io::Weights::copy, mf::Context(1), [&](auto& model) {
     for_argument("--out", out, [&] { io::save_model(model, out, extra, type); });
     std::error_code e1, e2;
     std::cout << weights << " (tables " << from << ", " << std::filesystem::file_size(weights, e1)
@@ -233,12 +233,12 @@ int run_init(int argc, char** argv) {
   const mf::TableType type = table_type(tables);
   if (arch == "dense" && type != mf::TableType::fp32)
     throw UsageError("--tables = " + in_quotes(tables) + ": expected fp32 for --arch dense (it has no hash tables)");
-  mf::set_num_threads(threads);
+  const mf::Context ctx(threads);
   for_argument("--out", out, [&] {
     if (arch == "dense")
-      io::write_initial_model<mf::DenseModel<float>>(config, out, type);
+      io::write_initial_model<mf::DenseModel<float>>(config, out, type, {}, ctx);
     else
-      io::write_initial_model<mf::MemoryFormerModel<float>>(config, out, type);
+      io::write_initial_model<mf::MemoryFormerModel<float>>(config, out, type, {}, ctx);
   });
   std::error_code ec;
   std::cout << arch << " " << config.n_layers << " x " << config.d_model << " (vocab " << config.vocab_size

@@ -90,9 +90,9 @@ int run_logits(int argc, char** argv) {
   if (!f.parse(argc, argv)) return 0;
   const std::vector<long long> ids = parse_token_list("--tokens", tokens_text);
   const bool split = sharded(shard);
-  mf::set_num_threads(threads);
+  const mf::Context ctx(threads);
   const io::SafetensorsFile file = open_model_file("--weights", weights, split);
-  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
+  return with_model("--weights", file, io::Weights::map, ctx, [&](const auto& model) {
     const mf::TokenMatrix tokens = check_vocab("--tokens", tokens_text, ids, model.config().vocab_size);
     const mf::RowMatrix<float> logits = model.forward(tokens);
     if (!prints_output(split)) return 0;
@@ -141,9 +141,9 @@ int run_generate(int argc, char** argv) {
     throw UsageError("--tokenizer = " + in_quotes(tokenizer_path) + ": expected only with --prompt");
   const std::vector<long long> ids =
       text ? std::vector<long long>() : parse_token_list("--tokens", tokens_text);
-  mf::set_num_threads(threads);
+  const mf::Context ctx(threads);
   const io::SafetensorsFile file = open_model_file("--weights", weights, split);
-  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
+  return with_model("--weights", file, io::Weights::map, ctx, [&](const auto& model) {
     const int vocab = model.config().vocab_size;
     std::unique_ptr<Tokenizer> tok;
     std::vector<std::int32_t> start;

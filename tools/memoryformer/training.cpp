@@ -138,10 +138,13 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, const mf::Mode
   std::optional<io::Checkpoint> checkpoint;
   if (!a.resume.empty()) checkpoint = open_checkpoint(a.resume, lead);
   Model model = checkpoint ? resumed_model<Model>(a, data, config, *checkpoint) : Model(config);
+  const mf::Context ctx(a.threads);
+  model.set_context(ctx);
   auto params = model.parameters();
   mf::AdamWOptions adam;
   adam.weight_decay = a.weight_decay;
   mf::AdamW<float> optimizer(params, adam);
+  optimizer.set_context(ctx);
   TrainRecorder<Model> rec(a, data, model, optimizer, params, lead);
   lm::RunningLoss running;  // the train loss since the last validation, as the checkpoint left it
   if (checkpoint) running = restore(*checkpoint, optimizer, params, rec.csv);
@@ -218,7 +221,6 @@ int run_train(int argc, char** argv) {
   add_train_flags(f, a);
   for (const char* name : {"--data", "--out"}) f.require(name);
   if (!f.parse(argc, argv)) return 0;
-  mf::set_num_threads(a.threads);
   const io::TokenDataset data = open_dataset(a.data);
   for (const auto& [name, split] : {std::pair<const char*, const io::TokenSplit*>{"train", &data.train()},
                                     std::pair<const char*, const io::TokenSplit*>{"val", &data.val()}})
@@ -247,10 +249,9 @@ int run_eval(int argc, char** argv) {
   add_threads_flag(f, &threads);
   for (const char* name : {"--weights", "--data"}) f.require(name);
   if (!f.parse(argc, argv)) return 0;
-  mf::set_num_threads(threads);
   const io::TokenDataset data = open_dataset(data_path);
   const io::SafetensorsFile file = open_file("--weights", weights);
-  return with_model("--weights", file, io::Weights::map, [&](const auto& model) {
+  return with_model("--weights", file, io::Weights::map, mf::Context(threads), [&](const auto& model) {
     check_dataset_matches(data, weights, model.config().vocab_size, metadata_or_empty(file, "tokenizer_checksum"));
     const std::string recorded = metadata_or_empty(file, "train_seq");
     const std::optional<long long> recorded_seq = recorded.empty() ? 128 : parse_integer(recorded);

@@ -28,6 +28,7 @@
 #pragma once
 
 #include "../config.hpp"
+#include "../context.hpp"
 #include "../model.hpp"
 #include "../model_config.hpp"
 #include "../output_shard.hpp"
@@ -355,12 +356,15 @@ void save_model(Model& model, const std::string& path, std::map<std::string, std
 // save_model(Model(config), path, extra, tables) would, byte for byte, but without ever holding the
 // tables: they are drawn `block_bytes` of rows at a time (MemoryLayer::draw_table_rows) and
 // streamed to the file. Memory stays near one block plus the other tensors, for a model of any size.
+// The rows are drawn on `ctx`'s threads; the values do not depend on it.
 template <class Model>
 void write_initial_model(const ModelConfig& config, const std::string& path, TableType tables = TableType::fp32,
-                         std::map<std::string, std::string> extra = {}, std::size_t block_bytes = 8 << 20) {
+                         std::map<std::string, std::string> extra = {}, const Context& ctx = default_context(),
+                         std::size_t block_bytes = 8 << 20) {
   using Scalar = typename Model::Scalar;
   detail::require_tables_for<Model>("write_initial_model", tables);
   Model model(config, Init::except_tables);
+  model.set_context(ctx);
   std::vector<StreamedTensor> tensors;
   for (const auto& p : model.weights()) tensors.push_back(streamed(tensor(p.name, p.value, file_shape(p, config))));
   const std::int64_t k = config.num_chunks();

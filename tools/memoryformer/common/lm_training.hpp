@@ -84,7 +84,7 @@ double train_step(Model& model, mf::ParameterList<float>& params, mf::AdamW<floa
   if (parallel != nullptr) dlogits *= static_cast<float>(share);
   model.backward(saved, dlogits);
   if (parallel != nullptr) parallel->sum_gradients(params);
-  optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params), clip));
+  optimizer.step(params, lr, mf::clip_scale(mf::global_grad_norm(params, optimizer.context()), clip));
   return loss;
 }
 

@@ -83,10 +83,11 @@ inline bool sharded(const std::string& shard) {
 // as the file stores them (fp32, bf16 or int8); inference maps them (io::Weights::map), so a
 // model loads in the time it takes to check the file and shares its pages with the page cache.
 // With `sharded`, each rank of MPI_COMM_WORLD loads its part of the model instead
-// (distributed::load_sharded_model): f's model then computes with all ranks.
+// (distributed::load_sharded_model): f's model then computes with all ranks. The model runs on
+// `ctx` (the command's --threads).
 template <class F>
-int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weights how, F f,
-               bool sharded = false) {
+int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weights how, const mf::Context& ctx,
+               F f, bool sharded = false) {
   const auto load = [&](auto* type) {
     using Model = std::remove_pointer_t<decltype(type)>;
 #if MF_HAVE_MPI
@@ -99,11 +100,13 @@ int with_model(const std::string& arg, const io::SafetensorsFile& file, io::Weig
   const std::string arch = io::load_arch(file);
   if (arch == mf::DenseBlock<float>::kArch) {
     auto model = for_argument(arg, file.path(), [&] { return load(static_cast<mf::DenseModel<float>*>(nullptr)); });
+    model.set_context(ctx);
     return f(model);
   }
   // Any other arch is reported by load_model, naming the ones it knows.
   auto model =
       for_argument(arg, file.path(), [&] { return load(static_cast<mf::MemoryFormerModel<float>*>(nullptr)); });
+  model.set_context(ctx);
   return f(model);
 }
 
