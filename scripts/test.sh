@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --interop  # the interop tests need PyTorch (tests/interop)
 for preset in dev asan scalar; do
   echo "=== preset: $preset"
+  start=$SECONDS
   cmake --workflow --preset "$preset"
+  echo "=== preset $preset: configured, built and tested in $((SECONDS - start)) s"
 done
 echo "=== all test presets passed: dev asan scalar"
 # Bounded fuzzing (about 30 s per target plus a short build): a crash fails CI.
