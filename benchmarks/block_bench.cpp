@@ -9,7 +9,7 @@
 //   copies of its tables in TableLayout::tiles, the layout for long forwards (a slower decode is its
 //   price: docs/performance.md).
 // Heads: d / 64 (8 at d 512, 16 at d 1024); tau 8, expand bits 2. Counters as in
-// memoryformer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
+// layer_bench.cpp, FLOPs by flops.hpp's block counts (the paper's convention).
 #include "counters.hpp"
 #include "grid.hpp"
 

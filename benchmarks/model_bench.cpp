@@ -1,7 +1,7 @@
 // Whole-model generation: the number a CPU-inference user asks for first (docs/performance.md).
 //   BM_ModelDecode/arch:{0 dense, 1 memoryformer}/size:{0 tiny, 1 small, 2 base}/table:{0 fp32,
 //   1 bf16, 2 int8}/kv: one generated token through every layer, the LM head included, with kv
-//   positions in every KV cache. Counters as in memoryformer_bench.cpp (tokens_per_s), FLOPs by
+//   positions in every KV cache. Counters as in layer_bench.cpp (tokens_per_s), FLOPs by
 //   flops.hpp's block counts plus attention over kv + 1 positions and the LM head.
 // Sizes are the paper's (ModelConfig::tiny/small/base: 6 x 512, 12 x 768, 24 x 1024, tau 8, e 2)
 // with Pythia's padded vocabulary of 50304; the dense models of the same shapes are Pythia-70M,

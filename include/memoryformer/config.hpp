@@ -1,13 +1,12 @@
 // Version, common types, and the argument checks that throw ArgumentError (errors.hpp).
 #pragma once
 
+#include "enum_names.hpp"
 #include "errors.hpp"
 
 #include <Eigen/Core>
 
 #include <cstdint>
-#include <initializer_list>
-#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -51,17 +50,10 @@ enum class Score {
   l1,     // s = ||z||_1 * p(z), as the authors' released code trains
 };
 
-inline const char* to_string(Score score) {
-  switch (score) {
-    case Score::paper:
-      return "paper";
-    case Score::l1:
-      return "l1";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, Score score) { return os << to_string(score); }
+template <>
+struct EnumNames<Score> {
+  static constexpr EnumName<Score> table[] = {{Score::paper, "paper"}, {Score::l1, "l1"}};
+};
 
 // Where RMSNorm adds its eps (docs/method.md §2). Both agree to ~eps relative; they differ where a
 // row is near zero, and a hash can flip there.
@@ -70,17 +62,11 @@ enum class RmsForm {
   eps_after_root,  // x / (sqrt(mean(x^2)) + eps): the released code's RMSNorm
 };
 
-inline const char* to_string(RmsForm form) {
-  switch (form) {
-    case RmsForm::eps_in_root:
-      return "eps_in_root";
-    case RmsForm::eps_after_root:
-      return "eps_after_root";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, RmsForm form) { return os << to_string(form); }
+template <>
+struct EnumNames<RmsForm> {
+  static constexpr EnumName<RmsForm> table[] = {{RmsForm::eps_in_root, "eps_in_root"},
+                                                {RmsForm::eps_after_root, "eps_after_root"}};
+};
 
 // How the token embedding and the LM head are drawn (docs/method.md §3).
 enum class EmbeddingInit {
@@ -88,17 +74,11 @@ enum class EmbeddingInit {
   small_init,   // N(0, sqrt(2 / (5 d))): the released code's `small_init`
 };
 
-inline const char* to_string(EmbeddingInit init) {
-  switch (init) {
-    case EmbeddingInit::normal_0_02:
-      return "normal_0.02";
-    case EmbeddingInit::small_init:
-      return "small_init";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, EmbeddingInit init) { return os << to_string(init); }
+template <>
+struct EnumNames<EmbeddingInit> {
+  static constexpr EnumName<EmbeddingInit> table[] = {{EmbeddingInit::normal_0_02, "normal_0.02"},
+                                                      {EmbeddingInit::small_init, "small_init"}};
+};
 
 // A function between the Memory Block's LayerNorm and its down layer (docs/method.md §2; paper
 // Table 6 adds a GeLU there, the default has none: the hash is the non-linearity).
@@ -107,28 +87,12 @@ enum class Activation {
   gelu,  // exact, x Phi(x)
 };
 
-inline const char* to_string(Activation activation) {
-  switch (activation) {
-    case Activation::none:
-      return "none";
-    case Activation::gelu:
-      return "gelu";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, Activation activation) { return os << to_string(activation); }
+template <>
+struct EnumNames<Activation> {
+  static constexpr EnumName<Activation> table[] = {{Activation::none, "none"}, {Activation::gelu, "gelu"}};
+};
 
 namespace detail {
-
-// The value among `values` whose to_string is `name`, or nothing: how a config file and the command
-// line read Score, RmsForm, EmbeddingInit and Activation by name.
-template <class Enum>
-std::optional<Enum> enum_named(const std::string& name, std::initializer_list<Enum> values) {
-  for (Enum e : values)
-    if (name == to_string(e)) return e;
-  return std::nullopt;
-}
 
 // Builds "where: name = value, expected what" and throws it as ArgumentError.
 template <class Value>

@@ -12,8 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <ostream>
-#include <string>
 
 namespace memoryformer {
 inline namespace v0 {
@@ -21,19 +19,11 @@ inline namespace v0 {
 // How tables are stored. The values are the benchmarks' `table` argument.
 enum class TableType { fp32 = 0, bf16 = 1, int8 = 2 };
 
-inline const char* to_string(TableType type) {
-  switch (type) {
-    case TableType::fp32:
-      return "fp32";
-    case TableType::bf16:
-      return "bf16";
-    case TableType::int8:
-      return "int8";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, TableType type) { return os << to_string(type); }
+template <>
+struct EnumNames<TableType> {
+  static constexpr EnumName<TableType> table[] = {
+      {TableType::fp32, "fp32"}, {TableType::bf16, "bf16"}, {TableType::int8, "int8"}};
+};
 
 // How a compressed copy lays its values out in memory (detail/table_tiles.hpp). `rows`, the
 // default, keeps each table row contiguous: batch-1 decoding reads every selected row in one piece.
@@ -41,17 +31,11 @@ inline std::ostream& operator<<(std::ostream& os, TableType type) { return os <<
 // reads each table once, contiguously (docs/performance.md has the measured trade).
 enum class TableLayout { rows = 0, tiles = 1 };
 
-inline const char* to_string(TableLayout layout) {
-  switch (layout) {
-    case TableLayout::rows:
-      return "rows";
-    case TableLayout::tiles:
-      return "tiles";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, TableLayout layout) { return os << to_string(layout); }
+template <>
+struct EnumNames<TableLayout> {
+  static constexpr EnumName<TableLayout> table[] = {{TableLayout::rows, "rows"},
+                                                    {TableLayout::tiles, "tiles"}};
+};
 
 // Bytes per table value.
 inline int table_value_bytes(TableType type) {

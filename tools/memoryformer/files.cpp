@@ -131,9 +131,7 @@ bool print_checksums(const io::SafetensorsFile& file, const std::string& path) {
 }
 
 // --tables' value (a Flags choice).
-mf::TableType table_type(const std::string& tables) {
-  return tables == "bf16" ? mf::TableType::bf16 : tables == "int8" ? mf::TableType::int8 : mf::TableType::fp32;
-}
+mf::TableType table_type(const std::string& tables) { return *mf::detail::enum_named<mf::TableType>(tables); }
 
 }  // namespace
 

@@ -108,26 +108,23 @@ inline ModelConfig config_from_json(const std::string& text, const std::string& 
     *target = static_cast<int>(v);
   }
   for (const auto& [key, target] : reals) *target = root.at(key).as_number();
-  // score is required, the variants optional (absent: the default); each is one of `values` by name.
-  const auto read_choice = [&](const char* key, auto values, auto& target) {
+  // score is required, the variants optional (absent: the default); each is one of its enum's names.
+  const auto read_choice = [&](const char* key, auto& target) {
+    using Enum = std::remove_reference_t<decltype(target)>;
     const JsonValue* value = root.find(key);
     if (value == nullptr) return;
-    if (const auto e = memoryformer::detail::enum_named(value->as_string(), values)) {
+    if (const auto e = memoryformer::detail::enum_named<Enum>(value->as_string())) {
       target = *e;
       return;
     }
-    std::string expected;
-    for (const auto e : values) expected += std::string(expected.empty() ? "" : " or ") + json_quote(to_string(e));
-    bad(value->path(), json_quote(value->as_string()) + ", expected " + expected);
+    bad(value->path(), json_quote(value->as_string()) + ", expected " +
+                           memoryformer::detail::enum_name_list<Enum>(" or ", "\""));
   };
   root.at("score");  // required: its absence is an error naming it
-  read_choice("score", std::initializer_list<Score>{Score::paper, Score::l1}, c.score);
-  read_choice("rms_form", std::initializer_list<RmsForm>{RmsForm::eps_in_root, RmsForm::eps_after_root}, c.rms_form);
-  read_choice("embedding_init",
-              std::initializer_list<EmbeddingInit>{EmbeddingInit::normal_0_02, EmbeddingInit::small_init},
-              c.embedding_init);
-  read_choice("memory_block_activation", std::initializer_list<Activation>{Activation::none, Activation::gelu},
-              c.memory_block_activation);
+  read_choice("score", c.score);
+  read_choice("rms_form", c.rms_form);
+  read_choice("embedding_init", c.embedding_init);
+  read_choice("memory_block_activation", c.memory_block_activation);
   if (const JsonValue* v = root.find("output_projection")) c.output_projection = v->as_bool();
   try {
     c.validate();
@@ -437,8 +434,8 @@ inline std::string load_arch(const SafetensorsFile& file) {
 inline TableType load_table_type(const SafetensorsFile& file) {
   const auto it = file.metadata().find("tables");
   if (it == file.metadata().end()) return TableType::fp32;
-  for (const TableType type : {TableType::bf16, TableType::int8})
-    if (it->second == to_string(type)) return type;
+  const auto type = memoryformer::detail::enum_named<TableType>(it->second);
+  if (type && *type != TableType::fp32) return *type;
   throw FormatError(
       file.path(), "", "__metadata__.tables",
       json_quote(it->second) + ", expected \"bf16\" or \"int8\" (or no entry, for float tables)");

@@ -48,33 +48,21 @@ namespace io {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
-inline const char* to_string(DType dtype) {
-  switch (dtype) {
-    case DType::F64:
-      return "F64";
-    case DType::F32:
-      return "F32";
-    case DType::F16:
-      return "F16";
-    case DType::BF16:
-      return "BF16";
-    case DType::I64:
-      return "I64";
-    case DType::I32:
-      return "I32";
-    case DType::I16:
-      return "I16";
-    case DType::I8:
-      return "I8";
-    case DType::U8:
-      return "U8";
-    case DType::BOOL:
-      return "BOOL";
-  }
-  return "unknown";
-}
+}  // namespace io
 
-inline std::ostream& operator<<(std::ostream& os, DType dtype) { return os << to_string(dtype); }
+template <>
+struct EnumNames<io::DType> {
+  static constexpr EnumName<io::DType> table[] = {
+      {io::DType::F64, "F64"}, {io::DType::F32, "F32"},  {io::DType::F16, "F16"}, {io::DType::BF16, "BF16"},
+      {io::DType::I64, "I64"}, {io::DType::I32, "I32"},  {io::DType::I16, "I16"}, {io::DType::I8, "I8"},
+      {io::DType::U8, "U8"},   {io::DType::BOOL, "BOOL"}};
+};
+
+namespace io {
+
+// DType's to_string and operator<< (enum_names.hpp), where argument-dependent lookup looks for them.
+using memoryformer::to_string;
+using memoryformer::operator<<;
 
 inline std::size_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -100,10 +88,9 @@ inline constexpr DType all_dtypes[] = {DType::F64, DType::F32, DType::F16, DType
                                        DType::I32, DType::I16, DType::I8,  DType::U8,   DType::BOOL};
 
 inline DType parse_dtype(std::string_view name) {
-  for (const DType d : all_dtypes)
-    if (name == to_string(d)) return d;
+  if (const auto dtype = memoryformer::detail::enum_named<DType>(name)) return *dtype;
   memoryformer::detail::fail("parse_dtype", "dtype", json_quote(name),
-                             "one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+                             "one of " + memoryformer::detail::enum_name_list<DType>());
 }
 
 // The dtype a C++ element type is stored as.
@@ -511,11 +498,10 @@ inline TensorInfo SafetensorsFile::parse_tensor(const std::string& name, const J
   TensorInfo t;
   t.name = name;
   const std::string& dtype = field("dtype", JsonValue::Type::string).as_string();
-  const auto* known = std::find_if(std::begin(all_dtypes), std::end(all_dtypes),
-                                   [&](DType d) { return dtype == to_string(d); });
-  if (known == std::end(all_dtypes))
-    bad("dtype", "unknown " + json_quote(dtype) +
-                     ", expected one of F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL");
+  const auto known = memoryformer::detail::enum_named<DType>(dtype);
+  if (!known)
+    bad("dtype", "unknown " + json_quote(dtype) + ", expected one of " +
+                     memoryformer::detail::enum_name_list<DType>());
   t.dtype = *known;
 
   const auto& dims = field("shape", JsonValue::Type::array).as_array();

@@ -9,7 +9,6 @@
 #include "cpu_features.hpp"
 
 #include <cstdlib>
-#include <ostream>
 #include <string>
 #include <vector>
 
@@ -18,19 +17,11 @@ inline namespace v0 {
 
 enum class KernelPath { scalar, avx2, avx512 };
 
-inline const char* to_string(KernelPath path) {
-  switch (path) {
-    case KernelPath::scalar:
-      return "scalar";
-    case KernelPath::avx2:
-      return "avx2";
-    case KernelPath::avx512:
-      return "avx512";
-  }
-  return "unknown";
-}
-
-inline std::ostream& operator<<(std::ostream& os, KernelPath path) { return os << to_string(path); }
+template <>
+struct EnumNames<KernelPath> {
+  static constexpr EnumName<KernelPath> table[] = {
+      {KernelPath::scalar, "scalar"}, {KernelPath::avx2, "avx2"}, {KernelPath::avx512, "avx512"}};
+};
 
 // Whether this build and this CPU can run `path`.
 inline bool kernel_path_supported(KernelPath path) {
@@ -55,9 +46,9 @@ inline std::vector<KernelPath> supported_kernel_paths() {
 
 // "scalar", "avx2" or "avx512" -> the path; anything else throws Error.
 inline KernelPath parse_kernel_path(const std::string& name) {
-  for (KernelPath p : {KernelPath::scalar, KernelPath::avx2, KernelPath::avx512})
-    if (name == to_string(p)) return p;
-  detail::fail("parse_kernel_path", "name", '"' + name + '"', "one of scalar, avx2, avx512");
+  if (const auto path = detail::enum_named<KernelPath>(name)) return *path;
+  detail::fail("parse_kernel_path", "name", '"' + name + '"',
+               "one of " + detail::enum_name_list<KernelPath>());
 }
 
 namespace detail {
@@ -77,7 +68,8 @@ inline KernelPath initial_kernel_path() {
     try {
       path = parse_kernel_path(env);
     } catch (const Error&) {
-      fail("environment", "MEMORYFORMER_PATH", '"' + std::string(env) + '"', "one of scalar, avx2, avx512");
+      fail("environment", "MEMORYFORMER_PATH", '"' + std::string(env) + '"',
+           "one of " + enum_name_list<KernelPath>());
     }
     require_supported("environment", "MEMORYFORMER_PATH", path);
     return path;

@@ -9,9 +9,9 @@
 #include <memoryformer/memoryformer.hpp>
 
 #include <cstdint>
-#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace cli {
 
@@ -34,15 +34,15 @@ struct ModelFlags {
     f.add("--expand-bits", &expand_bits,
           "extra bits of the Memory Block's down layer (tau + e <= " + std::to_string(mf::kMaxTau) + ")", 0,
           mf::kMaxTau - 1);
-    f.add("--score", &score, "weight of a selected row", {"paper", "l1"});
+    f.add("--score", &score, "weight of a selected row", names<mf::Score>());
     f.add("--temperature", &temperature, "softmax temperature of the score", 1e-6, 1e6);
     f.add("--rms-form", &rms_form, "where RMSNorm adds eps (eps_after_root: the released code's)",
-          {"eps_in_root", "eps_after_root"});
+          names<mf::RmsForm>());
     f.add("--norm-eps", &norm_eps, "RMSNorm eps", 1e-30, 1);
-    f.add("--embedding-init", &embedding_init, "init of the embedding and LM head (small_init: the released code's)",
-          {"normal_0.02", "small_init"});
+    f.add("--embedding-init", &embedding_init,
+          "init of the embedding and LM head (small_init: the released code's)", names<mf::EmbeddingInit>());
     f.add("--memory-block-activation", &memory_block_activation,
-          "function between the Memory Block's LayerNorm and down layer", {"none", "gelu"});
+          "function between the Memory Block's LayerNorm and down layer", names<mf::Activation>());
     f.add("--output-projection", &output_projection, "W_O after attention (memory: a Memory Layer)",
           {"none", "memory"});
   }
@@ -67,22 +67,30 @@ struct ModelFlags {
     c.n_heads = heads;
     c.tau = tau;
     c.expand_bits = expand_bits;
-    c.score = named(score, {mf::Score::paper, mf::Score::l1});
+    c.score = named<mf::Score>(score);
     c.temperature = temperature;
     c.norm_eps = norm_eps;
-    c.rms_form = named(rms_form, {mf::RmsForm::eps_in_root, mf::RmsForm::eps_after_root});
-    c.embedding_init = named(embedding_init, {mf::EmbeddingInit::normal_0_02, mf::EmbeddingInit::small_init});
-    c.memory_block_activation = named(memory_block_activation, {mf::Activation::none, mf::Activation::gelu});
+    c.rms_form = named<mf::RmsForm>(rms_form);
+    c.embedding_init = named<mf::EmbeddingInit>(embedding_init);
+    c.memory_block_activation = named<mf::Activation>(memory_block_activation);
     c.output_projection = output_projection == "memory";
     c.seed = seed;
     return c;
   }
 
  private:
-  // The enum value whose to_string is `name` (a Flags choice, so one always is).
+  // An enum's names (enum_names.hpp): the choices of its flag.
   template <class Enum>
-  static Enum named(const std::string& name, std::initializer_list<Enum> values) {
-    if (const auto e = memoryformer::detail::enum_named(name, values)) return *e;
+  static std::vector<std::string> names() {
+    std::vector<std::string> list;
+    for (const auto& e : memoryformer::EnumNames<Enum>::table) list.push_back(e.name);
+    return list;
+  }
+
+  // The enum value named `name` (a Flags choice, so one always is).
+  template <class Enum>
+  static Enum named(const std::string& name) {
+    if (const auto e = memoryformer::detail::enum_named<Enum>(name)) return *e;
     throw std::logic_error("ModelFlags: no value named " + name);
   }
 };

@@ -1,5 +1,7 @@
 // Microbenchmarks (docs/performance.md): MemoryLayer<float>::forward against the dense projection
-// y = xW it replaces, with the same arguments on both sides: tokens N, in d, out h.
+// y = xW it replaces, with the same arguments on both sides: tokens N, in d, out h. The file also
+// holds the main() of memoryformer_bench (this and the block, train, model, thread-pool and
+// row-read benchmarks), with the context it records.
 //
 // Dense baselines: Eigen's GEMM, and cblas_sgemm from the system BLAS when the build found one
 // (MF_BENCH_HAVE_CBLAS). Report the faster of the two as "best dense".
