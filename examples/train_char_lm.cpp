@@ -293,10 +293,7 @@ int train(const Args& a, mf::ModelConfig config) {
   const mf::Context ctx(a.threads);
   model.set_context(ctx);
   auto params = model.parameters();
-  mf::AdamWOptions adam;
-  adam.weight_decay = a.weight_decay;
-  mf::AdamW<float> optimizer(params, adam);
-  optimizer.set_context(ctx);
+  mf::AdamW<float> optimizer = lm::adamw_on(params, a.weight_decay, ctx);
   if (checkpoint) checkpoint->restore(optimizer, params);
   const int first_step = static_cast<int>(optimizer.step_count()) + 1;
   if (first_step > a.steps + 1)

@@ -141,10 +141,7 @@ int train_model(const TrainArgs& a, const io::TokenDataset& data, const mf::Mode
   const mf::Context ctx(a.threads);
   model.set_context(ctx);
   auto params = model.parameters();
-  mf::AdamWOptions adam;
-  adam.weight_decay = a.weight_decay;
-  mf::AdamW<float> optimizer(params, adam);
-  optimizer.set_context(ctx);
+  mf::AdamW<float> optimizer = lm::adamw_on(params, a.weight_decay, ctx);
   TrainRecorder<Model> rec(a, data, model, optimizer, params, lead);
   lm::RunningLoss running;  // the train loss since the last validation, as the checkpoint left it
   if (checkpoint) running = restore(*checkpoint, optimizer, params, rec.csv);

@@ -134,6 +134,16 @@ inline double bits_per_byte(const Evaluation& e, const mf::io::TokenSplit& split
   return mf::bits_per_byte(e.nll_nats, static_cast<std::uint64_t>(std::max(1.0, std::round(fraction * split.text_bytes()))));
 }
 
+// The optimizer of both programs: AdamW over `params` with `weight_decay`, on `ctx`, the context
+// the model runs on.
+inline mf::AdamW<float> adamw_on(const mf::ParameterList<float>& params, double weight_decay, const mf::Context& ctx) {
+  mf::AdamWOptions options;
+  options.weight_decay = weight_decay;
+  mf::AdamW<float> optimizer(params, options);
+  optimizer.set_context(ctx);
+  return optimizer;
+}
+
 // The running train loss since the last validation: its sum and steps. A checkpoint carries it,
 // so that a resumed run reports the means an uninterrupted one would.
 struct RunningLoss {
